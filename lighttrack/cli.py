@@ -1,0 +1,43 @@
+"""The ``lighttrack`` command: one subcommand module per area under lighttrack/commands/.
+
+Each module in ``COMMANDS`` defines ``register(subparsers)`` which adds its parser and
+sets ``func`` (taking the parsed args, returning an exit code).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main"]
+
+# Modules under lighttrack.commands, in help order.
+COMMANDS = ("arch", "data", "evaluate", "track", "export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lighttrack", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"lighttrack.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"lighttrack.commands.{name}":
+                continue  # area not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        # Bad input: one clear line, no traceback.
+        print(f"lighttrack {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
