@@ -252,7 +252,8 @@ def _parse_canonical(text: str) -> Arch:
         raise ArchError(f"bb: {e}") from None
 
 
-_RELEASED = re.compile(r"back_(\d{20})\+cls_(\d{9})\+reg_(\d{9})_ops_(\d)(\d)")
+_RELEASED = re.compile(r"back_([^+]*)\+cls_([^+]*)\+reg_(.*?)_ops_(.*)")
+_RELEASED_FIELDS = (("back_", 20), ("cls_", 9), ("reg_", 9), ("ops_", 2))
 
 
 def _parse_released(text: str) -> Arch:
@@ -261,13 +262,20 @@ def _parse_released(text: str) -> Arch:
     ops_XY = output stage X (1: 40ch, 2: 80ch, 3: 96ch) and 0-based block Y."""
     m = _RELEASED.fullmatch(text)
     if not m:
-        raise ArchError(f"not a released-notation string: {text!r}")
-    back, cls_d, reg_d, x, y = m.groups()
+        raise ArchError(f"released notation is back_<20 digits>+cls_<9>+reg_<9>_ops_<2>; got {text!r}")
+    for (field, n), value in zip(_RELEASED_FIELDS, m.groups()):
+        if len(value) != n or not all(c in "0123456789" for c in value):
+            raise ArchError(f"{field}: expected {n} digits, got {value!r}")
+    back, cls_d, reg_d, ops = m.groups()
+    x, y = ops
     stage, block = int(x), int(y)
     if not 1 <= stage <= 3 or block >= STAGE_BLOCKS[stage]:
         raise ArchError(f"ops_{x}{y}: output stage {x} block {y} does not exist")
     depth = sum(STAGE_BLOCKS[:stage]) + block + 1
     digits = [int(c) for c in back[1:1 + NUM_BLOCKS]]
+    for i, d in enumerate(digits[:depth]):
+        if d >= len(MBCONV_OPS):
+            raise ArchError(f"back_: digit {i + 2} (backbone block {i}) is {d}, MBConv choices are 0..{len(MBCONV_OPS) - 1}")
 
     def head(d: str, field: str) -> HeadArch:
         if int(d[0]) >= len(HEAD_CHANNELS):

@@ -32,35 +32,47 @@ def context_size(w: float, h: float, context: float = CONTEXT) -> float:
     return math.sqrt((w + p) * (h + p))
 
 
-def _affine(center: tuple[float, float], size: float, out: int) -> np.ndarray:
+def _sides(size) -> tuple[float, float]:
+    # A crop side is one number (square) or (width, height) for per-axis scaling.
+    if np.ndim(size) == 0:
+        return float(size), float(size)
+    sw, sh = size
+    return float(sw), float(sh)
+
+
+def _affine(center: tuple[float, float], size, out: int) -> np.ndarray:
     # Maps source pixel centres (integers) to destination pixel centres.
-    a = out / size
-    x0, y0 = center[0] - size / 2, center[1] - size / 2
-    return np.array([[a, 0, (0.5 - x0) * a - 0.5], [0, a, (0.5 - y0) * a - 0.5]], np.float64)
+    sw, sh = _sides(size)
+    ax, ay = out / sw, out / sh
+    x0, y0 = center[0] - sw / 2, center[1] - sh / 2
+    return np.array([[ax, 0, (0.5 - x0) * ax - 0.5], [0, ay, (0.5 - y0) * ay - 0.5]], np.float64)
 
 
-def crop(image: np.ndarray, center: tuple[float, float], size: float, out: int,
+def crop(image: np.ndarray, center: tuple[float, float], size, out: int,
          pad: tuple[float, float, float] | None = None) -> np.ndarray:
     """Square crop of side ``size`` around ``center`` resized to ``(out, out, 3)``;
-    outside the frame it is filled with ``pad`` (default: the frame's mean colour)."""
+    outside the frame it is filled with ``pad`` (default: the frame's mean colour).
+    ``size`` may be ``(width, height)``: a rectangle resized to the square (per-axis scale)."""
     if pad is None:
         pad = tuple(float(v) for v in image.reshape(-1, image.shape[-1]).mean(0))
     return cv2.warpAffine(image, _affine(center, size, out), (out, out), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=pad)
 
 
-def box_to_crop(box, center: tuple[float, float], size: float, out: int) -> np.ndarray:
+def box_to_crop(box, center: tuple[float, float], size, out: int) -> np.ndarray:
     """Box ``(x, y, w, h)`` in image pixels -> the same box in crop pixels."""
-    a = out / size
+    sw, sh = _sides(size)
+    ax, ay = out / sw, out / sh
     x, y, w, h = np.asarray(box, np.float64)
-    return np.array([(x - center[0] + size / 2) * a, (y - center[1] + size / 2) * a, w * a, h * a])
+    return np.array([(x - center[0] + sw / 2) * ax, (y - center[1] + sh / 2) * ay, w * ax, h * ay])
 
 
-def box_from_crop(box, center: tuple[float, float], size: float, out: int) -> np.ndarray:
+def box_from_crop(box, center: tuple[float, float], size, out: int) -> np.ndarray:
     """Inverse of :func:`box_to_crop`."""
-    a = size / out
+    sw, sh = _sides(size)
+    ax, ay = sw / out, sh / out
     x, y, w, h = np.asarray(box, np.float64)
-    return np.array([x * a + center[0] - size / 2, y * a + center[1] - size / 2, w * a, h * a])
+    return np.array([x * ax + center[0] - sw / 2, y * ay + center[1] - sh / 2, w * ax, h * ay])
 
 
 def score_size(search_size: int = SEARCH_SIZE, stride: int = STRIDE) -> int:
