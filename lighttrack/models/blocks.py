@@ -1,0 +1,178 @@
+"""Building blocks of LightTrack, one ``nn.Module`` per block type (timm style).
+
+The same classes build the supernet (which holds every candidate) and the static
+subnets (which hold one), so a static model's outputs equal the supernet path's.
+Layer details follow REFERENCE.md §2 (the released model definition): BatchNorm
+defaults, padding ``k // 2``, convs without bias except in SE, channel attention,
+the neck's 1x1 conv and the head's output convs.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "make_divisible", "SqueezeExcite", "ConvBnAct", "DepthwiseSeparable", "InvertedResidual",
+    "HeadDSConv", "ChannelAttention", "pixel_correlation", "init_backbone_", "BN_PAIRS",
+]
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round ``v`` to a multiple of ``divisor``, never going more than 10% below it."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+class SqueezeExcite(nn.Module):
+    """avg-pool -> 1x1 reduce (bias) -> ReLU -> 1x1 expand (bias) -> hard-sigmoid gate."""
+
+    def __init__(self, chs: int, reduced_chs: int) -> None:
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_reduce = nn.Conv2d(chs, reduced_chs, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.conv_expand = nn.Conv2d(reduced_chs, chs, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.avg_pool(x)  # (B, C, 1, 1)
+        s = self.conv_expand(self.act(self.conv_reduce(s)))
+        return x * F.hardsigmoid(s)
+
+
+class ConvBnAct(nn.Module):
+    """conv kxk (no bias) -> BN -> Swish: the stem, and the phase-1 1x1 conv to 320."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_chs)
+        self.act = nn.SiLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class DepthwiseSeparable(nn.Module):
+    """Stage-0 block: depthwise kxk -> BN -> Swish -> SE -> pointwise 1x1 -> BN, residual.
+
+    SE reduces to ``make_divisible(in_chs * se_ratio)`` channels (8 for 16 channels).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
+                 se_ratio: float = 0.25) -> None:
+        super().__init__()
+        self.has_residual = in_chs == out_chs and stride == 1
+        self.conv_dw = nn.Conv2d(in_chs, in_chs, kernel_size, stride, kernel_size // 2,
+                                 groups=in_chs, bias=False)
+        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.act = nn.SiLU(inplace=True)
+        self.se = SqueezeExcite(in_chs, make_divisible(in_chs * se_ratio))
+        self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(self.conv_dw(x)))
+        out = self.bn2(self.conv_pw(self.se(out)))
+        return out + x if self.has_residual else out
+
+
+class InvertedResidual(nn.Module):
+    """MBConv: 1x1 expand -> BN -> Swish -> dw kxk -> BN -> Swish -> SE -> 1x1 project -> BN.
+
+    Residual when ``in_chs == out_chs`` and stride 1; SE reduces to
+    ``make_divisible(mid_chs * se_ratio)`` channels (the released code's ``reduce_mid``).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, exp_ratio: int,
+                 stride: int = 1, se_ratio: float = 0.25) -> None:
+        super().__init__()
+        mid_chs = make_divisible(in_chs * exp_ratio)
+        self.has_residual = in_chs == out_chs and stride == 1
+        self.conv_pw = nn.Conv2d(in_chs, mid_chs, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid_chs)
+        self.act = nn.SiLU(inplace=True)
+        self.conv_dw = nn.Conv2d(mid_chs, mid_chs, kernel_size, stride, kernel_size // 2,
+                                 groups=mid_chs, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid_chs)
+        self.se = SqueezeExcite(mid_chs, make_divisible(mid_chs * se_ratio))
+        self.conv_pwl = nn.Conv2d(mid_chs, out_chs, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_chs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(self.conv_pw(x)))
+        out = self.act(self.bn2(self.conv_dw(out)))
+        out = self.bn3(self.conv_pwl(self.se(out)))
+        return out + x if self.has_residual else out
+
+
+class HeadDSConv(nn.Module):
+    """Head layer: depthwise kxk (no bias) -> pointwise 1x1 (no bias) -> BN -> ReLU."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int) -> None:
+        super().__init__()
+        self.conv_dw = nn.Conv2d(in_chs, in_chs, kernel_size, 1, kernel_size // 2,
+                                 groups=in_chs, bias=False)
+        self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_chs)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv_pw(self.conv_dw(x))))
+
+
+class ChannelAttention(nn.Module):
+    """avg-pool -> 1x1 (bias) -> ReLU -> 1x1 (bias) -> sigmoid -> scale the input."""
+
+    def __init__(self, chs: int) -> None:
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(chs, chs, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(chs, chs, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.fc2(self.act(self.fc1(self.avg_pool(x))))  # (B, C, 1, 1)
+        return x * torch.sigmoid(s)
+
+
+def pixel_correlation(zf: torch.Tensor, xf: torch.Tensor) -> torch.Tensor:
+    """Every template position is a 1x1 kernel over the search map (unscaled).
+
+    zf (B, C, Hz, Wz), xf (B, C, Hx, Wx) -> (B, Hz*Wz, Hx, Wx), one batched matmul z^T x.
+    """
+    b, c, hx, wx = xf.shape
+    z = zf.flatten(2).transpose(1, 2)  # (B, Hz*Wz, C)
+    out = torch.matmul(z, xf.flatten(2))  # (B, Hz*Wz, Hx*Wx)
+    return out.view(b, z.shape[1], hx, wx)
+
+
+def init_backbone_(module: nn.Module) -> None:
+    """Backbone init of the released code (Google's): conv ~ N(0, sqrt(2 / fan_out)) with
+    fan_out = k*k*out/groups, conv bias 0, BN weight 1 / bias 0, linear U(+-1/sqrt(out))."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            r = 1.0 / math.sqrt(m.weight.shape[0])
+            nn.init.uniform_(m.weight, -r, r)
+            nn.init.zeros_(m.bias)
+
+
+# (conv, bn) attribute pairs that fold_bn may merge, per block class.
+BN_PAIRS: dict[type, tuple[tuple[str, str], ...]] = {
+    ConvBnAct: (("conv", "bn"),),
+    DepthwiseSeparable: (("conv_dw", "bn1"), ("conv_pw", "bn2")),
+    InvertedResidual: (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")),
+    HeadDSConv: (("conv_pw", "bn"),),
+}

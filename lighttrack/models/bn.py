@@ -1,0 +1,60 @@
+"""BatchNorm recalibration for one path of a supernet (forward passes only).
+
+In a weight-sharing supernet the running statistics were accumulated over many
+paths, so a single path's BNs see inputs whose statistics differ from them. Before a
+path is evaluated (search) or deployed, its statistics are re-estimated: the running
+statistics of every BN *that runs* are reset and replaced by the **average over all
+forward calls of the per-call batch statistics** (PyTorch's cumulative mode,
+``momentum=None``): ``running_mean = mean_t(mean(x_t))`` and
+``running_var = mean_t(var_unbiased(x_t))``. This is the "precise BN" estimate: what
+the EMA estimates in the limit of many batches, with no dependence on the order of
+batches, and the statistics a BN in train mode normalises with. (It is not the
+variance of all inputs pooled, which would add the variance of the batch means.)
+A BN that runs twice per forward (the shared backbone on template and search
+images) counts each call as one batch.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ["recalibrate_bn"]
+
+
+def recalibrate_bn(net_fn: Callable[[Any], Any], batches: Iterable[Any]) -> int:
+    """Re-estimate the running statistics of the BNs that ``net_fn(batch)`` runs.
+
+    ``net_fn`` runs the path's forward on one batch (e.g. ``lambda b: path(b[0], b[1])``);
+    it may use any number of BN modules any number of times. Each BN is put in train
+    mode with ``momentum=None`` just before its first call and its statistics reset;
+    afterwards its momentum and previous train/eval mode are restored. Runs under
+    ``torch.no_grad``; other modules (dropout) keep their mode. Returns the number of
+    BN modules recalibrated.
+    """
+    saved: dict[_BatchNorm, tuple[float | None, bool]] = {}
+
+    def pre_hook(module: nn.Module, args: Any) -> None:
+        if isinstance(module, _BatchNorm) and module.track_running_stats and module not in saved:
+            saved[module] = (module.momentum, module.training)
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over calls
+            module.train()
+
+    handle = nn.modules.module.register_module_forward_pre_hook(pre_hook)
+    n_batches = 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                net_fn(batch)
+                n_batches += 1
+    finally:
+        handle.remove()
+        for module, (momentum, training) in saved.items():
+            module.momentum = momentum
+            module.train(training)
+    if n_batches == 0:
+        raise ValueError("recalibrate_bn: no batches given")
+    return len(saved)

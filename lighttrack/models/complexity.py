@@ -1,0 +1,262 @@
+"""Parameters and MACs of an architecture, as the paper counts them.
+
+``count(arch)`` runs fvcore on the static model's *search branch* at 256x256 with the
+template features (1, C, 8, 8) given as an input (the template branch runs once per
+video, so it is not counted; the template-feature BN runs per frame and is). ``macs``
+is fvcore's default ``FlopCountAnalysis`` total in eval mode (conv + batch_norm +
+adaptive_avg_pool2d + matmul; one multiply-accumulate = one "FLOP"), which gives the
+paper's 530M for LightTrack-Mobile; ``conv_macs`` is the conv + matmul part. Params
+are fvcore's ``parameter_count`` of the whole static model (backbone + neck + heads).
+
+``ComplexityTable`` is the search loop's estimator: every cost is a sum of per-layer
+costs that depend on one decision each, so a table built from fvcore's per-module
+counts gives the same integers in microseconds.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, MBCONV_OPS, NUM_BLOCKS, OUT_BLOCKS, Arch, HeadArch
+from lighttrack.models.static import StaticTracker
+
+__all__ = ["LayerCost", "Complexity", "count", "ComplexityTable", "parse_quantity", "format_quantity"]
+
+SEARCH_SIZE = 256
+TEMPLATE_FEATURE_SIZE = 8
+_CONV_OPS = ("conv", "matmul")
+TABLE_PATH = Path(__file__).with_name("complexity_table.json")
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    params: int
+    macs: int
+    conv_macs: int
+
+
+@dataclass(frozen=True)
+class Complexity:
+    params: int
+    macs: int
+    conv_macs: int
+    table: tuple[LayerCost, ...] = field(default=(), repr=False)
+
+    def format_table(self) -> str:
+        rows = [f"{'layer':<28}{'params':>12}{'MACs':>16}{'conv MACs':>16}"]
+        rows += [f"{r.name:<28}{r.params:>12,}{r.macs:>16,}{r.conv_macs:>16,}" for r in self.table]
+        rows.append(f"{'total':<28}{self.params:>12,}{self.macs:>16,}{self.conv_macs:>16,}")
+        return "\n".join(rows)
+
+
+class _SearchBranch(nn.Module):
+    """The per-frame computation as a module with inputs (zf, x), for fvcore tracing."""
+
+    def __init__(self, net: StaticTracker) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, zf: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.search(zf, x)
+
+
+def _layer_names(net: StaticTracker) -> list[str]:
+    """The modules that make the per-layer table (each parameter belongs to exactly one)."""
+    names = ["backbone.stem", "backbone.ds"]
+    names += [f"backbone.blocks.{i}" for i in range(len(net.backbone.blocks))]
+    key = f"c{net.arch.out_channels}"
+    names += [f"neck.bn_z.{key}", f"neck.bn_x.{key}", "neck.ca", "neck.adjust"]
+    for head in ("cls_head", "reg_head"):
+        names += [f"{head}.layers.{j}" for j in range(len(getattr(net, head).layers))]
+        names.append(f"{head}.out")
+    return names
+
+
+def _fvcore_layers(net: StaticTracker, search_size: int) -> tuple[dict[str, LayerCost], Complexity]:
+    """Per-layer costs (plus 'neck.correlation' for the neck's own matmul) and totals."""
+    from fvcore.nn import FlopCountAnalysis, parameter_count  # slow import; only needed here
+
+    net = net.eval()
+    zf = torch.zeros(1, net.arch.out_channels, TEMPLATE_FEATURE_SIZE, TEMPLATE_FEATURE_SIZE)
+    x = torch.zeros(1, 3, search_size, search_size)
+    with torch.no_grad():
+        flops = (FlopCountAnalysis(_SearchBranch(net), (zf, x))
+                 .unsupported_ops_warnings(False).uncalled_modules_warnings(False))
+        by_op = flops.by_module_and_operator()
+        by_mod = flops.by_module()
+    params = parameter_count(net)
+
+    def conv(name: str) -> int:
+        return sum(by_op.get(name, {}).get(op, 0) for op in _CONV_OPS)
+
+    layers: dict[str, LayerCost] = {}
+    for name in _layer_names(net):
+        layers[name] = LayerCost(name, params[name], by_mod[f"net.{name}"], conv(f"net.{name}"))
+    neck_inner = [n for n in layers if n.startswith("neck.")]
+    corr = "neck.correlation"  # ops run by Neck.forward itself: the matmul
+    layers[corr] = LayerCost(corr, params["neck"] - sum(layers[n].params for n in neck_inner),
+                             by_mod["net.neck"] - sum(layers[n].macs for n in neck_inner),
+                             conv("net.neck") - sum(layers[n].conv_macs for n in neck_inner))
+    total = Complexity(params[""], flops.total(), conv(""), tuple(layers.values()))
+    for what in ("params", "macs", "conv_macs"):
+        if sum(getattr(r, what) for r in layers.values()) != getattr(total, what):
+            raise RuntimeError(f"per-layer {what} do not add up to the total; a module escaped the table")
+    return layers, total
+
+
+def count(arch: Arch, search_size: int = SEARCH_SIZE) -> Complexity:
+    """Exact fvcore params / MACs of ``arch`` (search branch, template features precomputed)."""
+    return _fvcore_layers(StaticTracker.build(arch), search_size)[1]
+
+
+# -- lookup table ---------------------------------------------------------------------------
+Cost = tuple[int, int, int]  # (params, macs, conv_macs)
+
+
+def _add(a: Cost, b: Cost) -> Cost:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+def _cost(r: LayerCost) -> Cost:
+    return (r.params, r.macs, r.conv_macs)
+
+
+class ComplexityTable:
+    """Per-decision costs: ``fixed`` (stem, DS block, neck CA + 1x1),
+    ``neck[C]`` (the two neck BNs and the correlation), ``block[i][c]``, ``head[branch][C][layer][k]``
+    (k3/k5 index 0/1; skip costs nothing) and ``out[branch][C]``; each a (params, macs,
+    conv_macs) triple at a 256x256 search image."""
+
+    def __init__(self, data: dict) -> None:
+        self.fixed: Cost = tuple(data["fixed"])
+        self.neck: dict[int, Cost] = {int(c): tuple(v) for c, v in data["neck"].items()}
+        self.block: tuple[tuple[Cost, ...], ...] = tuple(tuple(tuple(c) for c in b) for b in data["block"])
+        self.head = {br: {int(c): tuple(tuple(tuple(k) for k in layer) for layer in layers)
+                          for c, layers in per_c.items()} for br, per_c in data["head"].items()}
+        self.out = {br: {int(c): tuple(v) for c, v in per_c.items()} for br, per_c in data["out"].items()}
+
+    # -- building ------------------------------------------------------------------------
+    @classmethod
+    def build(cls) -> "ComplexityTable":
+        """Count 7 covering architectures with fvcore and split them into per-decision costs."""
+        fixed, neck, block, head, out = None, {}, [[None] * len(MBCONV_OPS) for _ in range(NUM_BLOCKS)], {}, {}
+        covers = []
+        for j in range(2 * len(HEAD_CHANNELS)):  # every block choice, every (C, kernel) of each head
+            c, k = HEAD_CHANNELS[j % 3], j // 3
+            h = HeadArch(c, (k,) * HEAD_LAYERS)
+            covers.append(Arch((j % len(MBCONV_OPS),) * NUM_BLOCKS, h, h))
+        for depth in sorted({OUT_BLOCKS[i] + 1 for i in range(len(OUT_BLOCKS))}):
+            a = Arch((0,) * depth, covers[0].cls, covers[0].reg)
+            if a.out_channels not in {x.out_channels for x in covers}:
+                covers.append(a)  # a neck at another channel count
+        for a in covers:
+            layers, _ = _fvcore_layers(StaticTracker.build(a), SEARCH_SIZE)
+            key = f"c{a.out_channels}"
+            neck[a.out_channels] = _add(_add(_cost(layers[f"neck.bn_z.{key}"]), _cost(layers[f"neck.bn_x.{key}"])),
+                                        _cost(layers["neck.correlation"]))
+            for i, choice in enumerate(a.backbone):
+                block[i][choice] = _cost(layers[f"backbone.blocks.{i}"])
+            for br, h in (("cls", a.cls), ("reg", a.reg)):
+                per_c = head.setdefault(br, {}).setdefault(h.channels, [[None, None] for _ in range(HEAD_LAYERS)])
+                for i in range(HEAD_LAYERS):
+                    per_c[i][h.ops[i]] = _cost(layers[f"{br}_head.layers.{i}"])
+                out.setdefault(br, {})[h.channels] = _cost(layers[f"{br}_head.out"])
+            f = (0, 0, 0)
+            for name in ("backbone.stem", "backbone.ds", "neck.ca", "neck.adjust"):
+                f = _add(f, _cost(layers[name]))
+            if fixed is not None and f != fixed:
+                raise RuntimeError(f"fixed cost differs between covering archs: {f} vs {fixed}")
+            fixed = f
+        return cls({"fixed": fixed, "neck": neck, "block": block, "head": head, "out": out})
+
+    @classmethod
+    def default(cls) -> "ComplexityTable":
+        """The table shipped with the package (checked against build() by the tests);
+        built with fvcore if the file is missing. Memoised per process."""
+        return _default_table()
+
+    def to_dict(self) -> dict:
+        return {"search_size": SEARCH_SIZE, "fixed": self.fixed,
+                "neck": {str(c): v for c, v in self.neck.items()}, "block": self.block,
+                "head": {br: {str(c): v for c, v in per_c.items()} for br, per_c in self.head.items()},
+                "out": {br: {str(c): v for c, v in per_c.items()} for br, per_c in self.out.items()}}
+
+    def save(self, path: Path = TABLE_PATH) -> None:
+        Path(path).write_text(json.dumps(self.to_dict()) + "\n")
+
+    # -- lookups -------------------------------------------------------------------------
+    def cost(self, arch: Arch) -> Cost:
+        """(params, macs, conv_macs) of ``arch``, equal to count()'s."""
+        p, m, c = self.fixed
+        np_, nm, nc = self.neck[arch.out_channels]
+        p, m, c = p + np_, m + nm, c + nc
+        for i, choice in enumerate(arch.backbone):
+            bp, bm, bc = self.block[i][choice]
+            p, m, c = p + bp, m + bm, c + bc
+        for br, h in (("cls", arch.cls), ("reg", arch.reg)):
+            layers = self.head[br][h.channels]
+            for i, op in enumerate(h.ops):
+                if op < 2:  # 2 = skip
+                    lp, lm, lc = layers[i][op]
+                    p, m, c = p + lp, m + lm, c + lc
+            op_, om, oc = self.out[br][h.channels]
+            p, m, c = p + op_, m + om, c + oc
+        return p, m, c
+
+    def params(self, arch: Arch) -> int:
+        return self.cost(arch)[0]
+
+    def macs(self, arch: Arch) -> int:
+        return self.cost(arch)[1]
+
+    def conv_macs(self, arch: Arch) -> int:
+        return self.cost(arch)[2]
+
+    def feasible(self, arch: Arch, macs_max: int | None = None, params_max: int | None = None) -> bool:
+        """Within the budgets (Eq. 4 of the paper); None means unconstrained."""
+        p, m, _ = self.cost(arch)
+        return (macs_max is None or m <= macs_max) and (params_max is None or p <= params_max)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_table() -> ComplexityTable:
+    if TABLE_PATH.exists():
+        return ComplexityTable(json.loads(TABLE_PATH.read_text()))
+    return ComplexityTable.build()
+
+
+# -- quantities --------------------------------------------------------------------------------
+_SUFFIX = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9}
+_QUANTITY = re.compile(r"([0-9][0-9_,]*(?:\.[0-9]+)?)\s*([kKMG]?)")
+
+
+def parse_quantity(text: str | int) -> int:
+    """'600M' -> 600_000_000; also '2M', '1.5G', '800k', '530,411,008', 12345."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _QUANTITY.fullmatch(str(text).strip())
+    if not m:
+        raise ValueError(f"not a quantity: {text!r} (use e.g. 600M, 2M, 1.5G, 800k or a plain integer)")
+    try:
+        value = Decimal(m.group(1).replace("_", "").replace(",", "")) * _SUFFIX[m.group(2)]
+    except InvalidOperation:
+        raise ValueError(f"not a quantity: {text!r}") from None
+    if value != value.to_integral_value():
+        raise ValueError(f"quantity {text!r} is not a whole number")
+    return int(value)
+
+
+def format_quantity(n: int) -> str:
+    """1969397 -> '1.97M', 530411008 -> '530.4M'."""
+    for suffix, scale in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.4g}{suffix}"
+    return str(n)

@@ -1,0 +1,281 @@
+"""Weight-sharing supernets: tracking (phase 2/3) and ImageNet classification (phase 1).
+
+A choice layer owns all its candidate blocks; ``forward`` takes the architecture
+explicitly and runs only its path (single-path one-shot), so only that path's
+parameters get gradients. Parameter names of the shared backbone are the same in
+both supernets: ``backbone.stem``, ``backbone.ds``, ``backbone.blocks.<i>.choices.<c>``.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from lighttrack.arch import (
+    HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, IMAGENET_STAGE, MBCONV_OPS, NUM_BLOCKS,
+    OUT_BLOCKS, STAGE_BLOCKS, STAGE_CHANNELS, STAGE_STRIDES, Arch, HeadArch,
+)
+from lighttrack.models.blocks import (
+    ChannelAttention, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual,
+    init_backbone_, pixel_correlation,
+)
+
+__all__ = [
+    "STEM_CHANNELS", "NECK_CHANNELS", "TEMPLATE_POSITIONS", "block_specs", "head_output",
+    "ChoiceBlock", "SupernetBackbone", "Neck", "HeadSupernet", "TrackSupernet", "SupernetPath",
+    "ClassSupernet",
+]
+
+STEM_CHANNELS = 16
+NECK_CHANNELS = 128  # the correlation map is projected to this many channels for the heads
+TEMPLATE_POSITIONS = 64  # 8x8 template feature positions = correlation channels
+
+
+def block_specs(num_blocks: int = NUM_BLOCKS) -> list[tuple[int, int, int]]:
+    """(in_chs, out_chs, stride) of the first ``num_blocks`` MBConv blocks (max 14 + 4)."""
+    channels = (*STAGE_CHANNELS, IMAGENET_STAGE[0])
+    blocks = (*STAGE_BLOCKS, IMAGENET_STAGE[1])
+    strides = (*STAGE_STRIDES, IMAGENET_STAGE[2])
+    specs, in_chs = [], STEM_CHANNELS
+    for out_chs, n, stride in zip(channels, blocks, strides):
+        for j in range(n):
+            specs.append((in_chs, out_chs, stride if j == 0 else 1))
+            in_chs = out_chs
+    if not 0 <= num_blocks <= len(specs):
+        raise ValueError(f"num_blocks {num_blocks} not in 0..{len(specs)}")
+    return specs[:num_blocks]
+
+
+def head_output(kind: str, x: torch.Tensor) -> torch.Tensor:
+    """Scale the output conv: cls logits x0.1; reg ltrb distances ReLU(x) * 16 (pixels)."""
+    return 0.1 * x if kind == "cls" else torch.relu(x) * 16.0
+
+
+def _check_path(path: Sequence[int], max_len: int) -> None:
+    if len(path) > max_len:
+        raise ValueError(f"backbone path has {len(path)} blocks, this supernet has {max_len}")
+    for i, c in enumerate(path):
+        if not 0 <= int(c) < len(MBCONV_OPS):
+            raise ValueError(f"backbone path block {i}: choice {c} out of range 0..{len(MBCONV_OPS) - 1}")
+
+
+# -- backbone ----------------------------------------------------------------------------
+class ChoiceBlock(nn.Module):
+    """One searchable MBConv layer holding all six candidates (MBCONV_OPS order)."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
+        super().__init__()
+        self.choices = nn.ModuleList(
+            InvertedResidual(in_chs, out_chs, k, e, stride) for k, e in MBCONV_OPS)
+
+    def forward(self, x: torch.Tensor, choice: int) -> torch.Tensor:
+        return self.choices[choice](x)
+
+
+class SupernetBackbone(nn.Module):
+    """Stem (conv3x3 s2) -> stage-0 DS block -> ``num_blocks`` choice layers."""
+
+    def __init__(self, num_blocks: int = NUM_BLOCKS) -> None:
+        super().__init__()
+        self.stem = ConvBnAct(3, STEM_CHANNELS, 3, stride=2)
+        self.ds = DepthwiseSeparable(STEM_CHANNELS, STEM_CHANNELS, 3)
+        self.blocks = nn.ModuleList(ChoiceBlock(*s) for s in block_specs(num_blocks))
+        init_backbone_(self)
+
+    def forward(self, x: torch.Tensor, path: Sequence[int]) -> torch.Tensor:
+        """Run the blocks of ``path`` (a prefix of the choice layers): the cut at the output layer."""
+        _check_path(path, len(self.blocks))
+        x = self.ds(self.stem(x))
+        for block, choice in zip(self.blocks, path):
+            x = block(x, int(choice))
+        return x
+
+    def path_modules(self, path: Sequence[int]) -> list[nn.Module]:
+        return [self.stem, self.ds] + [b.choices[int(c)] for b, c in zip(self.blocks, path)]
+
+
+# -- neck ----------------------------------------------------------------------------------
+class Neck(nn.Module):
+    """BN on template features, BN on search features, pixel-wise correlation,
+    channel attention, 1x1 conv to 128 channels.
+
+    The BNs exist once per possible backbone output channel count (``channels``); the
+    one matching the features runs. A static subnet holds only its own.
+    """
+
+    def __init__(self, channels: Iterable[int]) -> None:
+        super().__init__()
+        channels = sorted(set(channels))
+        self.bn_z = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
+        self.bn_x = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
+        self.ca = ChannelAttention(TEMPLATE_POSITIONS)
+        self.adjust = nn.Conv2d(TEMPLATE_POSITIONS, NECK_CHANNELS, 1, bias=True)
+
+    def forward(self, zf: torch.Tensor, xf: torch.Tensor) -> torch.Tensor:
+        """zf (B, C, 8, 8) raw template features, xf (B, C, H, W) -> (B, 128, H, W)."""
+        key = self._key(zf.shape[1])
+        if tuple(zf.shape[-2:]) != (8, 8):
+            raise ValueError(f"template features must be 8x8 (128x128 template), got {tuple(zf.shape)}")
+        corr = pixel_correlation(self.bn_z[key](zf), self.bn_x[key](xf))  # (B, 64, H, W)
+        return self.adjust(self.ca(corr))
+
+    def _key(self, channels: int) -> str:
+        key = f"c{channels}"
+        if key not in self.bn_z:
+            raise ValueError(f"neck has no BN for {channels}-channel features (has {list(self.bn_z)})")
+        return key
+
+    def path_modules(self, channels: int) -> list[nn.Module]:
+        key = self._key(channels)
+        return [self.bn_z[key], self.bn_x[key], self.ca, self.adjust]
+
+
+# -- heads ---------------------------------------------------------------------------------
+class HeadTower(nn.Module):
+    """All candidates of one head branch at one channel count C: 8 choice layers + output conv."""
+
+    def __init__(self, in_chs: int, chs: int, out_chs: int) -> None:
+        super().__init__()
+        kernels = [k for k in HEAD_OPS if k is not None]
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({f"k{k}": HeadDSConv(in_chs if i == 0 else chs, chs, k) for k in kernels})
+            for i in range(HEAD_LAYERS))
+        self.out = nn.Conv2d(chs, out_chs, 3, padding=1, bias=True)
+
+    def path_modules(self, head: HeadArch) -> list[nn.Module]:
+        mods = [self.layers[i][f"k{k}"] for i, k in enumerate(head.kernels) if k is not None]
+        return mods + [self.out]
+
+
+class HeadSupernet(nn.Module):
+    """One branch (``kind`` 'cls' -> 1 channel, 'reg' -> 4) with a tower per channel choice."""
+
+    def __init__(self, kind: str, in_chs: int = NECK_CHANNELS) -> None:
+        super().__init__()
+        if kind not in ("cls", "reg"):
+            raise ValueError(f"head kind must be 'cls' or 'reg', got {kind!r}")
+        self.kind = kind
+        out_chs = 1 if kind == "cls" else 4
+        self.towers = nn.ModuleDict({f"c{c}": HeadTower(in_chs, c, out_chs) for c in HEAD_CHANNELS})
+
+    def forward(self, x: torch.Tensor, head: HeadArch) -> torch.Tensor:
+        mods = self.path_modules(head)
+        for layer in mods[:-1]:
+            x = layer(x)
+        return head_output(self.kind, mods[-1](x))
+
+    def path_modules(self, head: HeadArch) -> list[nn.Module]:
+        return self.towers[f"c{head.channels}"].path_modules(head)
+
+
+# -- tracking supernet ------------------------------------------------------------------------
+class TrackSupernet(nn.Module):
+    """Backbone + neck + cls/reg heads holding every candidate of the search space.
+
+    The template branch runs once per video; the search branch per frame.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = SupernetBackbone(NUM_BLOCKS)
+        out_channels = {block_specs()[b][1] for b in OUT_BLOCKS}
+        self.neck = Neck(out_channels)
+        self.cls_head = HeadSupernet("cls")
+        self.reg_head = HeadSupernet("reg")  # its own tower weights (the released code reused cls's)
+
+    def template(self, z: torch.Tensor, arch: Arch) -> torch.Tensor:
+        """z (B, 3, 128, 128) normalised -> raw template features (B, arch.out_channels, 8, 8)."""
+        return self.backbone(z, arch.backbone)
+
+    def search(self, zf: torch.Tensor, x: torch.Tensor, arch: Arch) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 3, S, S), S a multiple of 16 -> cls logits (B, 1, S/16, S/16), reg ltrb (B, 4, ...)."""
+        f = self.neck(zf, self.backbone(x, arch.backbone))  # (B, 128, S/16, S/16)
+        return self.cls_head(f, arch.cls), self.reg_head(f, arch.reg)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, arch: Arch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.search(self.template(z, arch), x, arch)
+
+    def path(self, arch: Arch) -> "SupernetPath":
+        """A module view of one path, sharing this supernet's weights."""
+        return SupernetPath(self, arch)
+
+    def path_modules(self, arch: Arch) -> list[nn.Module]:
+        """The modules that run for ``arch`` (template and search branches together)."""
+        return (self.backbone.path_modules(arch.backbone) + self.neck.path_modules(arch.out_channels)
+                + self.cls_head.path_modules(arch.cls) + self.reg_head.path_modules(arch.reg))
+
+    def path_parameters(self, arch: Arch) -> list[nn.Parameter]:
+        return [p for m in self.path_modules(arch) for p in m.parameters()]
+
+    def load_backbone(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Copy phase-1 backbone weights (a ClassSupernet state dict; ``module.`` prefixes ok).
+
+        Every backbone tensor of this supernet must be present; the ImageNet-only blocks
+        and the classifier are ignored.
+        """
+        src = {k.removeprefix("module."): v for k, v in state_dict.items()}
+        own = self.backbone.state_dict()
+        missing = [k for k in own if f"backbone.{k}" not in src]
+        if missing:
+            raise ValueError(f"load_backbone: {len(missing)} backbone tensors missing, e.g. {missing[:3]}")
+        new = {}
+        for k, v in own.items():
+            t = src[f"backbone.{k}"]
+            if t.shape != v.shape:
+                raise ValueError(f"load_backbone: backbone.{k} has shape {tuple(t.shape)}, expected {tuple(v.shape)}")
+            new[k] = t
+        self.backbone.load_state_dict(new)
+
+
+class SupernetPath(nn.Module):
+    """One architecture of a TrackSupernet as a module (weights shared, not copied)."""
+
+    def __init__(self, net: TrackSupernet, arch: Arch) -> None:
+        super().__init__()
+        self.net = net
+        self.arch = arch
+
+    def template(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net.template(z, self.arch)
+
+    def search(self, zf: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.search(zf, x, self.arch)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(z, x, self.arch)
+
+
+# -- phase-1 classification supernet --------------------------------------------------------
+CLASS_PATH_LEN = NUM_BLOCKS + IMAGENET_STAGE[1]  # 18
+
+
+class ClassSupernet(nn.Module):
+    """ImageNet supernet: the tracking backbone + a 192-channel stage (4 choice layers),
+    1x1 conv to 320 (BN, Swish), global pool, 1x1 conv head to 1280 (bias, Swish),
+    dropout, linear classifier. Pooling precedes the 1280 head, as in the released
+    (Cream / MobileNetV3) supernet.
+    """
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = SupernetBackbone(CLASS_PATH_LEN)
+        self.conv_out = ConvBnAct(IMAGENET_STAGE[0], 320, 1)
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_head = nn.Conv2d(320, 1280, 1, bias=True)
+        self.act = nn.SiLU(inplace=True)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(1280, num_classes)
+        init_backbone_(self)
+
+    def forward(self, x: torch.Tensor, path: Sequence[int]) -> torch.Tensor:
+        """x (B, 3, H, W) -> logits (B, num_classes); path = 18 MBConv choices."""
+        if len(path) != CLASS_PATH_LEN:
+            raise ValueError(f"phase-1 path needs {CLASS_PATH_LEN} choices, got {len(path)}")
+        x = self.conv_out(self.backbone(x, path))
+        x = self.act(self.conv_head(self.global_pool(x)))  # (B, 1280, 1, 1)
+        return self.classifier(self.dropout(x.flatten(1)))
+
+    def path_parameters(self, path: Sequence[int]) -> list[nn.Parameter]:
+        mods = self.backbone.path_modules(path) + [self.conv_out, self.conv_head, self.classifier]
+        return [p for m in mods for p in m.parameters()]
