@@ -95,8 +95,24 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict):
+            # A partial nested section overrides the field's own default, not the class defaults.
+            v = _merge(_field_default(fields[k]), v)
+        kwargs[k] = _coerce(v, hints[k], f"{where}.{k}" if where else k)
     return cls(**kwargs)
+
+
+def _field_default(f: dataclasses.Field) -> dict:
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        value = f.default
+    else:
+        return {}
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else {}
 
 
 def to_dict(cfg: Any) -> dict:
