@@ -1,0 +1,71 @@
+"""``lighttrack evaluate``: track every sequence of a split and score it.
+
+    lighttrack evaluate --dataset DATA --split val --arch lighttrack-mobile \\
+        [--checkpoint ckpt.pt] [--backend torch|onnxruntime] --out results/
+
+``--checkpoint`` is a local file (StaticTracker or TrackSupernet weights, bare or under
+``model``) or, for onnxruntime, an export directory; without it the weights are fresh.
+MLflow run/artifact URIs are resolved to a local path by ``ray_jobs`` before calling this.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register", "add_net_arguments", "build_net", "tracker_params"]
+
+
+def add_net_arguments(p: argparse.ArgumentParser) -> None:
+    """--arch, --checkpoint, --backend, --threads, --int8, --tracker, --set."""
+    p.add_argument("--arch", required=True, help="preset name (lighttrack-mobile, ...) or architecture string")
+    p.add_argument("--checkpoint", default=None,
+                   help="local weights file, or an export directory for --backend onnxruntime "
+                        "(none: fresh weights)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for the network")
+    p.add_argument("--int8", action="store_true", help="onnxruntime: use the int8 graphs of the export")
+    p.add_argument("--tracker", default="vot2019", help="tracker preset (vot2019, released) or YAML file")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="tracker parameter overrides")
+
+
+def build_net(args: argparse.Namespace):
+    import torch
+
+    from lighttrack.arch import resolve
+    from lighttrack.tracker.runtime import load_net
+
+    torch.set_num_threads(args.threads)
+    return load_net(resolve(args.arch), args.checkpoint, args.backend, args.threads, args.int8)
+
+
+def tracker_params(args: argparse.Namespace):
+    from lighttrack.tracker.params import load_params
+
+    return load_params(args.tracker, args.set)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lighttrack.tracker.evaluation import evaluate_split, open_split
+
+    dataset = open_split(args.dataset, args.split, args.layout, args.max_sequences)
+    net = build_net(args)
+
+    def report(info: dict) -> None:
+        print(f"[{info['index'] + 1}/{len(dataset)}] {info['sequence']}: {info['frames']} frames", flush=True)
+
+    scores = evaluate_split(net, dataset, args.out, tracker_params(args), report=report)
+    shown = {k: v for k, v in scores.items() if k != "success_curve"}
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="track a split and write GOT-10k results + scores.json")
+    p.add_argument("--dataset", required=True, help="dataset root (GOT-10k, embedded, LaSOT or folders)")
+    p.add_argument("--split", default="val", help="GOT-10k split (train, val, test)")
+    p.add_argument("--layout", choices=("got10k", "lasot", "folder"), default=None,
+                   help="dataset layout (detected when omitted)")
+    p.add_argument("--max-sequences", type=int, default=0, help="only the first N sequences (0: all)")
+    p.add_argument("--out", required=True, help="results directory")
+    add_net_arguments(p)
+    p.set_defaults(func=_run)

@@ -1,0 +1,86 @@
+"""``lighttrack export``: a found tracker as deployable graphs with a model card.
+
+    lighttrack export --arch lighttrack-mobile --checkpoint ckpt.pt --out export/ \\
+        [--dataset DATA --split val] [--int8] [--supernet NAME --run RUN_ID]
+
+Writes template/search graphs (torch.export ``.pt2`` and ONNX), BN and normalisation
+folded, and ``model_card.json``. With ``--dataset`` the exported tracker is evaluated on
+the split (AO in the card); ``--int8`` adds ONNX Runtime int8 graphs calibrated on crops
+of that split, and their AO change.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _ao(net, dataset, params) -> dict:
+    from lighttrack.tracker.evaluation import evaluate_split
+
+    with tempfile.TemporaryDirectory(prefix="lighttrack-export-eval-") as tmp:
+        s = evaluate_split(net, dataset, tmp, params, plot=False)
+    return {k: s[k] for k in ("ao", "sr50", "sr75", "success_auc", "precision", "fps") if k in s}
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from lighttrack.arch import resolve
+    from lighttrack.commands.evaluate import tracker_params
+    from lighttrack.models.complexity import count
+    from lighttrack.tracker.evaluation import open_split
+    from lighttrack.tracker.export import (calibration_crops, dataset_samples, export_tracker, quantize_int8,
+                                           write_card)
+    from lighttrack.tracker.runtime import OrtNet, load_torch_net
+
+    torch.set_num_threads(args.threads)
+    arch = resolve(args.arch)
+    params = tracker_params(args)
+    if args.int8 and not args.dataset:
+        raise ValueError("--int8 needs --dataset (calibration crops and the AO change come from it)")
+    dataset = open_split(args.dataset, args.split, None, args.max_sequences) if args.dataset else None
+    out = Path(args.out)
+    files = export_tracker(load_torch_net(arch, args.checkpoint), out, torch_export=not args.no_torch_export)
+    if args.int8:
+        files["onnx_int8"] = quantize_int8(out, files, calibration_crops(dataset_samples(dataset, args.calibration)))
+    c = count(arch)
+    card = write_card(out, arch=arch, files=files, params=params,
+                      complexity={"params": c.params, "macs": c.macs},
+                      source={"checkpoint": args.checkpoint, "supernet": args.supernet, "run": args.run})
+    if dataset is not None:
+        scores = {"dataset": str(args.dataset), "split": args.split, "sequences": len(dataset),
+                  **_ao(OrtNet(out, args.threads), dataset, params)}
+        if args.int8:
+            q = _ao(OrtNet(out, args.threads, int8=True), dataset, params)
+            scores["int8"] = q
+            if "ao" in q:
+                scores["ao_change_int8"] = q["ao"] - scores["ao"]
+        data = json.loads(card.read_text())
+        data["scores"] = scores
+        card.write_text(json.dumps(data, indent=2))
+    print(f"exported {arch.to_released()} to {out}: {sorted(f for g in files.values() for f in g.values())}")
+    print(f"model card: {card}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("export", help="export a tracker (torch.export + ONNX, BN folded) with a model card")
+    p.add_argument("--arch", required=True, help="preset name or architecture string")
+    p.add_argument("--checkpoint", default=None, help="local weights file (none: fresh weights)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--int8", action="store_true", help="also write ONNX Runtime int8 graphs (needs --dataset)")
+    p.add_argument("--dataset", default=None, help="evaluate the export on this dataset's split")
+    p.add_argument("--split", default="val")
+    p.add_argument("--max-sequences", type=int, default=0, help="only the first N sequences (0: all)")
+    p.add_argument("--calibration", type=int, default=32, help="int8 calibration crops")
+    p.add_argument("--supernet", default=None, help="supernet the weights came from (model card)")
+    p.add_argument("--run", default=None, help="training/search run id (model card)")
+    p.add_argument("--tracker", default="vot2019", help="tracker preset or YAML written into the card")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="tracker parameter overrides")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-torch-export", action="store_true", help="ONNX only (skip the .pt2 programs)")
+    p.set_defaults(func=_run)

@@ -1,0 +1,80 @@
+"""Phase-1 classification data: the ImageNet folder layout read by torchvision ``ImageFolder``.
+
+``<root>/train/<class>/*.JPEG`` and ``<root>/val/<class>/*.JPEG``; images decoded with OpenCV
+(RGB). The root may be a local path or a ``pyarrow.fs`` URI: listing and reading go through
+:mod:`lighttrack.data.fs`. Transforms: train = random resized crop + horizontal flip, eval =
+resize + centre crop, both ending in ImageNet normalisation; ``size`` is configurable so small
+configs can train on 64-128 px images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from ..geometry import IMAGENET_MEAN, IMAGENET_STD
+from . import fs
+from .fs import DataError
+from .readers import IMAGE_EXTENSIONS
+
+__all__ = ["ClassificationConfig", "ImageFolderCV", "train_transform", "eval_transform", "build_classification"]
+
+
+@dataclass
+class ClassificationConfig:
+    """ImageNet-layout data for phase 1."""
+    root: str = "data/synth/imagenet"  # folder with train/ and val/: local path or pyarrow.fs URI
+    size: int = 224  # network input side, pixels
+    min_scale: float = 0.08  # RandomResizedCrop smallest area fraction
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))  # (3, H, W) uint8
+
+
+def train_transform(size: int, min_scale: float = 0.08) -> v2.Compose:
+    return v2.Compose([v2.Lambda(_to_tensor), v2.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True),
+                       v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(IMAGENET_MEAN.tolist(), IMAGENET_STD.tolist())])
+
+
+def eval_transform(size: int) -> v2.Compose:
+    return v2.Compose([v2.Lambda(_to_tensor), v2.Resize(int(round(size / 0.875)), antialias=True),
+                       v2.CenterCrop(size), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(IMAGENET_MEAN.tolist(), IMAGENET_STD.tolist())])
+
+
+class ImageFolderCV(datasets.ImageFolder):
+    """``ImageFolder`` whose listing and decoding go through pyarrow.fs and OpenCV (RGB)."""
+
+    def __init__(self, root: str, transform=None):
+        super().__init__(str(root), transform=transform, loader=fs.read_image)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = [c for c in fs.list_dir(directory) if fs.is_dir(fs.join(directory, c))]
+        if not classes:
+            raise DataError(f"{directory}: no class folders (expected <split>/<class>/*.JPEG)")
+        return classes, {c: i for i, c in enumerate(classes)}
+
+    @staticmethod
+    def make_dataset(directory: str, class_to_idx: dict[str, int], extensions=None, is_valid_file=None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        samples = []
+        for c, idx in sorted(class_to_idx.items(), key=lambda kv: kv[1]):
+            files = [n for n in fs.list_dir(fs.join(directory, c)) if n.lower().endswith(IMAGE_EXTENSIONS)]
+            if not files and not allow_empty:
+                raise DataError(f"{fs.join(directory, c)}: class folder without images")
+            samples += [(fs.join(directory, c, n), idx) for n in files]
+        return samples
+
+
+def build_classification(cfg: ClassificationConfig) -> tuple[ImageFolderCV, ImageFolderCV]:
+    """(train, val) datasets; val classes must be the train classes."""
+    train = ImageFolderCV(fs.join(cfg.root, "train"), train_transform(cfg.size, cfg.min_scale))
+    val = ImageFolderCV(fs.join(cfg.root, "val"), eval_transform(cfg.size))
+    if val.classes != train.classes:
+        raise DataError(f"{cfg.root}: val classes {val.classes} differ from train classes {train.classes}")
+    return train, val

@@ -1,0 +1,304 @@
+"""The embedded dataset: a small GOT-10k-layout tracking set and an ImageNet-layout class set.
+
+``write(out, seed, size)`` writes ``out/got10k/{train,val,test}`` and
+``out/imagenet/{train,val}/<class>/*.JPEG`` (plus ``out/synth.json`` with the settings).
+Everything is drawn from ``seed``: each sequence/image has its own generator, so the result
+does not depend on the number of worker processes.
+
+A tracking sequence (320x240 JPEG frames) shows a target sprite (a textured shape cut from a
+scikit-image photograph) that moves with a random walk, bounces off the frame edges, scales,
+deforms (per-axis scale, rotation, shear); 1-3 similar-looking distractors (a neighbouring
+region of the same photograph, the same shape) move independently, in front or behind;
+occluders pass over the target (a fully occluding one dwells over it); the camera pans, zooms
+and shakes over a photograph, lighting drifts and frames are sometimes motion-blurred.
+Labels are measured on the rendering itself: ``cover.label`` bins the visible fraction of the
+target's pixels (GOT-10k bins: 0 none, 1..7 by 15% steps, 8 fully visible), ``absence.label``
+is 1 when less than 1% is visible, ``cut_by_image.label`` when the box leaves the frame, and
+``groundtruth.txt`` is the full extent of the target (clipped to the frame) in every frame.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .shapes import PATCH, SHAPES, affine, hull, photos, points_box, render, shape_mask, texture
+
+__all__ = ["SynthSize", "SIZES", "write", "render_sequence", "class_image", "cover_label"]
+
+SPLITS = {"train": "Train", "val": "Val", "test": "Test"}
+
+
+@dataclass(frozen=True)
+class SynthSize:
+    train: int  # tracking sequences per split
+    val: int
+    test: int
+    frames: tuple[int, int]  # min, max frames per sequence
+    cls_train: int  # classification images per class
+    cls_val: int
+    width: int = 320
+    height: int = 240
+    cls_image: int = 96  # classification image side, pixels
+
+
+SIZES = {
+    "default": SynthSize(train=40, val=10, test=5, frames=(60, 100), cls_train=150, cls_val=40),
+    "tiny": SynthSize(train=4, val=3, test=2, frames=(16, 24), cls_train=8, cls_val=3),
+}
+
+
+def cover_label(visible: float) -> int:
+    """GOT-10k cover bin of a visible fraction: 0 none, 1..7 in 15% steps, 8 fully visible."""
+    if visible < 0.01:
+        return 0
+    if visible >= 0.995:
+        return 8
+    return int(min(7, 1 + visible // 0.15))
+
+
+def _smooth(rng: np.random.Generator, n: int, amp: float, period: tuple[float, float]) -> np.ndarray:
+    t = np.arange(n)
+    return amp * np.sin(2 * np.pi * t / rng.uniform(*period) + rng.uniform(0, 2 * np.pi))
+
+
+def _walk(rng, n: int, w: int, h: int, speed: float) -> np.ndarray:
+    """(n, 2) centres: random-walk velocity, bouncing inside the frame."""
+    pos = rng.uniform([0.2 * w, 0.2 * h], [0.8 * w, 0.8 * h])
+    a = rng.uniform(0, 2 * np.pi)
+    v = speed * np.array([np.cos(a), np.sin(a)])
+    out = np.empty((n, 2))
+    for t in range(n):
+        out[t] = pos
+        v = v + rng.normal(0, 0.3 * speed, 2)
+        v *= min(1.0, 1.6 * speed / (np.linalg.norm(v) + 1e-9))
+        pos = pos + v
+        for k, lim in enumerate((w, h)):
+            if not 0.05 * lim <= pos[k] <= 0.95 * lim:
+                v[k] = abs(v[k]) if pos[k] < 0.05 * lim else -abs(v[k])
+    return out
+
+
+@dataclass
+class _Sprite:
+    tex: np.ndarray  # (P, P, 3) uint8
+    mask: np.ndarray  # (P, P) float32
+    affines: np.ndarray  # (n, 2, 3) sprite -> frame
+
+    def __post_init__(self) -> None:
+        self.hull = hull(self.mask)  # (K, 2): the exact box of the mask under any affine
+
+    def box(self, t: int) -> np.ndarray:
+        return points_box(self.hull, self.affines[t])
+
+
+def _moving_sprite(rng, n: int, w: int, h: int, tex, mask, size: float, speed: float, shake) -> _Sprite:
+    centre = _walk(rng, n, w, h, speed) + shake
+    scale = size * np.exp(_smooth(rng, n, rng.uniform(0.1, 0.45), (30, 90)))
+    aspect = np.sqrt(rng.uniform(0.6, 1.6)) * np.exp(_smooth(rng, n, rng.uniform(0, 0.25), (15, 50)))
+    angle = rng.uniform(-0.4, 0.4) + _smooth(rng, n, rng.uniform(0, 0.5), (20, 80))
+    shear = _smooth(rng, n, rng.uniform(0, 0.25), (15, 60))
+    aff = np.stack([affine(centre[t], scale[t] * aspect[t], scale[t] / aspect[t], angle[t], shear[t])
+                    for t in range(n)])
+    return _Sprite(tex, mask, aff)
+
+
+def _occluder(rng, target: _Sprite, n: int, full: bool, frames: tuple[int, int]) -> _Sprite | None:
+    """A sprite that passes over the target; a full one dwells over it for the middle 40%."""
+    dur = int(rng.integers(max(4, frames[0] // 6), max(5, frames[0] // 3) + 1))
+    if dur >= n - 1:
+        return None
+    t0 = int(rng.integers(1, n - dur))
+    boxes = np.array([target.box(t) for t in range(t0, t0 + dur)])
+    side = float(np.hypot(boxes[:, 2], boxes[:, 3]).max())  # covers the target at any rotation
+    tex, _ = texture(rng, PATCH)
+    if full:
+        occ_side, mask = 1.25 * side / 0.765, shape_mask("square")  # square fills 76.5% of the sprite
+    else:
+        occ_side, mask = rng.uniform(0.5, 0.9) * side, shape_mask(str(rng.choice(["circle", "square", "blob"])), rng=rng)
+    u = rng.normal(size=2)
+    u /= np.linalg.norm(u)
+    reach = 0.5 * (occ_side + side) * 1.05
+    perp = np.array([-u[1], u[0]]) * (0 if full else rng.uniform(-0.35, 0.35) * side)
+    aff = np.full((n, 2, 3), np.nan)
+    for k in range(dur):
+        tau = k / (dur - 1)
+        g = np.clip((tau - 0.3) / 0.3, -1, 0) + np.clip((tau - 0.7) / 0.3, 0, 1) if full else 2 * tau - 1
+        c = boxes[k, :2] + boxes[k, 2:] / 2 + u * reach * g + perp
+        aff[t0 + k] = affine(c, occ_side, occ_side, rng.uniform(-0.05, 0.05))
+    return _Sprite(tex, mask, aff)
+
+
+def _world(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """(h, w, 3) background: most of one photograph, randomly mirrored."""
+    ph = photos()[int(rng.integers(len(photos())))]
+    f = rng.uniform(0.6, 1.0)
+    ch, cw = int(ph.shape[0] * f), int(ph.shape[1] * f)
+    y, x = int(rng.integers(0, ph.shape[0] - ch + 1)), int(rng.integers(0, ph.shape[1] - cw + 1))
+    img = cv2.resize(ph[y:y + ch, x:x + cw], (w, h), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(img[:, ::-1]) if rng.random() < 0.5 else img
+
+
+def render_sequence(rng: np.random.Generator, n: int, w: int = 320, h: int = 240,
+                    frames: tuple[int, int] = (60, 100)) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    """n frames (H, W, 3) uint8 RGB, target boxes (n, 4) xywh and labels (cover, absence, cut_by_image)."""
+    # Camera: pan/zoom over a photograph larger than the frame, plus shake applied to everything.
+    world = _world(rng, 2 * w, 2 * h)
+    shake = np.cumsum(rng.normal(0, 0.8, (n, 2)), 0) * 0.5 + rng.normal(0, 0.7, (n, 2))
+    pan = np.stack([_smooth(rng, n, rng.uniform(10, 60), (40, 120)) for _ in range(2)], 1)
+    zoom = 1.0 + _smooth(rng, n, rng.uniform(0, 0.12), (30, 100))
+    base = rng.uniform([0.2 * w, 0.2 * h], [0.6 * w, 0.6 * h])
+    # Target and similar distractors.
+    shape = str(rng.choice(list(SHAPES) + ["blob"] * 3))
+    tex, src = texture(rng, PATCH)
+    size = rng.uniform(0.1, 0.25) * min(w, h) / 0.6  # sprite side; the shape fills ~60-90% of it
+    speed = rng.uniform(1.0, 4.0) * min(w, h) / 240
+    target = _moving_sprite(rng, n, w, h, tex, shape_mask(shape, rng=rng), size, speed, shake)
+    behind, front = [], []
+    for _ in range(int(rng.integers(1, 4))):
+        dtex, _ = texture(rng, PATCH, like=src)
+        d = _moving_sprite(rng, n, w, h, dtex, shape_mask(shape, rng=rng), size * rng.uniform(0.7, 1.3),
+                           speed * rng.uniform(0.5, 1.5), shake)
+        (front if rng.random() < 0.3 else behind).append(d)
+    occluders = [o for o in [_occluder(rng, target, n, True, frames) if rng.random() < 0.6 else None]
+                 + [_occluder(rng, target, n, False, frames) for _ in range(int(rng.integers(1, 3)))] if o]
+    light = 1.0 + _smooth(rng, n, rng.uniform(0.05, 0.35), (20, 80))
+    cast = 1.0 + np.stack([_smooth(rng, n, 0.08, (30, 90)) for _ in range(3)], 1)
+    p_blur = rng.uniform(0.0, 0.25)
+
+    noise = rng.standard_normal((2 * h, 2 * w, 3), dtype=np.float32) * 2.0
+    images, boxes = [], np.zeros((n, 4))
+    cover, cut = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for t in range(n):
+        z = zoom[t]
+        cam = np.array([[z, 0, -(base[0] + pan[t, 0] + shake[t, 0]) * z],
+                        [0, z, -(base[1] + pan[t, 1] + shake[t, 1]) * z]])
+        canvas = cv2.warpAffine(world, cam, (w, h), borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+        for s in behind:
+            render(canvas, s.tex, s.mask, s.affines[t])
+        vis = np.zeros((h, w), np.float32)
+        drawn = render(canvas, target.tex, target.mask, target.affines[t])
+        if drawn:
+            vis[drawn[0]] = drawn[1]
+        for s in front + occluders:
+            if np.isfinite(s.affines[t]).all():
+                drawn = render(canvas, s.tex, s.mask, s.affines[t])
+                if drawn:
+                    vis[drawn[0]] *= 1.0 - drawn[1]
+        a = target.affines[t]
+        full_area = target.mask.sum() * abs(np.linalg.det(a[:, :2]))
+        cover[t] = cover_label(float(vis.sum()) / full_area)
+        x, y, bw, bh = target.box(t)
+        x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, float(w)), min(y + bh, float(h))
+        cut[t] = int(x0 > x or y0 > y or x1 < x + bw or y1 < y + bh)
+        boxes[t] = (x0, y0, max(x1 - x0, 1.0), max(y1 - y0, 1.0))
+        canvas *= light[t] * cast[t]
+        if rng.random() < p_blur:
+            k = int(rng.integers(3, 12))
+            kernel = np.zeros((k, k), np.float32)
+            ang = rng.uniform(0, np.pi)
+            c = (k - 1) / 2
+            cv2.line(kernel, (int(round(c - c * np.cos(ang))), int(round(c - c * np.sin(ang)))),
+                     (int(round(c + c * np.cos(ang))), int(round(c + c * np.sin(ang)))), 1.0, 1)
+            canvas = cv2.filter2D(canvas, -1, kernel / kernel.sum())
+        ox, oy = rng.integers(0, w), rng.integers(0, h)  # sensor noise: a window of one field
+        canvas += noise[oy:oy + h, ox:ox + w]
+        images.append(np.clip(canvas, 0, 255).astype(np.uint8))
+    labels = {"cover": cover, "absence": (cover == 0).astype(np.int64), "cut_by_image": cut}
+    return images, boxes, labels
+
+
+def _write_jpeg(path: Path, rgb: np.ndarray, quality: int = 90) -> None:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise OSError(f"{path}: JPEG encoding failed")
+    path.write_bytes(buf.tobytes())
+
+
+def _write_sequence(job: tuple[str, str, int, int, int, SynthSize]) -> None:
+    root, split, index, split_id, seed, size = job
+    rng = np.random.default_rng((seed, split_id, index))
+    n = int(rng.integers(size.frames[0], size.frames[1] + 1))
+    images, boxes, labels = render_sequence(rng, n, size.width, size.height, size.frames)
+    name = f"GOT-10k_{SPLITS[split]}_{index + 1:06d}"
+    d = Path(root) / split / name
+    d.mkdir(parents=True, exist_ok=True)
+    for k, img in enumerate(images, 1):
+        _write_jpeg(d / f"{k:08d}.jpg", img)
+    rows = boxes[:1] if split == "test" else boxes  # GOT-10k test: first-frame box only
+    (d / "groundtruth.txt").write_text("".join(f"{x:.4f},{y:.4f},{w:.4f},{h:.4f}\n" for x, y, w, h in rows))
+    if split == "test":
+        return
+    for key, values in labels.items():
+        (d / f"{key}.label").write_text("".join(f"{int(v)}\n" for v in values))
+    (d / "meta_info.ini").write_text(
+        "[METAINFO]\n"
+        f"url: synthetic://lighttrack/seed-{seed}/{name}\n"
+        "begin_time: 00:00:00\n"
+        f"end_time: 00:00:{n // 10:02d}\n"
+        "anno_fps: 10Hz\n"
+        "object_class: textured shape\n"
+        "motion_class: random walk\n"
+        "major_class: synthetic\n"
+        "root_class: object\n"
+        "motion_adverb: smoothly\n"
+        f"resolution: ({size.width}, {size.height})\n")
+
+
+def class_image(rng: np.random.Generator, label: int, side: int = 96) -> np.ndarray:
+    """(side, side, 3) uint8: a textured shape of class ``label`` on a photo background."""
+    bg, _ = texture(rng, side)
+    canvas = bg.astype(np.float32)
+    tex, _ = texture(rng, PATCH)
+    s = side * rng.uniform(0.45, 0.85)
+    asp = np.sqrt(rng.uniform(0.75, 1.33))
+    c = rng.uniform(0.5 * s * 0.8, side - 0.5 * s * 0.8, 2)
+    render(canvas, tex, shape_mask(label), affine(c, s * asp, s / asp, rng.uniform(0, 2 * np.pi),
+                                                   rng.uniform(-0.15, 0.15)))
+    canvas = canvas * rng.uniform(0.7, 1.3) * rng.uniform(0.9, 1.1, 3)
+    if rng.random() < 0.2:
+        canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.5, 1.5))
+    return np.clip(canvas + rng.normal(0, 2.0, canvas.shape), 0, 255).astype(np.uint8)
+
+
+def _write_class_images(job: tuple[str, str, int, int, int, int]) -> None:
+    root, split, label, count, seed, side = job
+    d = Path(root) / split / SHAPES[label]
+    d.mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        rng = np.random.default_rng((seed, 100 + (split == "val"), label, k))
+        _write_jpeg(d / f"{SHAPES[label]}_{k + 1:05d}.JPEG", class_image(rng, label, side))
+
+
+def write(out: str | os.PathLike, seed: int = 0, size: str | SynthSize = "default", workers: int = 1) -> dict:
+    """Write the embedded dataset under ``out``; returns the summary also saved as synth.json."""
+    spec = SIZES[size] if isinstance(size, str) else size
+    out = Path(out)
+    got, imnet = out / "got10k", out / "imagenet"
+    seq_jobs = [(str(got), split, i, sid, seed, spec)
+                for sid, (split, count) in enumerate([("train", spec.train), ("val", spec.val), ("test", spec.test)])
+                for i in range(count)]
+    cls_jobs = [(str(imnet), split, label, count, seed, spec.cls_image)
+                for split, count in (("train", spec.cls_train), ("val", spec.cls_val)) for label in range(len(SHAPES))]
+    if workers > 1:
+        with get_context("spawn").Pool(workers) as pool:
+            pool.map(_write_sequence, seq_jobs, chunksize=1)
+            pool.map(_write_class_images, cls_jobs, chunksize=1)
+    else:
+        for job in seq_jobs:
+            _write_sequence(job)
+        for job in cls_jobs:
+            _write_class_images(job)
+    for split in SPLITS:
+        count = getattr(spec, split)
+        names = [f"GOT-10k_{SPLITS[split]}_{i + 1:06d}" for i in range(count)]
+        (got / split).mkdir(parents=True, exist_ok=True)
+        (got / split / "list.txt").write_text("\n".join(names) + "\n")
+    summary = {"seed": seed, "size": asdict(spec), "classes": list(SHAPES)}
+    (out / "synth.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,190 @@
+"""Run the tracker over a whole split, write official result files, score them.
+
+Result layout (official GOT-10k format)::
+
+    OUT/<seq>/<seq>_001.txt    one "x,y,w,h" line per frame (frame 0 = the given box)
+    OUT/<seq>/<seq>_time.txt   seconds per frame (frame 0 = initialisation)
+    OUT/scores.json            ao, sr50, sr75, fps (GOT-10k) or success_auc, precision,
+                               norm_precision, fps (OTB/LaSOT protocol)
+    OUT/success.png            success curve
+
+Scores are computed from the files as written (3 decimals), exactly as the toolkit
+reads them; fps = mean over all frames of 1 / time (the toolkit's ``speed_fps``).
+Times cover the tracker calls only (crop, network, post-processing), not decoding.
+Sequences run one by one; spreading them over workers belongs to ``ray_jobs/``.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lighttrack.tracker import metrics
+from lighttrack.tracker.params import PRESETS, TrackerParams
+from lighttrack.tracker.plots import plot_success
+from lighttrack.tracker.tracker import Tracker
+
+__all__ = ["run_sequence", "write_results", "read_results", "score_results", "evaluate_split",
+           "protocol_of", "open_split", "SCORES_NAME"]
+
+SCORES_NAME = "scores.json"
+
+
+def protocol_of(dataset) -> str:
+    """``got10k`` for the GOT-10k reader, ``otb`` (one-pass) for LaSOT and generic folders."""
+    return "got10k" if type(dataset).__name__.lower().startswith("got10k") else "otb"
+
+
+def open_split(root: str | Path, split: str = "val", layout: str | None = None, max_sequences: int = 0):
+    """A dataset reader; ``layout`` got10k | lasot | folder, or detected: ``root/<split>/list.txt``
+    (GOT-10k), ``root/got10k/<split>/list.txt`` (the embedded dataset), ``root/<c>/<c>-<n>/``
+    (LaSOT), else folders of frames with a groundtruth.txt."""
+    from lighttrack.data.readers import open_tracking
+
+    root = Path(root)
+    if layout is None:
+        if (root / "got10k" / split / "list.txt").is_file():
+            root, layout = root / "got10k", "got10k"
+        elif (root / split / "list.txt").is_file():
+            layout = "got10k"
+        elif root.is_dir() and any((d / f"{d.name}-1").is_dir() for d in root.iterdir() if d.is_dir()):
+            layout = "lasot"
+        else:
+            layout = "folder"
+    reader = open_tracking(layout, str(root), split)
+    if max_sequences:
+        reader = open_tracking(layout, str(root), split, names=reader.sequence_names[:max_sequences])
+    return reader
+
+
+def run_sequence(tracker: Tracker, seq) -> tuple[np.ndarray, np.ndarray]:
+    """Track one sequence from its first box -> (boxes (N, 4) xywh, seconds per frame (N,))."""
+    n = len(seq.frames)
+    boxes = np.zeros((n, 4))
+    times = np.zeros(n)
+    init = np.asarray(seq.boxes[0], np.float64)
+    for k in range(n):
+        image = seq.read_frame(k)
+        start = time.perf_counter()
+        if k == 0:
+            tracker.initialize(image, init)
+            boxes[0] = init
+        else:
+            boxes[k], _ = tracker.track(image)
+        times[k] = time.perf_counter() - start
+    return boxes, times
+
+
+def _files(out_dir: Path, name: str) -> tuple[Path, Path]:
+    return out_dir / name / f"{name}_001.txt", out_dir / name / f"{name}_time.txt"
+
+
+def write_results(out_dir: str | Path, name: str, boxes: np.ndarray, times: np.ndarray) -> None:
+    """Write one sequence in the official GOT-10k result format."""
+    box_file, time_file = _files(Path(out_dir), name)
+    box_file.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(box_file, np.asarray(boxes).reshape(-1, 4), fmt="%.3f", delimiter=",")
+    np.savetxt(time_file, np.asarray(times).reshape(-1, 1), fmt="%.8f", delimiter=",")
+
+
+def read_results(out_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4) and times (N,) of one sequence, as written by :func:`write_results`."""
+    box_file, time_file = _files(Path(out_dir), name)
+    if not box_file.is_file():
+        raise FileNotFoundError(f"results for sequence {name} not found: {box_file}")
+    boxes = np.loadtxt(box_file, delimiter=",", ndmin=2)
+    times = np.loadtxt(time_file, delimiter=",", ndmin=1) if time_file.is_file() else np.zeros(0)
+    return boxes, times
+
+
+def _image_size(seq) -> tuple[float, float]:
+    """(W, H): the toolkit's ``resolution`` from GOT-10k meta data, else frame 0's size."""
+    resolution = getattr(seq, "meta", {}).get("resolution")
+    if resolution:
+        w, h = ast.literal_eval(str(resolution))
+        return float(w), float(h)
+    h, w = seq.read_frame(0).shape[:2]
+    return float(w), float(h)
+
+
+def _absent(seq, protocol: str) -> np.ndarray:
+    """Frames that do not count; GOT-10k uses the toolkit's rule (cover label 0) when present."""
+    cover = getattr(seq, "meta", {}).get("cover") if protocol == "got10k" else None
+    return np.asarray(cover) == 0 if cover is not None else np.asarray(seq.absent, bool)
+
+
+def score_results(out_dir: str | Path, dataset, protocol: str | None = None,
+                  plot: bool = True) -> dict:
+    """Score the result files of every sequence of ``dataset``; writes scores.json (+ PNG).
+
+    A split without ground truth beyond the first frame (GOT-10k test) gets fps only
+    (``"scored": false``); its result files are what the benchmark server takes.
+    """
+    out_dir = Path(out_dir)
+    protocol = protocol or protocol_of(dataset)
+    if protocol not in ("got10k", "otb"):
+        raise ValueError(f"unknown protocol {protocol!r}; use 'got10k' or 'otb'")
+    pooled, curves, all_times = [], [], []
+    scored = True
+    for i in range(len(dataset)):
+        seq = dataset.sequence(i)
+        boxes, times = read_results(out_dir, seq.name)
+        all_times.append(times[np.isfinite(times) & (times > 0)])
+        gt = np.asarray(seq.boxes, np.float64)
+        if len(gt) == 1 < len(boxes):  # first-frame box only: nothing to score against
+            scored = False
+            continue
+        if boxes.shape != gt.shape:
+            raise ValueError(f"{_files(out_dir, seq.name)[0]}: {boxes.shape[0]} boxes for "
+                             f"{gt.shape[0]} ground-truth frames")
+        absent = _absent(seq, protocol)
+        if protocol == "got10k":
+            pooled.append(metrics.got10k_sequence_ious(boxes, gt, absent, _image_size(seq)))
+        else:
+            curves.append(metrics.otb_sequence_curves(boxes, gt, absent))
+    times = np.concatenate(all_times) if all_times else np.zeros(0)
+    fps = float(np.mean(1.0 / times)) if times.size else -1.0
+    if not scored:
+        scores = {"protocol": protocol, "scored": False, "fps": fps, "sequences": len(dataset),
+                  "frames": int(times.size)}
+        (out_dir / SCORES_NAME).write_text(json.dumps(scores, indent=2))
+        return scores
+    if protocol == "got10k":
+        s = metrics.got10k_scores(np.concatenate(pooled))
+        thr, label = metrics.SUCCESS_THRESHOLDS_GOT10K, f"AO {s['ao']:.3f}"
+    else:
+        s = metrics.otb_scores(curves)
+        thr, label = metrics.SUCCESS_THRESHOLDS_OTB, f"AUC {s['success_auc']:.3f}"
+    curve = s.pop("success_curve")
+    scores = {"protocol": protocol, "scored": True, **s, "fps": fps, "sequences": len(dataset),
+              "frames": int(times.size), "success_curve": curve}
+    (out_dir / SCORES_NAME).write_text(json.dumps(scores, indent=2))
+    if plot:
+        plot_success({label: (thr, np.asarray(curve))}, out_dir / "success.png", f"Success ({protocol})")
+    return scores
+
+
+def evaluate_split(net, dataset, out_dir: str | Path, params: TrackerParams = PRESETS["vot2019"],
+                   protocol: str | None = None, report: Callable[[dict], None] | None = None,
+                   plot: bool = True) -> dict:
+    """Track every sequence of ``dataset`` (a reader), write results and scores.json.
+
+    ``net`` is a network (see :class:`Tracker`) or a ready ``Tracker`` (then ``params`` is unused).
+
+    ``report`` (optional) is called after each sequence with ``{"sequence", "index", "frames"}``.
+    Returns the scores dict (GOT-10k: ao, sr50, sr75, fps, ...).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tracker = net if isinstance(net, Tracker) else Tracker(net, params)
+    for i in range(len(dataset)):
+        seq = dataset.sequence(i)
+        boxes, times = run_sequence(tracker, seq)
+        write_results(out_dir, seq.name, boxes, times)
+        if report is not None:
+            report({"sequence": seq.name, "index": i, "frames": len(boxes)})
+    return score_results(out_dir, dataset, protocol, plot=plot)

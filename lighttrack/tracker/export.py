@@ -1,0 +1,261 @@
+"""Export a found tracker network for deployment: BN folded, two graphs, model card.
+
+The template branch (``z -> zf``) and the search branch (``zf, x -> cls, reg``) become
+separate graphs, both with ``torch.export`` (``.pt2``) and ONNX (opset pinned). Their
+image inputs are the raw crops the tracker cuts, ``uint8 (1, H, W, 3)`` RGB: the
+ImageNet normalisation is folded into the stem convolution (per-input-channel weight
+scale, exact with zero padding, after subtracting 255 * mean), which saves the tracker a
+float conversion and a layout change per frame. One search graph per crop side (256 and
+288, the large region for small targets).
+
+``onnx``, ``onnxscript`` and ``onnxruntime`` are the optional ``deploy`` extra, imported
+lazily. Files written to ``out_dir``::
+
+    template.onnx  search_256.onnx  search_288.onnx  [*.int8.onnx]
+    template.pt2   search_256.pt2   search_288.pt2   model_card.json
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from lighttrack.geometry import CONTEXT, IMAGENET_MEAN, IMAGENET_STD, SEARCH_SIZE, TEMPLATE_SIZE
+from lighttrack.tracker.params import TrackerParams
+from lighttrack.tracker.runtime import CARD_NAME
+
+__all__ = ["OPSET", "RawInputNet", "export_tracker", "calibration_crops", "dataset_samples",
+           "quantize_int8", "write_card"]
+
+OPSET = 17
+SEARCH_SIZES = (SEARCH_SIZE, 288)
+
+
+def _stem_conv(net: nn.Module) -> nn.Conv2d:
+    """The first convolution that reads the RGB image (3 input channels)."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            if m.in_channels != 3 or m.groups != 1:
+                break
+            return m
+    raise ValueError(f"{type(net).__name__}: first convolution does not take 3 RGB channels")
+
+
+class RawInputNet(nn.Module):
+    """``net`` (BN folded) taking raw uint8 (B, H, W, 3) crops; normalisation in the stem.
+
+    conv(W, (x/255 - m)/s) = conv(W / (255 s), x - 255 m): the scale goes into the stem
+    weights; the zero padding of the normalised image is the zero of ``x - 255 m``.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = copy.deepcopy(net).eval()
+        stem = _stem_conv(self.net)
+        scale = torch.from_numpy(1.0 / (255.0 * IMAGENET_STD)).to(stem.weight)
+        with torch.no_grad():
+            stem.weight.mul_(scale.view(1, 3, 1, 1))
+        self.register_buffer("offset", torch.from_numpy(255.0 * IMAGENET_MEAN).view(1, 3, 1, 1))
+
+    def _image(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 3, 1, 2).to(torch.float32) - self.offset  # (B, 3, H, W)
+
+    def template(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net.template(self._image(z))
+
+    def search(self, zf: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.search(zf, self._image(x))
+
+
+class _Template(nn.Module):
+    def __init__(self, net: RawInputNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net.template(z)
+
+
+class _Search(nn.Module):
+    def __init__(self, net: RawInputNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, zf: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.search(zf, x)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _onnx_export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+    # The TorchScript exporter: exact opset 17 and seconds per graph (the dynamo exporter
+    # needs opset 18 for these graphs and takes ~10x longer); its deprecation and tracer
+    # warnings are expected here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                          opset_version=OPSET, dynamo=False)
+    import onnx  # deploy extra
+
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def export_tracker(net: nn.Module, out_dir: str | Path, *, search_sizes: Iterable[int] = SEARCH_SIZES,
+                   onnx: bool = True, torch_export: bool = True) -> dict:
+    """Fold BN, fold normalisation, write the template/search graphs; returns the file map.
+
+    ``net`` is a StaticTracker (``template(z)``, ``search(zf, x)``); BN is folded with
+    ``lighttrack.models.static.fold_bn``. The model card is written by :func:`write_card`.
+    """
+    from lighttrack.models.static import fold_bn
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = RawInputNet(fold_bn(net)).eval()
+    z = torch.zeros(1, TEMPLATE_SIZE, TEMPLATE_SIZE, 3, dtype=torch.uint8)
+    with torch.no_grad():
+        zf = raw.template(z)
+    # Wrappers in eval mode too: the ONNX exporter restores each module's mode after export,
+    # which for a wrapper left in training mode would switch every BN below it to training.
+    graphs = {"template": (_Template(raw).eval(), (z,), ["z"], ["zf"])}
+    for s in search_sizes:
+        x = torch.zeros(1, s, s, 3, dtype=torch.uint8)
+        graphs[f"search_{s}"] = (_Search(raw).eval(), (zf, x), ["zf", "x"], ["cls", "reg"])
+    files: dict[str, dict[str, str]] = {"onnx": {}, "torch_export": {}, "onnx_int8": {}}
+    for name, (module, args, inputs, outputs) in graphs.items():
+        if torch_export:
+            program = torch.export.export(module, args)
+            torch.export.save(program, str(out_dir / f"{name}.pt2"))
+            files["torch_export"][name] = f"{name}.pt2"
+        if onnx:
+            _onnx_export(module, args, out_dir / f"{name}.onnx", inputs, outputs)
+            files["onnx"][name] = f"{name}.onnx"
+    return files
+
+
+def calibration_crops(samples: Iterable[tuple[np.ndarray, np.ndarray]], search_size: int = SEARCH_SIZE
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(template, search) uint8 crops cut around ``(image, box xywh)`` samples as the tracker does."""
+    import cv2
+
+    from lighttrack.geometry import context_size, crop
+
+    out = []
+    for image, box in samples:
+        x, y, w, h = (float(v) for v in box)
+        c, s_z = (x + w / 2, y + h / 2), context_size(w, h)
+        pad = cv2.mean(image)[:3]
+        out.append((crop(image, c, s_z, TEMPLATE_SIZE, pad),
+                    crop(image, c, s_z * search_size / TEMPLATE_SIZE, search_size, pad)))
+    return out
+
+
+def dataset_samples(dataset, n: int = 32, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` (frame, box) pairs with the target present, spread over the dataset's sequences."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.permutation(len(dataset)).tolist() * n:
+        if len(out) >= n:
+            break
+        seq = dataset.sequence(i)
+        present = np.flatnonzero(~np.asarray(seq.absent, bool) & (np.asarray(seq.boxes)[:, 2:] > 0).all(1))
+        if present.size:
+            k = int(rng.choice(present))
+            out.append((seq.read_frame(k), np.asarray(seq.boxes[k], np.float64)))
+    return out
+
+
+class _Calibration:
+    """ONNX Runtime calibration reader over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize_int8(out_dir: str | Path, files: dict, crops: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Static int8 (QDQ, per-channel weights) of every ONNX graph, calibrated on
+    ``crops`` = [(template uint8 (128, 128, 3), search uint8 (S, S, 3))]; returns the file map."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from lighttrack.tracker.runtime import _session
+
+    out_dir = Path(out_dir)
+    if not crops:
+        raise ValueError("int8 quantisation needs at least one calibration crop pair")
+    template = _session(out_dir / files["onnx"]["template"], 1)
+    zfs = [template.run(None, {"z": z[None]})[0] for z, _ in crops]
+    int8 = {}
+    for name, fname in files["onnx"].items():
+        if name == "template":
+            feeds = [{"z": z[None]} for z, _ in crops]
+        else:
+            side = int(name.split("_")[1])
+            feeds = [{"zf": zf, "x": _resize(x, side)[None]} for zf, (_, x) in zip(zfs, crops)]
+        pre = out_dir / f"{name}.pre.onnx"
+        quant_pre_process(str(out_dir / fname), str(pre), skip_symbolic_shape=True)
+        target = f"{name}.int8.onnx"
+        quantize_static(str(pre), str(out_dir / target), _Calibration(feeds), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        pre.unlink()
+        int8[name] = target
+    return int8
+
+
+def _resize(x: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    return x if x.shape[0] == side else cv2.resize(x, (side, side), interpolation=cv2.INTER_LINEAR)
+
+
+def write_card(out_dir: str | Path, *, arch, files: dict, params: TrackerParams,
+               complexity: dict | None = None, scores: dict | None = None,
+               source: dict | None = None, extra: dict | None = None) -> Path:
+    """``model_card.json`` beside the artifacts.
+
+    ``complexity`` = {"params", "macs"}; ``scores`` = {"ao", "split", ...} measured with
+    these artifacts; ``source`` = where the weights came from (supernet, run id, checkpoint).
+    """
+    out_dir = Path(out_dir)
+    card = {
+        "format": "lighttrack-tracker/1",
+        "arch": str(arch),
+        "arch_released": arch.to_released() if hasattr(arch, "to_released") else None,
+        **(complexity or {}),
+        "scores": scores or {},
+        "tracker": asdict(params),
+        "preprocessing": {
+            "color": "RGB", "crop_dtype": "uint8", "crop_layout": "(1, H, W, 3)",
+            "normalisation": "inside the graph: (x / 255 - mean) / std",
+            "mean": IMAGENET_MEAN.tolist(), "std": IMAGENET_STD.tolist(),
+            "template_size": TEMPLATE_SIZE, "search_sizes": sorted(int(k.split("_")[1])
+                                                                  for k in files["onnx"] if k != "template")
+            or [SEARCH_SIZE], "context": CONTEXT, "pad": "frame mean colour",
+        },
+        "outputs": {"zf": "raw template features (1, C, 8, 8)",
+                    "cls": "logits (1, 1, S/16, S/16)", "reg": "ltrb distances in crop px (1, 4, S/16, S/16)"},
+        "source": source or {},
+        "opset": OPSET,
+        "versions": {"torch": torch.__version__},
+        "files": files,
+        "sha256": {f: _sha256(out_dir / f) for group in files.values() for f in group.values()},
+        **(extra or {}),
+    }
+    path = out_dir / CARD_NAME
+    path.write_text(json.dumps(card, indent=2))
+    return path

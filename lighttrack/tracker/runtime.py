@@ -1,0 +1,159 @@
+"""Network backends for the tracker: NumPy in, NumPy out.
+
+The tracker talks to a network through ``template(z) -> zf`` and
+``search(zf, x) -> (cls, reg)`` on NumPy arrays. :class:`TorchNet` adapts a torch
+module (supernet path, StaticTracker); :class:`OrtNet` runs the exported ONNX graphs
+with ONNX Runtime (the optional ``deploy`` extra, imported lazily). Exported graphs take
+the raw uint8 crop ``(1, H, W, 3)`` and normalise inside (``takes_raw_crops``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["TorchNet", "OrtNet", "as_numpy_net", "load_torch_net", "load_net", "CARD_NAME"]
+
+CARD_NAME = "model_card.json"
+
+
+class TorchNet:
+    """A torch module with ``template``/``search`` run under inference mode on NumPy arrays."""
+
+    takes_raw_crops = False
+
+    def __init__(self, module: torch.nn.Module):
+        # BN in training mode would normalise each crop by its own statistics: refuse.
+        if any(m.training for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
+            raise ValueError(f"{type(module).__name__} has BatchNorm layers in training mode; "
+                             "call .eval() before tracking")
+        self.module = module
+
+    def template(self, z: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.module.template(torch.from_numpy(z))  # (1, C, 8, 8) kept as a tensor
+
+    def search(self, zf: torch.Tensor, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            cls, reg = self.module.search(zf, torch.from_numpy(x))
+        return cls.numpy(), reg.numpy()
+
+
+def as_numpy_net(net):
+    """Wrap torch modules; pass anything else with template/search through."""
+    if isinstance(net, torch.nn.Module):
+        return TorchNet(net)
+    if not (callable(getattr(net, "template", None)) and callable(getattr(net, "search", None))):
+        raise TypeError(f"{type(net).__name__} has no template(z) and search(zf, x) methods")
+    return net
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort  # optional 'deploy' extra
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class OrtNet:
+    """The exported template and search graphs of one tracker under ONNX Runtime.
+
+    ``directory`` holds the artifacts and ``model_card.json`` (see export.py);
+    ``int8`` selects the quantised graphs. One search graph per search size (256, 288).
+    """
+
+    takes_raw_crops = True
+
+    def __init__(self, directory: str | Path, threads: int = 1, int8: bool = False):
+        directory = Path(directory)
+        card_path = directory / CARD_NAME
+        if not card_path.is_file():
+            raise FileNotFoundError(f"{card_path}: not an exported tracker (no {CARD_NAME})")
+        self.card = json.loads(card_path.read_text())
+        files = self.card["files"]["onnx_int8" if int8 else "onnx"]
+        if not files:
+            raise FileNotFoundError(f"{card_path}: no {'int8 ' if int8 else ''}ONNX graphs were exported")
+        self._template = _session(directory / files["template"], threads)
+        # search graphs keyed by crop side, e.g. {256: session, 288: session}
+        self._search = {int(k.split("_")[1]): _session(directory / v, threads)
+                        for k, v in files.items() if k.startswith("search_")}
+
+    def template(self, z: np.ndarray) -> np.ndarray:
+        return self._template.run(None, {"z": np.ascontiguousarray(z, np.uint8)})[0]
+
+    def search(self, zf: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        side = x.shape[1]
+        if side not in self._search:
+            raise ValueError(f"no exported search graph for {side}x{side} crops; have {sorted(self._search)}")
+        cls, reg = self._search[side].run(None, {"zf": zf, "x": np.ascontiguousarray(x, np.uint8)})
+        return cls, reg
+
+
+def _state_dict(checkpoint: str | Path) -> dict:
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict):
+        for key in ("model", "state_dict"):  # training checkpoints wrap the weights
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict or a checkpoint with a 'model' entry")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_torch_net(arch, checkpoint: str | Path | None = None) -> torch.nn.Module:
+    """StaticTracker for ``arch`` in eval mode: fresh weights, or from a local checkpoint
+    holding a StaticTracker or a TrackSupernet state dict (bare or under ``model``).
+    (MLflow URIs are resolved to a local file by ray_jobs before calling this.)"""
+    from lighttrack.models.static import StaticTracker, extract
+    from lighttrack.models.supernet import TrackSupernet
+
+    net = StaticTracker.build(arch)
+    if checkpoint is None:
+        return net.eval()
+    state = _state_dict(checkpoint)
+    if set(state) == set(net.state_dict()):
+        net.load_state_dict(state)
+        return net.eval()
+    supernet = TrackSupernet()
+    missing, unexpected = supernet.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{checkpoint}: neither a StaticTracker for this architecture nor a TrackSupernet "
+                         f"({len(missing)} missing tensors, e.g. {missing[:2]}; unexpected {unexpected[:2]})")
+    return extract(supernet.eval(), arch).eval()
+
+
+def load_net(arch, checkpoint: str | Path | None = None, backend: str = "torch", threads: int = 1,
+             int8: bool = False, work_dir: str | Path | None = None):
+    """A tracker network on ``backend`` (``torch`` or ``onnxruntime``).
+
+    For onnxruntime, ``checkpoint`` may be an export directory (with model_card.json);
+    otherwise the torch net is exported on the fly into ``work_dir`` (a temporary one if None).
+    """
+    if backend == "torch":
+        return load_torch_net(arch, checkpoint)
+    if backend != "onnxruntime":
+        raise ValueError(f"unknown backend {backend!r}; use torch or onnxruntime")
+    if checkpoint is not None and (Path(checkpoint) / CARD_NAME).is_file():
+        return OrtNet(checkpoint, threads, int8)
+    if int8:
+        raise ValueError("int8 needs an export directory made by 'lighttrack export --int8'")
+    import tempfile
+
+    from lighttrack.tracker.export import export_tracker, write_card
+    from lighttrack.tracker.params import TrackerParams
+
+    out = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="lighttrack-ort-"))
+    files = export_tracker(load_torch_net(arch, checkpoint), out, torch_export=False)
+    write_card(out, arch=arch, files=files, params=TrackerParams(),
+               source={"checkpoint": str(checkpoint) if checkpoint else None})
+    return OrtNet(out, threads)
