@@ -94,7 +94,7 @@ def _fit(model: nn.Module, x, y, xv, yv, epochs: int, lr: float, seed: int = 0) 
         return float((model(xv).argmax(1) == yv).float().mean())
 
 
-def bench_classify(root: Path, size: int = 64, epochs: int = 30) -> tuple[float, float]:
+def bench_classify(root: Path, size: int = 64, epochs: int = 15) -> tuple[float, float]:
     x, y = _tensors(root / "imagenet" / "train", size)
     xv, yv = _tensors(root / "imagenet" / "val", size)
     k = int(y.max()) + 1
@@ -120,7 +120,7 @@ def main() -> None:
     p.add_argument("--size", default="default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parts", default="pairs,stats,classify")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=15)
     args = p.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,7 +48,7 @@ class SynthSize:
 
 
 SIZES = {
-    "default": SynthSize(train=40, val=10, test=5, frames=(60, 100), cls_train=150, cls_val=40),
+    "default": SynthSize(train=40, val=10, test=5, frames=(60, 100), cls_train=300, cls_val=50),
     "tiny": SynthSize(train=4, val=3, test=2, frames=(16, 24), cls_train=8, cls_val=3),
 }
 
@@ -252,9 +252,14 @@ def _write_sequence(job: tuple[str, str, int, int, int, SynthSize]) -> None:
 
 def class_image(rng: np.random.Generator, label: int, side: int = 96) -> np.ndarray:
     """(side, side, 3) uint8: a textured shape of class ``label`` on a photo background."""
-    bg, _ = texture(rng, side)
-    canvas = bg.astype(np.float32)
-    tex, _ = texture(rng, PATCH)
+    # Background out of focus and flattened, object texture pushed away from it in brightness:
+    # the shape's outline stays visible, while texture, pose and colour vary freely.
+    bg = cv2.GaussianBlur(texture(rng, side)[0].astype(np.float32), (0, 0), rng.uniform(1.5, 3.0))
+    canvas = 0.5 * bg + 0.5 * bg.mean((0, 1))
+    tex = texture(rng, PATCH)[0].astype(np.float32)
+    lum_bg, lum_obj = canvas.mean(), tex.mean()
+    target = lum_bg - 70 if lum_bg > 128 else lum_bg + 70
+    tex = np.clip(tex + (target - lum_obj), 0, 255).astype(np.uint8)
     s = side * rng.uniform(0.45, 0.85)
     asp = np.sqrt(rng.uniform(0.75, 1.33))
     c = rng.uniform(0.5 * s * 0.8, side - 0.5 * s * 0.8, 2)
