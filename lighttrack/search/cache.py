@@ -1,0 +1,186 @@
+"""Evaluation cache: every evaluated candidate as a row of a Parquet dataset.
+
+Key = (supernet id, architecture canonical string, evaluation-settings id):
+
+* supernet id  = :func:`supernet_id`, a content hash of the checkpoint's weights;
+* settings id  = :func:`settings_id`, a hash of everything that changes a score: the
+  validation sequences (names, annotations and frame bytes), the tracker
+  hyper-parameters, the recalibration settings (batches, batch size, data) and the seed.
+
+The cache is a directory (local path or pyarrow.fs URI such as ``s3://bucket/cache``)
+of ``part-*.parquet`` files. Writers never modify a file: each append adds a new part,
+so concurrent evaluator processes need no lock; readers take the first row per key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import uuid
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+__all__ = ["SCHEMA", "EvalCache", "supernet_id", "settings_id", "fingerprint_sequences"]
+
+SCHEMA = pa.schema([
+    ("supernet_id", pa.string()),
+    ("settings_id", pa.string()),
+    ("arch", pa.string()),
+    ("ao", pa.float64()),
+    ("sr50", pa.float64()),
+    ("sr75", pa.float64()),
+    ("params", pa.int64()),
+    ("macs", pa.int64()),
+    ("latency_ms", pa.float64()),
+    ("recal_batches", pa.int32()),
+    ("seconds", pa.float64()),
+    ("started", pa.timestamp("ms", tz="UTC")),
+    ("finished", pa.timestamp("ms", tz="UTC")),
+    ("search", pa.string()),  # name of the search that evaluated it
+    ("budget", pa.string()),  # budget label of that search
+    ("worker", pa.string()),
+    ("trial", pa.string()),  # Ray Tune trial id, when run by one
+])
+_KEY = ("supernet_id", "settings_id", "arch")
+
+
+def supernet_id(state_dict: Mapping[str, Any]) -> str:
+    """Content hash of the weights (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name]
+        arr = t.detach().cpu().contiguous().numpy() if hasattr(t, "detach") else np.asarray(t)
+        h.update(f"{name}|{arr.dtype}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:20]
+
+
+def fingerprint_sequences(sequences: Iterable[Any], read_bytes: Any = None) -> str:
+    """Hash of a list of sequences: names, boxes, absent flags and every frame's bytes.
+
+    ``sequences`` yields objects with ``name``, ``frames`` (paths/URIs), ``boxes`` and
+    ``absent`` (the data area's ``Sequence``). ``read_bytes(path) -> bytes`` reads a frame
+    (default: pyarrow.fs for URIs, ``open`` for local paths).
+    """
+    read = read_bytes or _read_bytes
+    h = hashlib.sha256()
+    for seq in sequences:
+        h.update(f"seq|{seq.name}|{len(seq.frames)}|".encode())
+        h.update(np.ascontiguousarray(np.asarray(seq.boxes, dtype=np.float64)).tobytes())
+        h.update(np.ascontiguousarray(np.asarray(seq.absent, dtype=bool)).tobytes())
+        for f in seq.frames:
+            h.update(hashlib.sha1(read(str(f))).digest())
+    return h.hexdigest()[:20]
+
+
+def _read_bytes(path: str) -> bytes:
+    if "://" in path:
+        fs, p = pafs.FileSystem.from_uri(path)
+        with fs.open_input_stream(p) as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return repr(value)  # exact, so 0.1 and 0.1000001 differ
+    return value
+
+
+def settings_id(*, sequences: str, tracker: Any, recal_batches: int, recal_batch_size: int,
+                seed: int, recal_data: str = "", extra: Mapping[str, Any] | None = None) -> str:
+    """Hash of every input that changes a score (see module docstring)."""
+    doc = {"sequences": sequences, "tracker": _plain(tracker), "recal_batches": int(recal_batches),
+           "recal_batch_size": int(recal_batch_size), "recal_data": recal_data, "seed": int(seed),
+           "extra": _plain(dict(extra or {}))}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class EvalCache:
+    """The cache directory at ``location`` (created on first append)."""
+
+    def __init__(self, location: str) -> None:
+        self.location = str(location)
+        if "://" in self.location:
+            self._fs, self._root = pafs.FileSystem.from_uri(self.location)
+        else:
+            self._fs, self._root = pafs.LocalFileSystem(), os.path.abspath(self.location)
+        self._read: set[str] = set()
+        self._rows: dict[tuple[str, str, str], dict] = {}
+
+    def __repr__(self) -> str:
+        return f"EvalCache({self.location!r}, {len(self._rows)} rows)"
+
+    # -- reading ----------------------------------------------------------------------------
+    def refresh(self) -> int:
+        """Read part files not read before; returns the number of new rows."""
+        info = self._fs.get_file_info(self._root)
+        if info.type == pafs.FileType.NotFound:
+            return 0
+        if info.type != pafs.FileType.Directory:
+            raise NotADirectoryError(f"evaluation cache {self.location} is not a directory")
+        parts = sorted(f.path for f in self._fs.get_file_info(pafs.FileSelector(self._root))
+                       if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")
+                       and f.path not in self._read)
+        new = 0
+        for path in parts:
+            table = pq.read_table(path, filesystem=self._fs, schema=SCHEMA)
+            for row in table.to_pylist():
+                key = tuple(row[k] for k in _KEY)
+                if key not in self._rows:  # first evaluation of a key wins
+                    self._rows[key] = row
+                    new += 1
+            self._read.add(path)
+        return new
+
+    def get(self, supernet: str, settings: str, arch: str, refresh: bool = False) -> dict | None:
+        if refresh:
+            self.refresh()
+        return self._rows.get((supernet, settings, arch))
+
+    def rows(self, supernet: str | None = None, settings: str | None = None) -> list[dict]:
+        """Rows (refreshed) for one supernet/settings pair, or all, oldest first."""
+        self.refresh()
+        out = [r for (s, e, _), r in self._rows.items()
+               if (supernet is None or s == supernet) and (settings is None or e == settings)]
+        return sorted(out, key=lambda r: (r["finished"] is None, r["finished"] or 0))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    # -- writing ----------------------------------------------------------------------------
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> str | None:
+        """Write rows as one new part file (missing fields are null); returns its path."""
+        rows = [dict(r) for r in rows]
+        if not rows:
+            return None
+        for r in rows:
+            for k in _KEY:
+                if not r.get(k):
+                    raise ValueError(f"cache row without {k}: {r}")
+        cols = {f.name: [r.get(f.name) for r in rows] for f in SCHEMA}
+        table = pa.table(cols, schema=SCHEMA)
+        self._fs.create_dir(self._root, recursive=True)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        path = f"{self._root}/{name}"
+        tmp = f"{self._root}/.tmp-{name}"
+        pq.write_table(table, tmp, filesystem=self._fs)
+        self._fs.move(tmp, path)  # readers never see a half-written part
+        self.refresh()
+        return path
+
+    def table(self, supernet: str | None = None, settings: str | None = None) -> pa.Table:
+        return pa.Table.from_pylist(self.rows(supernet, settings), schema=SCHEMA)

@@ -1,0 +1,175 @@
+"""One search trial in plain torch: recalibrate a candidate's BN statistics, then track.
+
+:class:`CandidateEvaluator` holds a supernet loaded once, a fixed random subset of
+training pairs for BN recalibration (drawn once from the seed, so every candidate is
+recalibrated on the same pairs) and the validation sequences. ``evaluate(arch)``:
+
+1. restores the checkpoint's BN buffers (a result depends on the arch alone, never on
+   the candidates evaluated before on the same supernet),
+2. re-estimates the running statistics of every BN on the candidate's path over all
+   recalibration batches (``models.bn.recalibrate_bn``; forward only),
+3. runs the real tracker over the validation sequences (``tracker.evaluate_split``),
+
+and returns a cache row: GOT-10k AO (the fitness), SR, params, MACs, seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from lighttrack.arch import Arch
+from lighttrack.models import TrackSupernet, recalibrate_bn
+from lighttrack.search import cache
+from lighttrack.search.budget import CostModel
+
+__all__ = ["EvalConfig", "CandidateEvaluator", "load_supernet", "recal_batches"]
+
+
+@dataclass
+class EvalConfig:
+    """How a candidate is scored (every field here enters the evaluation-settings id)."""
+
+    val_root: str = "data/synth/got10k"  # GOT-10k-layout root (local path or URI)
+    val_split: str = "val"  # split whose sequences score candidates
+    val_sequences: int = 0  # use the first N sequences (0 = all)
+    val_frames: int = 0  # use the first N frames of each sequence (0 = all; quick settings)
+    recal_root: str = "data/synth/got10k"  # training pairs for BN recalibration
+    recal_split: str = "train"
+    recal_batches: int = 8  # forward batches of the re-estimate
+    recal_batch_size: int = 8
+    recalibrate: bool = True  # false only to measure what recalibration is worth
+    tracker: str = "vot2019"  # tracker preset name or YAML of TrackerParams
+    seed: int = 0  # picks the recalibration pairs
+
+
+def load_supernet(path: str | Path, device: str = "cpu") -> tuple[TrackSupernet, str]:
+    """A TrackSupernet from ``checkpoint.pt`` (dict with ``model``) and its content id."""
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    net = TrackSupernet()
+    net.load_state_dict(state)
+    return net.to(device).eval(), cache.supernet_id(state)
+
+
+def recal_batches(cfg: EvalConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``recal_batches`` batches of (template (B,3,128,128), search (B,3,256,256)) pairs."""
+    from lighttrack.data.sampling import PairDataConfig, SourceConfig, build_pair_dataset
+
+    n = cfg.recal_batches * cfg.recal_batch_size
+    data = build_pair_dataset(PairDataConfig(
+        sources=[SourceConfig(root=cfg.recal_root, kind="got10k", split=cfg.recal_split,
+                              pairs_per_epoch=n)], seed=cfg.seed))
+    items = [data[i] for i in range(n)]
+    out = []
+    for b in range(cfg.recal_batches):
+        chunk = items[b * cfg.recal_batch_size:(b + 1) * cfg.recal_batch_size]
+        out.append((torch.as_tensor(np.stack([it["template"] for it in chunk])),
+                    torch.as_tensor(np.stack([it["search"] for it in chunk]))))
+    return out
+
+
+class _DeviceNet:
+    """template/search on NumPy crops for the tracker, running on ``device``."""
+
+    takes_raw_crops = False
+
+    def __init__(self, module: nn.Module, device: torch.device) -> None:
+        self.module, self.device = module, device
+
+    def template(self, z: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.module.template(torch.from_numpy(z).to(self.device))
+
+    def search(self, zf: torch.Tensor, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            cls, reg = self.module.search(zf, torch.from_numpy(x).to(self.device))
+        return cls.cpu().numpy(), reg.cpu().numpy()
+
+
+class CandidateEvaluator:
+    """Scores candidates of one supernet under one :class:`EvalConfig`."""
+
+    def __init__(self, supernet: TrackSupernet, supernet_id: str, cfg: EvalConfig,
+                 costs: CostModel | None = None, work_dir: str | Path | None = None) -> None:
+        from lighttrack.data.readers import Got10k
+        from lighttrack.tracker.params import load_params
+
+        self.net, self.supernet_id, self.cfg = supernet.eval(), supernet_id, cfg
+        self.device = next(supernet.parameters()).device
+        self.costs = costs or CostModel()
+        self.params = load_params(cfg.tracker)
+        val = Got10k(cfg.val_root, cfg.val_split)
+        if cfg.val_sequences:
+            val = Got10k(cfg.val_root, cfg.val_split, val.sequence_names[:cfg.val_sequences])
+        self.val = _Head(val, cfg.val_frames) if cfg.val_frames else val
+        self.batches = recal_batches(cfg) if cfg.recalibrate else []
+        # Checkpoint BN buffers, restored before every candidate.
+        self._bn_state = {k: v.clone() for k, v in supernet.state_dict().items()
+                          if _is_bn_buffer(supernet, k)}
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="lt-search-"))
+        self.settings_id = cache.settings_id(
+            sequences=cache.fingerprint_sequences(self.val.sequence(i) for i in range(len(self.val))),
+            tracker=self.params, recal_batches=cfg.recal_batches if cfg.recalibrate else 0,
+            recal_batch_size=cfg.recal_batch_size, seed=cfg.seed,
+            recal_data=f"{cfg.recal_root}:{cfg.recal_split}")
+        self.evaluations = 0
+
+    def evaluate(self, arch: Arch) -> dict[str, Any]:
+        """Recalibrate + track ``arch``; a cache row (without search/budget/worker)."""
+        started = dt.datetime.now(dt.timezone.utc)
+        t0 = time.perf_counter()
+        self.net.load_state_dict(self._bn_state, strict=False)
+        path = self.net.path(arch)
+        if self.cfg.recalibrate:
+            dev = self.device
+            recalibrate_bn(lambda b: path(b[0].to(dev), b[1].to(dev)), self.batches)
+        path.eval()
+        out = self.work_dir / f"eval{self.evaluations:05d}"
+        scores = _evaluate_split(_DeviceNet(path, self.device), self.val, out, self.params)
+        c = self.costs(arch)
+        self.evaluations += 1
+        return {"supernet_id": self.supernet_id, "settings_id": self.settings_id, "arch": str(arch),
+                "ao": float(scores["ao"]), "sr50": float(scores["sr50"]), "sr75": float(scores["sr75"]),
+                "params": c.params, "macs": c.macs, "latency_ms": c.latency_ms,
+                "recal_batches": len(self.batches), "seconds": time.perf_counter() - t0,
+                "started": started, "finished": dt.datetime.now(dt.timezone.utc)}
+
+
+def _evaluate_split(net: Any, val: Any, out: Path, params: Any) -> dict:
+    from lighttrack.tracker.evaluation import evaluate_split
+
+    return evaluate_split(net, val, out, params, protocol="got10k", plot=False)
+
+
+class _Head:
+    """A GOT-10k reader cut to the first ``frames`` frames of every sequence."""
+
+    def __init__(self, reader: Any, frames: int) -> None:
+        self.reader, self.frames = reader, frames
+        self.sequence_names = reader.sequence_names
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def sequence(self, i: int) -> Any:
+        seq, n = self.reader.sequence(i), self.frames
+        meta = {k: (v[:n] if k == "cover" and hasattr(v, "__len__") else v) for k, v in seq.meta.items()}
+        return dataclasses.replace(seq, frames=seq.frames[:n], boxes=seq.boxes[:n],
+                                   absent=seq.absent[:n], meta=meta)
+
+
+def _is_bn_buffer(net: nn.Module, key: str) -> bool:
+    module_name, _, leaf = key.rpartition(".")
+    return leaf in ("running_mean", "running_var", "num_batches_tracked") and isinstance(
+        net.get_submodule(module_name), _BatchNorm)

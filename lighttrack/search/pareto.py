@@ -1,0 +1,78 @@
+"""Pareto front (max AO, min MACs, min params) and the search's PNG plots."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["pareto_front", "best_so_far", "plot_progress", "plot_pareto"]
+
+Row = Mapping[str, object]
+
+
+def pareto_front(rows: Sequence[Row], keys: tuple[str, ...] = ("macs", "params")) -> list[Row]:
+    """Rows no other row beats: AO at least as high and every cost in ``keys`` at most as
+    high, one of them strictly. Sorted by MACs."""
+    front = []
+    for r in rows:
+        dominated = any(
+            o["ao"] >= r["ao"] and all(o[k] <= r[k] for k in keys)
+            and (o["ao"] > r["ao"] or any(o[k] < r[k] for k in keys))
+            for o in rows)
+        if not dominated:
+            front.append(r)
+    return sorted(front, key=lambda r: (r["macs"], -r["ao"]))
+
+
+def best_so_far(aos: Sequence[float]) -> np.ndarray:
+    return np.maximum.accumulate(np.asarray(aos, np.float64)) if len(aos) else np.zeros(0)
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_progress(curves: Mapping[str, Sequence[float]], path: str | Path) -> None:
+    """Best AO vs number of evaluations, one curve per budget label."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, aos in curves.items():
+        best = best_so_far(aos)
+        ax.step(np.arange(1, len(best) + 1), best, where="post", label=label)
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("best AO (GOT-10k val)")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_pareto(rows: Sequence[Row], front: Sequence[Row], path: str | Path,
+                budgets: Sequence[tuple[str, int | None]] = ()) -> None:
+    """AO vs MACs of every evaluated candidate (colour = params), front joined, budget lines."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if rows:
+        sc = ax.scatter([r["macs"] / 1e6 for r in rows], [r["ao"] for r in rows],
+                        c=[r["params"] / 1e6 for r in rows], cmap="viridis", s=18)
+        fig.colorbar(sc, ax=ax, label="params (M)")
+    if front:
+        ax.plot([r["macs"] / 1e6 for r in front], [r["ao"] for r in front], "r.-", label="Pareto front")
+    for label, macs in budgets:
+        if macs:
+            ax.axvline(macs / 1e6, ls="--", color="gray")
+            ax.text(macs / 1e6, ax.get_ylim()[1], label, rotation=90, va="top", fontsize=7)
+    ax.set_xlabel("MACs (M, search branch)")
+    ax.set_ylabel("AO (GOT-10k val)")
+    ax.grid(alpha=0.3)
+    if front:
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

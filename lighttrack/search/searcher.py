@@ -1,0 +1,153 @@
+"""The search loop's bookkeeping, independent of who runs the evaluations.
+
+:class:`CandidateSource` sits between a Nevergrad optimizer and the evaluators:
+
+* it seeds the optimizer with every cached result that fits the budget (told, not asked);
+* on :meth:`next` it asks until it gets a candidate worth a trial: infeasible ones
+  (lookup-table check) are told ``penalty`` and never leave; ones already in the cache are
+  told their cached score (no trial); duplicates of an in-flight candidate wait for it;
+* :meth:`complete` tells the optimizer a finished evaluation.
+
+Ray Tune's searcher (``ray_jobs/search_actors.py``) and the plain in-process loop
+(:func:`run_plain`) both drive it, so they propose the same candidates for the same seed.
+Fitness is GOT-10k AO, maximised; Nevergrad minimises ``-AO``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import nevergrad as ng
+
+from lighttrack.arch import Arch, parse
+from lighttrack.search import space
+from lighttrack.search.budget import BudgetCheck
+
+__all__ = ["SearchStats", "CandidateSource", "run_plain"]
+
+
+@dataclass
+class SearchStats:
+    seeded: int = 0  # cached results told before the first ask
+    cache_hits: int = 0  # asked candidates answered from the cache
+    trials: int = 0  # evaluations actually run (completed)
+    infeasible: int = 0  # asked candidates rejected by the budget check
+    duplicates: int = 0  # asked candidates equal to one in flight
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Pending:
+    candidates: list  # the asked candidate, then any duplicates waiting for its result
+    started: float = field(default_factory=time.time)
+
+
+class CandidateSource:
+    """Ask/tell bookkeeping for one search (one budget).
+
+    ``known`` maps arch strings to cached rows (with ``ao``) valid for this supernet and
+    settings; ``max_evaluations`` counts results obtained by this search (trials plus cache
+    answers, plus ``done`` from an interrupted earlier run of the same search).
+    """
+
+    def __init__(self, optimizer: ng.optimizers.base.Optimizer, check: BudgetCheck,
+                 max_evaluations: int, known: Mapping[str, Mapping[str, Any]] | None = None,
+                 done: int = 0, penalty: float = 1.0, max_asks: int = 100_000) -> None:
+        self.opt, self.check = optimizer, check
+        self.max_evaluations, self.done = max_evaluations, done
+        self.penalty, self.max_asks = penalty, max_asks
+        self.known: dict[str, Mapping[str, Any]] = dict(known or {})
+        self.pending: dict[str, _Pending] = {}
+        self.stats = SearchStats()
+        self.history: list[dict] = []  # one row per result this search obtained, in order
+        self.proposed: list[str] = []  # arch strings sent to evaluation, in order
+
+    # -- seeding ------------------------------------------------------------------------
+    def seed(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Tell the optimizer every cached row that fits the budget; returns how many."""
+        told = 0
+        for row in rows:
+            arch = parse(row["arch"])
+            self.known.setdefault(str(arch), row)
+            if not self.check(arch):
+                continue
+            try:
+                self.opt.tell(space.candidate(self.opt.parametrization, arch), -float(row["ao"]))
+            except ng.errors.TellNotAskedNotSupportedError:
+                break  # this optimizer cannot be seeded; repeated archs still come from the cache
+            told += 1
+        self.stats.seeded += told
+        return told
+
+    # -- asking -------------------------------------------------------------------------
+    @property
+    def evaluations(self) -> int:
+        return self.done + self.stats.trials + self.stats.cache_hits
+
+    @property
+    def finished(self) -> bool:
+        return self.evaluations + len(self.pending) >= self.max_evaluations
+
+    def next(self) -> Arch | None:
+        """The next architecture to evaluate, or None when the search has enough results."""
+        for _ in range(self.max_asks):
+            if self.finished:
+                return None
+            cand = self.opt.ask()
+            arch = space.to_arch(cand)
+            key = str(arch)
+            if not self.check(arch):
+                self.stats.infeasible += 1
+                self.opt.tell(cand, self.penalty)
+                continue
+            if key in self.known:
+                self.stats.cache_hits += 1
+                row = self.known[key]
+                self.opt.tell(cand, -float(row["ao"]))
+                self._record(key, row, "cache")
+                continue
+            if key in self.pending:
+                self.stats.duplicates += 1
+                self.pending[key].candidates.append(cand)
+                continue
+            self.pending[key] = _Pending([cand])
+            self.proposed.append(key)
+            return arch
+        raise RuntimeError(f"no new feasible candidate after {self.max_asks} asks "
+                           f"({self.stats.infeasible} infeasible, {self.stats.cache_hits} cached)")
+
+    # -- telling ------------------------------------------------------------------------
+    def complete(self, arch: Arch | str, row: Mapping[str, Any]) -> None:
+        """Result of a trial (a cache row: ``ao``, ``sr50``, ``params``, ``macs``, ...)."""
+        key = str(arch)
+        pending = self.pending.pop(key)
+        for cand in pending.candidates:
+            self.opt.tell(cand, -float(row["ao"]))
+        self.known[key] = row
+        self.stats.trials += 1
+        self._record(key, row, "trial")
+
+    def fail(self, arch: Arch | str) -> None:
+        """An evaluation failed: tell the penalty so the optimizer moves on."""
+        pending = self.pending.pop(str(arch))
+        for cand in pending.candidates:
+            self.opt.tell(cand, self.penalty)
+        self.stats.failed += 1
+
+    def _record(self, key: str, row: Mapping[str, Any], source: str) -> None:
+        keep = ("ao", "sr50", "sr75", "params", "macs", "latency_ms", "seconds", "search")
+        self.history.append({"eval": len(self.history), "arch": key, "source": source,
+                             **{k: row.get(k) for k in keep}})
+
+
+def run_plain(source: CandidateSource, evaluate: Callable[[Arch], Mapping[str, Any]]) -> CandidateSource:
+    """Sequential in-process search loop: ask, evaluate, tell, until finished."""
+    while True:
+        arch = source.next()
+        if arch is None:
+            return source
+        source.complete(arch, evaluate(arch))

@@ -1,0 +1,74 @@
+"""A search trial (plain torch): recalibrated with models.bn.recalibrate_bn, order-free."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from lighttrack.arch import resolve
+from lighttrack.models import TrackSupernet, recalibrate_bn
+from lighttrack.search.evaluate import CandidateEvaluator, EvalConfig, load_supernet
+
+SYNTH = Path(__file__).resolve().parents[1] / "data" / "synth" / "got10k"
+CFG = dict(val_root=str(SYNTH), recal_root=str(SYNTH), val_sequences=1, val_frames=5,
+           recal_batches=2, recal_batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    if not (SYNTH / "val").is_dir():
+        pytest.skip("embedded data missing: run `lighttrack data synth --out data/synth`")
+    torch.manual_seed(0)
+    net = TrackSupernet()
+    # Non-trivial stored statistics, so "recalibrated" and "not" differ visibly.
+    for m in net.modules():
+        if isinstance(m, _BatchNorm):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    path = tmp_path_factory.mktemp("supernet") / "checkpoint.pt"
+    torch.save({"model": net.state_dict()}, path)
+    return path
+
+
+def _bn_stats(net, arch):
+    return {id(m): (m.running_mean.clone(), m.running_var.clone())
+            for m in net.path_modules(arch) for m in m.modules() if isinstance(m, _BatchNorm)}
+
+
+def test_trial_recalibrates_with_models_bn(checkpoint):
+    net, sid = load_supernet(checkpoint)
+    stored = _bn_stats(net, resolve("lighttrack-mobile"))
+    ev = CandidateEvaluator(net, sid, EvalConfig(**CFG))
+    arch = resolve("lighttrack-mobile")
+    r1 = ev.evaluate(arch)
+    after = _bn_stats(net, arch)
+    # The same re-estimate done directly with models.bn.recalibrate_bn on the trial's batches.
+    ref, _ = load_supernet(checkpoint)
+    path = ref.path(arch)
+    recalibrate_bn(lambda b: path(b[0], b[1]), ev.batches)
+    expected = _bn_stats(ref, arch)
+    assert len(after) == len(expected) > 20
+    for (m1, v1), (m2, v2) in zip(after.values(), expected.values()):
+        torch.testing.assert_close(m1, m2, atol=1e-5, rtol=0)
+        torch.testing.assert_close(v1, v2, atol=1e-5, rtol=0)
+    assert any(not torch.allclose(a[0], b[0]) for a, b in zip(after.values(), stored.values()))
+    assert r1["recal_batches"] == 2 and 0.0 <= r1["ao"] <= 1.0
+    assert r1["macs"] == 530_411_008 and r1["params"] == 1_969_397
+    # A result depends on the arch only: evaluating another one in between changes nothing.
+    ev.evaluate(resolve("smallest"))
+    assert ev.evaluate(arch)["ao"] == r1["ao"]
+
+
+def test_without_recalibration_the_stored_statistics_are_used(checkpoint):
+    net, sid = load_supernet(checkpoint)
+    arch = resolve("smallest")
+    stored = _bn_stats(net, arch)
+    ev = CandidateEvaluator(net, sid, EvalConfig(**CFG, recalibrate=False))
+    row = ev.evaluate(arch)
+    assert row["recal_batches"] == 0 and ev.batches == []
+    for (m1, v1), (m2, v2) in zip(_bn_stats(net, arch).values(), stored.values()):
+        assert torch.equal(m1, m2) and torch.equal(v1, v2)
+    ev_recal = CandidateEvaluator(net, sid, EvalConfig(**CFG))
+    assert ev_recal.settings_id != ev.settings_id  # different settings, different cache key
