@@ -22,7 +22,18 @@ class ConfigError(ValueError):
     """An unknown key, a wrong type or an unreadable config file."""
 
 
+class _Raw(str):
+    """Override text as typed on the command line; parsed as YAML unless the field is a string."""
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
+    if isinstance(value, _Raw):
+        # A string field keeps the exact text (a run id like 123e45 must not become a float).
+        parsed = yaml.safe_load(value)
+        if tp is str or (tp == (str | None) and parsed is not None):
+            value = str(value)
+        else:
+            value = parsed
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
@@ -120,18 +131,19 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def parse_overrides(items: Iterable[str]) -> dict:
-    """``["a.b=1", "c=x"]`` -> nested dict with YAML-parsed values."""
+def parse_overrides(items: Iterable[str], raw: bool = False) -> dict:
+    """``["a.b=1", "c=x"]`` -> nested dict with YAML-parsed values (``raw``: the typed text,
+    resolved against the field types by :func:`load`)."""
     out: dict = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value")
-        key, raw = item.split("=", 1)
+        key, text = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = _Raw(text) if raw else yaml.safe_load(text)
     return out
 
 
@@ -155,7 +167,7 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] 
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
-    data = _merge(data, parse_overrides(overrides))
+    data = _merge(data, parse_overrides(overrides, raw=True))
     try:
         return from_dict(cls, data)
     except ConfigError as e:

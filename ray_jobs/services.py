@@ -136,7 +136,10 @@ class LocalRay:
         token_path = self.root / "auth_token"
         token_path.write_text(secrets.token_hex(32))
         token_path.chmod(0o600)
-        self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
+        # Loopback only: Ray otherwise swaps 127.0.0.1 for the machine's routable IP, in
+        # the head and in every client (so clients get this setting too).
+        self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
+                    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         port, dash = free_port(), free_port()
         self.address = f"{HOST}:{port}"
         self.dashboard_url = f"http://{HOST}:{dash}"
@@ -157,9 +160,11 @@ class LocalRay:
         log = self.root / "ray-head.log"
         # Jobs run `python ...`: make that the interpreter Ray itself runs in (the venv).
         path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+        # RAY_ADDRESS: Ray's own helper processes (e.g. Ray Train's placement-group
+        # cleaner) call ray.init() without an address and must find this head even when
+        # other local heads run beside it.
         env = {**os.environ, **self.env, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0",
-               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-        env.pop("RAY_ADDRESS", None)
+               "RAY_ADDRESS": self.address}
         with open(log, "wb") as f:
             self._proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
                                           start_new_session=True)

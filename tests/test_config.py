@@ -50,3 +50,16 @@ def test_bad_override_and_missing_file(tmp_path):
         load(Job, overrides=["optim.lr"])
     with pytest.raises(ConfigError, match="not found"):
         load(Job, tmp_path / "nope.yaml")
+
+
+@dataclass
+class Inputs:
+    run: str = ""  # an MLflow run id
+    maybe: str | None = None  # optional id
+    n: int = 1  # a number
+
+
+def test_overrides_keep_string_fields_verbatim_and_parse_others():
+    cfg = load(Inputs, overrides=["run=123e45", "maybe=0012", "n=7"])
+    assert (cfg.run, cfg.maybe, cfg.n) == ("123e45", "0012", 7)
+    assert load(Inputs, overrides=["maybe=null"]).maybe is None

@@ -1,0 +1,289 @@
+"""What every phase job shares: CLI shape, MLflow setup, Ray connection, run hand-over.
+
+The conventions (tags, artifact names, the ``LIGHTTRACK_RUN_ID=`` line) are described
+for job authors in ``docs/jobs.md``. Every check here runs before any work starts, so
+bad operational input (an unreachable Ray address or MLflow server, a run id that does
+not exist or belongs to another phase, an unknown config key) ends the job with one
+clear line; wrap ``main`` in :func:`run_job` to get that.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import re
+import socket
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+from lighttrack.arch import ArchError
+from lighttrack.config import ConfigError, load, to_dict
+
+__all__ = [
+    "OpsError", "PHASES", "PHASE_TAG", "PARENT_TAG", "ARCH_TAG", "RUN_ID_PREFIX",
+    "add_common_args", "load_config", "setup_mlflow", "connect_ray", "use_gpu",
+    "RunInput", "resolve_run_input", "storage_path_check", "phase_run", "report_run_id",
+    "run_job",
+]
+
+T = TypeVar("T")
+
+PHASES = ("pretrain", "supernet", "search", "retrain")
+PHASE_TAG = "lighttrack.phase"  # one of PHASES, on every run a job creates
+PARENT_TAG = "lighttrack.parent_run"  # run id of the input run (lineage)
+ARCH_TAG = "lighttrack.arch"  # canonical architecture string, where a run has one
+RUN_ID_PREFIX = "LIGHTTRACK_RUN_ID="  # the line a job prints so drivers can chain phases
+DEFAULT_EXPERIMENT = "lighttrack"
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class OpsError(RuntimeError):
+    """Bad operational input: unreachable service, wrong run, unusable storage path."""
+
+
+# --------------------------------------------------------------------------- CLI
+
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every phase job takes (see docs/jobs.md)."""
+    g = parser.add_argument_group("common job options")
+    g.add_argument("--config", type=Path, default=None,
+                   help="YAML config (configs/*.yaml); unknown keys are errors")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (dotted keys reach nested sections); repeatable")
+    g.add_argument("--name", default=None, help="MLflow run name")
+    g.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
+    g.add_argument("--storage-path", default=None,
+                   help="Ray Train/Tune storage (checkpoints); s3://, gs:// or a shared path on a cluster")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
+    g.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (or concurrent trials)")
+    g.add_argument("--use-gpu", choices=("auto", "true", "false"), default="auto",
+                   help="auto: use GPUs when the cluster has any")
+    return parser
+
+
+def load_config(cls: type[T], args: argparse.Namespace) -> T:
+    """``lighttrack.config.load(cls, args.config, args.overrides)`` (rejects unknown keys)."""
+    return load(cls, args.config, args.overrides)
+
+
+# --------------------------------------------------------------------------- MLflow
+
+def _default_tracking_uri() -> str:
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _check_http_server(uri: str, timeout: float = 10.0) -> None:
+    """Fail with a clear message unless an MLflow server answers at ``uri``."""
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            if r.status == 200:
+                return
+            reason = f"HTTP {r.status}"
+    except urllib.error.HTTPError as e:
+        reason = f"HTTP {e.code}"
+    except (urllib.error.URLError, OSError) as e:
+        reason = str(getattr(e, "reason", e))
+    raise OpsError(
+        f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is not reachable: {reason}. "
+        "Start one (`mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri "
+        "sqlite:///mlflow.db`) or unset MLFLOW_TRACKING_URI to log to ./mlflow.db.")
+
+
+def setup_mlflow(experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """Point MLflow at ``$MLFLOW_TRACKING_URI`` (default ``./mlflow.db``), check it, pick the experiment.
+
+    Returns the tracking URI in use.
+    """
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or _default_tracking_uri()
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        _check_http_server(uri)
+    elif scheme == "sqlite":
+        db = Path(uri[len("sqlite:///"):])
+        if not db.parent.is_dir():
+            raise OpsError(f"MLflow store {uri}: directory {db.parent} does not exist")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+    return uri
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """A phase input: a local path, or an artifact downloaded from an MLflow run."""
+
+    path: Path  # local file or directory
+    run_id: str | None  # None when given as a path
+    params: dict[str, str]  # the run's MLflow params ({} for a path)
+
+
+def resolve_run_input(run_id_or_path: str, expected_phase: str, artifact: str) -> RunInput:
+    """Turn ``--input`` into a local path: an existing path as is, or ``artifact`` of a run.
+
+    A run must exist, carry ``lighttrack.phase == expected_phase``, have finished, and hold
+    ``artifact``; otherwise :class:`OpsError` says which of these failed. Call
+    :func:`setup_mlflow` first.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if expected_phase not in PHASES:
+        raise ValueError(f"expected_phase {expected_phase!r} is not one of {PHASES}")
+    local = Path(run_id_or_path).expanduser()
+    if local.exists():
+        return RunInput(local.resolve(), None, {})
+    if not _RUN_ID.match(run_id_or_path):
+        raise OpsError(f"{run_id_or_path!r} is neither an existing path nor an MLflow run id "
+                       "(32 hex characters)")
+    uri = mlflow.get_tracking_uri()
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id_or_path)
+    except MlflowException as e:
+        raise OpsError(f"MLflow run {run_id_or_path} does not exist at {uri} "
+                       f"({e.error_code})") from None
+    phase = run.data.tags.get(PHASE_TAG)
+    if phase != expected_phase:
+        raise OpsError(f"MLflow run {run_id_or_path} is a {phase or 'untagged'!s} run "
+                       f"({PHASE_TAG}={phase!r}); this job needs a {expected_phase!r} run")
+    if run.info.status != "FINISHED":
+        raise OpsError(f"MLflow run {run_id_or_path} ({expected_phase}) did not finish: "
+                       f"status {run.info.status}")
+    dst = Path(tempfile.mkdtemp(prefix=f"lt-{expected_phase}-"))
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id_or_path, artifact_path=artifact,
+                                                   dst_path=str(dst))
+    except (MlflowException, OSError) as e:
+        have = [f.path for f in client.list_artifacts(run_id_or_path)]
+        raise OpsError(f"MLflow run {run_id_or_path} ({expected_phase}) has no artifact "
+                       f"{artifact!r}; it has {have}") from e
+    return RunInput(Path(path), run_id_or_path, dict(run.data.params))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def report_run_id(run_id: str) -> None:
+    """Print the ``LIGHTTRACK_RUN_ID=<id>`` line drivers read from the job logs."""
+    print(f"{RUN_ID_PREFIX}{run_id}", flush=True)
+
+
+@contextlib.contextmanager
+def phase_run(phase: str, args: argparse.Namespace, config: Any = None,
+              parent: RunInput | None = None) -> Iterator[Any]:
+    """``mlflow.start_run`` with the phase/lineage tags and the config as params.
+
+    Prints the run-id line at the start; the run ends FINISHED, or FAILED on an exception.
+    """
+    import mlflow
+
+    if phase not in PHASES:
+        raise ValueError(f"phase {phase!r} is not one of {PHASES}")
+    tags = {PHASE_TAG: phase}
+    if parent is not None and parent.run_id:
+        tags[PARENT_TAG] = parent.run_id
+    with mlflow.start_run(run_name=args.name, tags=tags) as run:
+        report_run_id(run.info.run_id)
+        if config is not None:
+            params = _flatten(to_dict(config) if dataclasses.is_dataclass(config) else dict(config))
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        yield run
+
+
+# --------------------------------------------------------------------------- Ray
+
+def _split_host_port(address: str) -> tuple[str, int]:
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise OpsError(f"Ray address {address!r} is not host:port (e.g. 127.0.0.1:6379)")
+    return host.strip("[]"), int(port)
+
+
+def connect_ray(address: str | None = None, timeout: float = 5.0, **init_kwargs: Any) -> None:
+    """``ray.init`` at ``address`` (else ``$RAY_ADDRESS``); a local Ray when there is none.
+
+    An address that does not accept connections is an :class:`OpsError` at once, rather
+    than a long hang inside ``ray.init``. ``"auto"`` is passed through.
+    """
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return
+    if address is None or address in ("auto", "local"):
+        ray.init(address=address, **init_kwargs)
+        return
+    if address.startswith(("http://", "https://")):
+        raise OpsError(f"Ray address {address!r} is a dashboard URL (that is for `ray job submit`); "
+                       "jobs connect to the GCS address host:port (default port 6379)")
+    host, port = _split_host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise OpsError(f"Ray cluster at {address} is not reachable: {e}. Start one with "
+                       "`ray start --head` or leave --address/RAY_ADDRESS unset to run locally") from None
+    ray.init(address=address, **init_kwargs)
+
+
+def use_gpu(flag: str) -> bool:
+    """``--use-gpu``: auto is true when the connected cluster has GPUs."""
+    if flag != "auto":
+        return flag == "true"
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def storage_path_check(path: str | None, num_nodes: int | None = None) -> str | None:
+    """Validate ``--storage-path`` for the connected cluster; returns it normalised.
+
+    A URI (``s3://``, ``gs://``, ``file://`` for a shared mount) is passed through. A plain
+    local path is made absolute, and is an :class:`OpsError` on a multi-node cluster (the
+    workers would write checkpoints the driver never sees). ``None`` keeps Ray's default,
+    which is local too, so it is likewise refused on more than one node.
+    """
+    if path and "://" in path:
+        return path
+    if num_nodes is None:
+        import ray
+
+        num_nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    if num_nodes > 1:
+        what = f"--storage-path {path!r} is a local path" if path else "no --storage-path was given"
+        raise OpsError(f"{what}, but the Ray cluster has {num_nodes} nodes: checkpoints must go "
+                       "to storage every node sees (s3://bucket/prefix, gs://bucket/prefix, or "
+                       "file:///mnt/shared for a shared file system)")
+    return str(Path(path).expanduser().resolve()) if path else None
+
+
+# --------------------------------------------------------------------------- entry
+
+def run_job(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run ``main(argv)`` and exit; bad input becomes one ``error:`` line and exit code 2."""
+    try:
+        code = main(argv)
+    except (OpsError, ConfigError, ArchError, FileNotFoundError) as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    sys.exit(int(code or 0))

@@ -1,0 +1,256 @@
+"""The whole pipeline on this machine: data, local Ray + MLflow, phases 1-4 via ``ray job submit``.
+
+    python -m ray_jobs.pipeline [--size tiny|micro] [--phases pretrain,supernet,search,retrain]
+
+Generates the embedded data set (once), starts a Ray head and an MLflow server on
+127.0.0.1 (token auth on), submits each phase as a Ray job with ``configs/<phase>_<size>.yaml``,
+hands each phase's MLflow run id to the next, and prints the found architecture, its AO,
+params and MACs. Services stop when it ends, fails or is interrupted (Ctrl-C).
+A phase whose job script or config does not exist yet is skipped, with the reason.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from ray_jobs.common import PHASE_TAG, RUN_ID_PREFIX
+from ray_jobs.services import BIN, LocalMlflow, LocalRay, ServiceError
+
+__all__ = ["Phase", "PHASES", "absolute_data_overrides", "ensure_data", "run_phases", "summarize", "main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # the lighttrack.phase tag
+    script: str  # job file, relative to the repo root
+    config: str  # configs/<config>_<size>.yaml
+    inputs: tuple[tuple[str, str], ...]  # (config key, phase whose run id it takes)
+    extra: tuple[str, ...] = ()  # further job arguments
+
+
+PHASES = (
+    Phase("pretrain", "ray_jobs/pretrain_backbone.py", "pretrain", ()),
+    Phase("supernet", "ray_jobs/train_supernet.py", "supernet", (("init", "pretrain"),)),
+    # LightTrack-Mobile's budget class: 600M MACs, 2M parameters.
+    Phase("search", "ray_jobs/search.py", "search", (("supernet", "supernet"),), ("--budget", "600M,2M")),
+    Phase("retrain", "ray_jobs/retrain.py", "retrain", (("arch", "search"), ("supernet", "supernet"))),
+)
+
+
+def _is_data_key(key: str) -> bool:
+    """Config keys that hold data locations: ``root``, ``data_root``, ``val_root``, ..."""
+    return key == "root" or key.endswith("_root")
+
+
+def absolute_data_overrides(config: Path, base: Path) -> list[str]:
+    """``key=value`` overrides that make every relative data root in ``config`` absolute.
+
+    ``data/`` is git-ignored, so a job's uploaded working dir does not contain it: the
+    jobs must read the data where the driver made it. A root inside a list (e.g.
+    ``data.sources``) is handled by overriding the whole list (JSON is YAML).
+    """
+    def fix(node):  # -> (changed, new node)
+        if isinstance(node, dict):
+            out, changed = {}, False
+            for k, v in node.items():
+                if _is_data_key(k) and isinstance(v, str) and v and "://" not in v and not Path(v).is_absolute():
+                    out[k], changed = str((base / v).resolve()), True
+                else:
+                    c, out[k] = fix(v)
+                    changed |= c
+            return changed, out
+        if isinstance(node, list):
+            pairs = [fix(v) for v in node]
+            return any(c for c, _ in pairs), [v for _, v in pairs]
+        return False, node
+
+    overrides: list[str] = []
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                walk(v, key + ".")
+                continue
+            changed, new = fix({k: v})
+            if changed:
+                value = new[k]
+                overrides.append(f"{key}={json.dumps(value) if isinstance(value, list) else value}")
+
+    walk(yaml.safe_load(config.read_text()) or {}, "")
+    return overrides
+
+
+def _say(msg: str) -> None:
+    print(f"[pipeline {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_phases(submit: Callable[[Phase, list[str]], str], size: str, names: list[str],
+               stamp: str, storage: Path, data_base: Path = ROOT) -> dict[str, str]:
+    """Submit each phase in ``names`` (in pipeline order); returns {phase: MLflow run id}.
+
+    ``submit(phase, args)`` runs ``python <phase.script> *args`` as a Ray job and returns
+    its logs (raising on failure). Relative data roots of the configs are resolved against
+    ``data_base`` (the repo root: ``data/synth/...``). A phase is skipped, with a message, when its script or
+    config is missing or an input phase produced no run.
+    """
+    runs: dict[str, str] = {}
+    for phase in PHASES:
+        if phase.name not in names:
+            continue
+        config = Path("configs") / f"{phase.config}_{size}.yaml"
+        missing = [p for p in (phase.script, str(config)) if not (ROOT / p).is_file()]
+        lacking = [src for _, src in phase.inputs if src not in runs]
+        if missing or lacking:
+            why = f"{', '.join(missing)} not written yet" if missing else f"no {', '.join(lacking)} run"
+            _say(f"SKIP phase {phase.name}: {why}")
+            continue
+        args = ["--config", str(config), "--name", f"{phase.name}-{stamp}", "--storage-path", str(storage)]
+        for item in absolute_data_overrides(ROOT / config, data_base):
+            args += ["--set", item]
+        for key, src in phase.inputs:
+            # Quoted: YAML would read an all-digit id (or one like 123e45...) as a number.
+            args += ["--set", f"{key}='{runs[src]}'"]
+        args += phase.extra
+        _say(f"phase {phase.name}: {phase.script} {' '.join(args)}")
+        t0 = time.monotonic()
+        logs = submit(phase, args)
+        ids = re.findall(rf"^{RUN_ID_PREFIX}([0-9a-f]{{32}})\s*$", logs, re.M)
+        if not ids:
+            raise ServiceError(f"phase {phase.name} printed no {RUN_ID_PREFIX}<id> line")
+        runs[phase.name] = ids[-1]
+        _say(f"phase {phase.name} done in {time.monotonic() - t0:.0f} s: MLflow run {ids[-1]}")
+    return runs
+
+
+def _stream_submit(head: LocalRay, mlflow_uri: str) -> Callable[[Phase, list[str]], str]:
+    """``ray job submit`` that shows the job's output live and returns it."""
+    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": mlflow_uri}})
+
+    def submit(phase: Phase, args: list[str]) -> str:
+        cmd = [str(BIN / "ray"), "job", "submit", "--address", head.dashboard_url,
+               "--working-dir", str(ROOT), "--runtime-env-json", runtime_env,
+               "--", "python", phase.script, *args]
+        lines: list[str] = []
+        with subprocess.Popen(cmd, env=head.client_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+            try:
+                for line in proc.stdout:
+                    lines.append(line)
+                    if " INFO cli.py" not in line and " SUCC cli.py" not in line:
+                        print(f"  {phase.name} | {line}", end="", flush=True)
+            except BaseException:  # interrupted: do not wait for the job to end
+                proc.terminate()
+                raise
+        if proc.returncode != 0:
+            raise ServiceError(f"phase {phase.name} failed (ray job submit exit {proc.returncode})")
+        return "".join(lines)
+
+    return submit
+
+
+def summarize(runs: dict[str, str], mlflow_uri: str) -> str:
+    """The found architecture with its AO, params and MACs, read back from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    out = []
+    for phase, run_id in runs.items():
+        run = client.get_run(run_id)
+        tag = run.data.tags.get(PHASE_TAG)
+        note = "" if tag == phase else f"  (tagged {PHASE_TAG}={tag!r}, expected {phase!r})"
+        out.append(f"  {phase:9s} run {run_id}  {run.info.status}{note}")
+    if "search" in runs:
+        path = client.download_artifacts(runs["search"], "best_arch.json")
+        best = json.loads(Path(path).read_text())
+        out += [f"  architecture  {best['arch']}",
+                f"  params        {best['params'] / 1e6:.3f} M",
+                f"  MACs          {best['macs'] / 1e6:.1f} M",
+                f"  AO (search)   {best['ao']:.4f}"]
+    if "retrain" in runs:
+        metrics = client.get_run(runs["retrain"]).data.metrics
+        ao = {k: v for k, v in metrics.items() if re.search(r"(^|/|_)ao($|/)", k)}
+        out += [f"  AO (retrain)  {k} = {v:.4f}" for k, v in sorted(ao.items())]
+    return "\n".join(out)
+
+
+def ensure_data(base: Path, size: str = "default") -> Path:
+    """``base/data/synth`` with the embedded data set, generated unless it is complete."""
+    data = base / "data" / "synth"
+    if (data / "got10k").is_dir() and (data / "imagenet").is_dir():
+        _say(f"embedded data: {data} (exists)")
+        return data
+    _say(f"embedded data: generating {data} (lighttrack data synth --size {size})")
+    cmd = [str(BIN / "python"), "-m", "lighttrack.cli", "data", "synth", "--out", str(data),
+           "--size", size, "--workers", "2"]
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    return data
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (e.g. a CI timeout) and SIGINT end through main's ``finally``."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", choices=("tiny", "micro"), default="tiny",
+                   help="tiny: the quick-start run (minutes); micro: seconds per phase (CI)")
+    p.add_argument("--phases", default=",".join(ph.name for ph in PHASES),
+                   help="comma-separated subset, in pipeline order")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "pipeline",
+                   help="MLflow store (mlflow.db, artifacts) and Ray Train storage")
+    args = p.parse_args(argv)
+    names = [n.strip() for n in args.phases.split(",") if n.strip()]
+    unknown = sorted(set(names) - {ph.name for ph in PHASES})
+    if unknown:
+        p.error(f"unknown phase(s) {unknown}")
+
+    # Also SIGINT: a shell that starts us in the background would otherwise ignore Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    t0 = time.monotonic()
+    ensure_data(ROOT)
+    out = args.out.resolve()
+    head, tracking = LocalRay(num_cpus=2), LocalMlflow(out / "mlflow")
+    try:
+        _say("starting Ray head (127.0.0.1, token auth) and MLflow server (127.0.0.1, sqlite)")
+        head.start()
+        tracking.start()
+        _say(f"Ray dashboard {head.dashboard_url}   MLflow UI {tracking.uri}")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        runs = run_phases(_stream_submit(head, tracking.uri), args.size, names, stamp, out / "ray")
+        _say(f"finished in {(time.monotonic() - t0) / 60:.1f} min\n{summarize(runs, tracking.uri)}")
+        _say(f"MLflow UI was {tracking.uri}; browse the runs again with:\n"
+             f"  .venv/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "
+             f"sqlite:///{out / 'mlflow' / 'mlflow.db'} --artifacts-destination {out / 'mlflow' / 'artifacts'}")
+        return 0
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except ServiceError as e:
+        _say(f"FAILED: {e}")
+        return 1
+    finally:
+        # A second Ctrl-C must not cut the clean-up short and leave services behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _say("stopping Ray head and MLflow server")
+        head.stop()
+        tracking.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

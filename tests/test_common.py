@@ -1,0 +1,212 @@
+"""ray_jobs/common.py: bad operational input is refused with a clear message before any work.
+
+Uses the real shared MLflow server and Ray head from conftest.py (no mocks).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from lighttrack.config import ConfigError
+from ray_jobs import common
+from ray_jobs.common import OpsError
+from ray_jobs.services import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- MLflow
+
+def test_setup_mlflow_unreachable_server_fails_fast(monkeypatch):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    t0 = time.monotonic()
+    with pytest.raises(OpsError, match="is not reachable") as e:
+        common.setup_mlflow("x")
+    assert uri in str(e.value) and "MLFLOW_TRACKING_URI" in str(e.value)
+    assert time.monotonic() - t0 < 15
+
+
+def test_setup_mlflow_default_and_missing_sqlite_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert common._default_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = f"sqlite:///{tmp_path / 'nope' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(OpsError, match=f"directory {tmp_path / 'nope'} does not exist"):
+        common.setup_mlflow("x")
+
+
+@pytest.fixture()
+def tracking(mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    assert common.setup_mlflow("test-common") == mlflow_server.uri
+    return mlflow_server.uri
+
+
+def _make_run(phase: str | None, finish: bool = True, artifact: dict | None = None) -> str:
+    tags = {common.PHASE_TAG: phase} if phase else {}
+    run = mlflow.start_run(tags=tags)
+    if artifact is not None:
+        mlflow.log_dict(artifact, "best_arch.json")
+    if finish:
+        mlflow.end_run()
+    else:
+        mlflow.end_run(status="RUNNING")
+    return run.info.run_id
+
+
+@pytest.mark.services
+def test_resolve_run_input_downloads_the_artifact(tracking):
+    run_id = _make_run("search", artifact={"arch": "smallest", "macs": 123})
+    got = common.resolve_run_input(run_id, "search", "best_arch.json")
+    assert got.run_id == run_id
+    assert json.loads(got.path.read_text()) == {"arch": "smallest", "macs": 123}
+
+
+@pytest.mark.services
+def test_resolve_run_input_refuses_missing_run(tracking):
+    missing = "0123456789abcdef0123456789abcdef"
+    with pytest.raises(OpsError, match=f"run {missing} does not exist at {tracking}"):
+        common.resolve_run_input(missing, "supernet", "checkpoint")
+
+
+@pytest.mark.services
+def test_resolve_run_input_refuses_wrong_phase(tracking):
+    run_id = _make_run("pretrain")
+    with pytest.raises(OpsError, match="is a pretrain run .* needs a 'supernet' run"):
+        common.resolve_run_input(run_id, "supernet", "checkpoint")
+    untagged = _make_run(None)
+    with pytest.raises(OpsError, match="is a untagged run"):
+        common.resolve_run_input(untagged, "supernet", "checkpoint")
+
+
+@pytest.mark.services
+def test_resolve_run_input_refuses_unfinished_run_and_missing_artifact(tracking):
+    running = _make_run("search", finish=False)
+    with pytest.raises(OpsError, match="did not finish: status RUNNING"):
+        common.resolve_run_input(running, "search", "best_arch.json")
+    done = _make_run("search", artifact={"arch": "smallest"})
+    with pytest.raises(OpsError, match=r"has no artifact 'candidates.parquet'; it has \['best_arch.json'\]"):
+        common.resolve_run_input(done, "search", "candidates.parquet")
+
+
+def test_resolve_run_input_paths_and_garbage(tmp_path):
+    f = tmp_path / "best_arch.json"
+    f.write_text("{}")
+    got = common.resolve_run_input(str(f), "search", "best_arch.json")
+    assert got.path == f.resolve() and got.run_id is None
+    with pytest.raises(OpsError, match="neither an existing path nor an MLflow run id"):
+        common.resolve_run_input("no/such/file.pt", "supernet", "checkpoint")
+    with pytest.raises(ValueError, match="not one of"):
+        common.resolve_run_input(str(f), "phase5", "x")
+
+
+@pytest.mark.services
+def test_phase_run_tags_params_and_prints_run_id(tracking, capsys):
+    @dataclass
+    class Optim:
+        lr: float = 0.1
+
+    @dataclass
+    class Cfg:
+        epochs: int = 2
+        optim: Optim = field(default_factory=Optim)
+
+    parent = common.RunInput(Path("."), "f" * 32, {})
+    args = argparse.Namespace(name="tagged")
+    with common.phase_run("supernet", args, Cfg(), parent) as run:
+        pass
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(common.RUN_ID_PREFIX)]
+    assert line == [f"{common.RUN_ID_PREFIX}{run.info.run_id}"]
+    got = mlflow.get_run(run.info.run_id)
+    assert got.info.status == "FINISHED" and got.info.run_name == "tagged"
+    assert got.data.tags[common.PHASE_TAG] == "supernet"
+    assert got.data.tags[common.PARENT_TAG] == "f" * 32
+    assert got.data.params == {"epochs": "2", "optim.lr": "0.1"}
+
+
+# ----------------------------------------------------------------------------- Ray
+
+def test_connect_ray_unreachable_address_fails_before_init(monkeypatch):
+    import ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    address = f"127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(OpsError, match=f"Ray cluster at {address} is not reachable"):
+        common.connect_ray(address)
+    assert time.monotonic() - t0 < 10
+    assert not ray.is_initialized()
+    monkeypatch.setenv("RAY_ADDRESS", address)  # the environment variable is honoured too
+    with pytest.raises(OpsError, match="not reachable"):
+        common.connect_ray()
+
+
+def test_connect_ray_rejects_dashboard_url_and_malformed_address():
+    with pytest.raises(OpsError, match="dashboard URL"):
+        common.connect_ray("http://127.0.0.1:8265")
+    with pytest.raises(OpsError, match="not host:port"):
+        common.connect_ray("somehost")
+
+
+@pytest.mark.services
+def test_connect_ray_reaches_the_shared_head(ray_cluster):
+    # A separate process: the test process must not stay attached to the shared head.
+    code = ("import ray; from ray_jobs.common import connect_ray, use_gpu; "
+            f"connect_ray('{ray_cluster.address}'); "
+            "print('CPU', ray.cluster_resources()['CPU'], 'GPU', use_gpu('auto'))")
+    out = subprocess.run([sys.executable, "-c", code], env=ray_cluster.client_env(), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "CPU 2.0 GPU False" in out.stdout
+
+
+def test_storage_path_check():
+    assert common.storage_path_check("s3://bucket/ckpt", num_nodes=4) == "s3://bucket/ckpt"
+    assert common.storage_path_check("file:///mnt/shared", num_nodes=4) == "file:///mnt/shared"
+    assert common.storage_path_check("runs/x", num_nodes=1) == str(Path("runs/x").resolve())
+    assert common.storage_path_check(None, num_nodes=1) is None
+    with pytest.raises(OpsError, match="'/tmp/ckpt' is a local path, but the Ray cluster has 3 nodes"):
+        common.storage_path_check("/tmp/ckpt", num_nodes=3)
+    with pytest.raises(OpsError, match="no --storage-path was given"):
+        common.storage_path_check(None, num_nodes=2)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+@dataclass
+class _Cfg:
+    epochs: int = 1
+    lr: float = 0.1
+
+
+def test_common_args_and_unknown_config_key(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("epochs: 3\nlearning_rate: 0.5\n")
+    p = common.add_common_args(argparse.ArgumentParser())
+    args = p.parse_args(["--config", str(cfg_file)])
+    with pytest.raises(ConfigError, match=r"c.yaml.*unknown key\(s\) \['learning_rate'\]"):
+        common.load_config(_Cfg, args)
+    args = p.parse_args(["--set", "epochs=5", "--set", "lr=0.01", "--use-gpu", "false"])
+    assert common.load_config(_Cfg, args) == _Cfg(epochs=5, lr=0.01)
+    assert common.use_gpu(args.use_gpu) is False and args.num_workers == 1
+
+
+def test_run_job_turns_bad_input_into_one_error_line(capsys):
+    def main(argv):
+        raise OpsError("Ray cluster at 1.2.3.4:1 is not reachable")
+
+    with pytest.raises(SystemExit) as e:
+        common.run_job(main, [])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("error: Ray cluster at 1.2.3.4:1 is not reachable")

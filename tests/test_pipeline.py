@@ -1,0 +1,67 @@
+"""ray_jobs/pipeline.py: data roots made absolute for jobs, phase hand-over and skipping."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lighttrack.config import parse_overrides
+from ray_jobs import pipeline
+from ray_jobs.services import ServiceError
+
+
+def test_absolute_data_overrides(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "data_root: data/synth/imagenet\n"
+        "epochs: 2\n"
+        "data:\n"
+        "  sources:\n"
+        "    - {root: data/synth/got10k, kind: got10k, pairs_per_epoch: 8}\n"
+        "    - {root: s3://bucket/lasot, kind: lasot}\n"
+        "eval: {root: /abs/got10k, split: val}\n"
+        "retrain: {data_root: data/x, model: {root: ''}}\n"
+        "eval2: {val_root: data/v}\n")
+    got = pipeline.absolute_data_overrides(cfg, tmp_path)
+    parsed = parse_overrides(got)
+    assert parsed == {
+        "data_root": str(tmp_path / "data/synth/imagenet"),
+        "data": {"sources": [
+            {"root": str(tmp_path / "data/synth/got10k"), "kind": "got10k", "pairs_per_epoch": 8},
+            {"root": "s3://bucket/lasot", "kind": "lasot"}]},
+        "retrain": {"data_root": str(tmp_path / "data/x")},
+        "eval2": {"val_root": str(tmp_path / "data/v")},
+    }  # absolute paths, URIs and empty values are left alone
+    assert any(item.startswith("data.sources=[") and json.loads(item.split("=", 1)[1]) for item in got)
+
+
+def test_run_phases_hands_run_ids_on_and_skips_missing(tmp_path, monkeypatch):
+    phases = (
+        pipeline.Phase("pretrain", "ray_jobs/a.py", "a", ()),
+        pipeline.Phase("supernet", "ray_jobs/b.py", "b", (("init", "pretrain"),)),
+        pipeline.Phase("search", "ray_jobs/missing.py", "c", (("supernet", "supernet"),)),
+        pipeline.Phase("retrain", "ray_jobs/d.py", "d", (("arch", "search"),)),
+    )
+    for rel in ("ray_jobs/a.py", "ray_jobs/b.py", "ray_jobs/d.py", "configs/a_micro.yaml",
+                "configs/b_micro.yaml", "configs/c_micro.yaml", "configs/d_micro.yaml"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("root: data/r\n" if rel.endswith(".yaml") else "")
+    monkeypatch.setattr(pipeline, "ROOT", tmp_path)
+    monkeypatch.setattr(pipeline, "PHASES", phases)
+    calls = []
+
+    def submit(phase, args):
+        calls.append((phase.name, args))
+        return f"noise\n{pipeline.RUN_ID_PREFIX}{str(len(calls)) * 32}\n"
+
+    runs = pipeline.run_phases(submit, "micro", [p.name for p in phases], "s", tmp_path / "ray", tmp_path)
+    assert runs == {"pretrain": "1" * 32, "supernet": "2" * 32}  # search missing -> retrain skipped
+    assert [c[0] for c in calls] == ["pretrain", "supernet"]
+    args = calls[1][1]
+    assert args[:4] == ["--config", str(Path("configs/b_micro.yaml")), "--name", "supernet-s"]
+    assert f"root={tmp_path / 'data/r'}" in args and f"init='{'1' * 32}'" in args
+    assert parse_overrides([f"init='{'1' * 32}'"]) == {"init": "1" * 32}  # stays a string
+
+    with pytest.raises(ServiceError, match="printed no LIGHTTRACK_RUN_ID"):
+        pipeline.run_phases(lambda ph, a: "no id here", "micro", ["pretrain"], "s", tmp_path, tmp_path)

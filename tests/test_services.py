@@ -1,0 +1,70 @@
+"""ray_jobs/services.py: the local services bind to loopback only and Ray keeps token auth on."""
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ray_jobs.services import LocalMlflow, _stop
+
+pytestmark = pytest.mark.services
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+
+
+def _listening(session_leader: int) -> list[tuple[str, int, str]]:
+    """(ip, port, process name) of every TCP listener in the session we started."""
+    out = []
+    for proc in psutil.process_iter(["pid", "name"]):
+        try:
+            if os.getsid(proc.pid) != session_leader:
+                continue
+            for c in proc.net_connections(kind="tcp"):
+                if c.status == psutil.CONN_LISTEN:
+                    out.append((c.laddr.ip, c.laddr.port, proc.info["name"]))
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return out
+
+
+def _get(url: str, token: str | None = None) -> int:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_ray_head_is_loopback_only_with_token_auth(ray_cluster):
+    listeners = _listening(ray_cluster._proc.pid)
+    ports = {port for _, port, _ in listeners}
+    gcs_port = int(ray_cluster.address.rsplit(":", 1)[1])
+    dash_port = int(ray_cluster.dashboard_url.rsplit(":", 1)[1])
+    assert {gcs_port, dash_port} <= ports, listeners
+    assert all(ip in LOOPBACK for ip, _, _ in listeners), listeners
+    token = Path(ray_cluster.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    assert ray_cluster.env["RAY_AUTH_MODE"] == "token"
+    assert _get(f"{ray_cluster.dashboard_url}/api/jobs/") in (401, 403)  # no token: refused
+    assert _get(f"{ray_cluster.dashboard_url}/api/jobs/", "0" * 64) in (401, 403)  # wrong token
+    assert _get(f"{ray_cluster.dashboard_url}/api/jobs/", token) == 200
+
+
+def test_mlflow_server_is_loopback_only(mlflow_server):
+    listeners = _listening(mlflow_server._proc.pid)
+    assert listeners and all(ip in LOOPBACK for ip, _, _ in listeners), listeners
+    assert _get(f"{mlflow_server.uri}/health") == 200
+
+
+def test_stop_ends_every_process_it_started(tmp_path):
+    server = LocalMlflow(tmp_path).start()
+    leader = server._proc.pid
+    members = [p for p in psutil.process_iter() if os.getsid(p.pid) == leader]
+    assert len(members) >= 2  # mlflow CLI + uvicorn worker
+    server.stop()
+    alive = [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, alive
+    _stop(None, leader_only=True)  # nothing started: a no-op
