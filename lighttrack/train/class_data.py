@@ -1,0 +1,34 @@
+"""ImageNet-layout datasets for phase 1 and phase-4 retrain (train / held-out val).
+
+Training images: random resized crop + horizontal flip (+ AutoAugment, ImageNet policy,
+for the phase-4 retrain); held-out images: resize + centre crop. Both normalised with
+the ImageNet mean/std (REFERENCE.md §3).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+from torchvision import datasets, transforms
+
+__all__ = ["class_transforms", "class_dataset"]
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def class_transforms(image_size: int, train: bool, autoaugment: bool = False) -> transforms.Compose:
+    if train:
+        ops = [transforms.RandomResizedCrop(image_size, scale=(0.25, 1.0)), transforms.RandomHorizontalFlip()]
+        if autoaugment:
+            ops.append(transforms.AutoAugment(transforms.AutoAugmentPolicy.IMAGENET))
+    else:
+        ops = [transforms.Resize(int(round(image_size / 0.875))), transforms.CenterCrop(image_size)]
+    return transforms.Compose(ops + [transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+
+
+def class_dataset(root: str, split: str, image_size: int, train: bool, autoaugment: bool = False) -> Dataset:
+    """``root/<split>/<class>/*.JPEG`` -> (image (3, S, S) f32, label) items."""
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (expected ImageNet layout <root>/{split}/<class>/*.JPEG)")
+    return datasets.ImageFolder(str(folder), transform=class_transforms(image_size, train, autoaugment))

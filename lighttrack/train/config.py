@@ -1,0 +1,160 @@
+"""Typed configs of the training phases (1: backbone supernet, 2: tracking supernet,
+4: retrain + fine-tune). Loaded with ``lighttrack.config.load(Cls, yaml, overrides)``.
+
+The full-size YAML files in ``configs/`` carry the paper's values (REFERENCE.md §1);
+``*_tiny.yaml`` run on the embedded data set on a 2-core CPU in minutes,
+``*_micro.yaml`` in seconds (CI smoke).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lighttrack.data.sampling import PairDataConfig  # tracking pair sources + crop processing
+
+__all__ = [
+    "OptimConfig", "ScheduleConfig", "RunConfig", "ClassModelConfig", "PretrainConfig",
+    "TrackEvalConfig", "SupernetConfig", "RetrainStageConfig",
+    "FinetuneStageConfig", "RetrainConfig",
+]
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"            # sgd | rmsprop
+    lr: float = 0.5              # peak (global) learning rate; the schedule scales it
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    alpha: float = 0.9           # RMSProp decay of the squared-gradient average
+    eps: float = 1e-3            # RMSProp epsilon (TF-style, as EfficientNet)
+    nesterov: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    warmup_epochs: float = 0.0   # linear warm-up from warmup_start_lr to optim.lr
+    warmup_start_lr: float = 0.0
+    decay: str = "linear"        # after warm-up: linear | log | cosine | constant, optim.lr -> final_lr
+    final_lr: float = 0.0        # lr at the end of the last epoch (> 0 for log decay)
+
+
+@dataclass
+class RunConfig:
+    """Execution settings shared by every phase (the Ray job reads the scaling ones)."""
+
+    seed: int = 0                # seeds the weights, the data order and the path sampler
+    num_workers: int = 1         # data-parallel training workers (Ray Train)
+    use_gpu: str = "auto"        # auto | true | false
+    cpus_per_worker: int = 1
+    loader_workers: int = 0      # DataLoader processes per training worker
+    amp: str = "auto"            # auto (bf16 on GPUs that have it, else fp16; off on CPU) | bf16 | fp16 | off
+    max_failures: int = 3        # worker losses survived by restarting from the last checkpoint
+    keep_checkpoints: int = 2    # checkpoints kept by Ray Train (latest ones)
+    log_every: int = 10          # steps between per-step metric reports
+    threads: int = 0             # torch.set_num_threads per worker (0 = leave as is)
+    fault_injection_step: int = -1  # TEST ONLY: rank 0 kills its own process at this global step (first attempt)
+
+
+@dataclass
+class ClassModelConfig:
+    num_classes: int = 1000
+    image_size: int = 224        # training crop side
+    dropout: float = 0.0         # before the classifier (phase 4 retrain: 0.2)
+
+
+@dataclass
+class PretrainConfig:
+    """Phase 1: backbone supernet on ImageNet-layout data, single-path uniform sampling."""
+
+    data_root: str = "data/imagenet"  # ImageNet folder layout: <root>/{train,val}/<class>/*.JPEG
+    epochs: int = 120
+    batch_size: int = 128        # per worker
+    steps_per_epoch: int = 0     # 0 = one pass over the training set
+    model: ClassModelConfig = field(default_factory=ClassModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval_paths: int = 3          # fixed paths whose top-1 is measured every epoch
+    eval_batches: int = 0        # held-out batches per evaluation (0 = all)
+    recalibrate_batches: int = 4  # training batches to re-estimate BN of each fixed path before eval (0 = off)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class TrackEvalConfig:
+    root: str = "data/got10k"    # sequences for val AO
+    split: str = "val"
+    max_sequences: int = 0       # 0 = all
+    paths: list[str] = field(default_factory=list)  # fixed arch strings / presets; empty = `num_paths` random ones
+    num_paths: int = 2
+    recalibrate_batches: int = 4  # training pair batches to re-estimate BN per path (0 = off)
+    every: int = 1               # evaluate every N epochs (and always after the last)
+    tracker: str = "vot2019"     # TrackerParams preset
+    before_training: bool = True  # also evaluate the untrained paths once (the baseline to beat)
+
+
+
+@dataclass
+class SupernetConfig:
+    """Phase 2: tracking supernet on tracking pairs."""
+
+    init: str = ""               # phase-1 result: MLflow run id or checkpoint path ("" = from scratch)
+    epochs: int = 30
+    batch_size: int = 32         # per worker (paper: 32 x 8 GPUs)
+    steps_per_epoch: int = 0     # 0 = pairs per epoch / (batch_size x workers)
+    data: PairDataConfig = field(default_factory=PairDataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-2, weight_decay=1e-4))
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(
+        warmup_epochs=5, warmup_start_lr=1e-2, decay="log", final_lr=1e-4))
+    backbone_freeze_epochs: int = 10  # backbone weights AND its BN statistics are fixed for these epochs
+    backbone_lr_mult: float = 0.1     # afterwards the backbone trains at this fraction of the global lr
+    grad_clip: float = 0.0            # max gradient norm (0 = off)
+    eval: TrackEvalConfig = field(default_factory=TrackEvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class RetrainStageConfig:
+    """Phase 4a: retrain the found backbone on ImageNet (EfficientNet-like recipe)."""
+
+    enabled: bool = True
+    data_root: str = "data/imagenet"
+    init: str = "scratch"        # scratch | supernet (start from the phase-1 weights named in best_arch.json)
+    epochs: int = 500
+    batch_size: int = 128
+    steps_per_epoch: int = 0
+    model: ClassModelConfig = field(default_factory=lambda: ClassModelConfig(dropout=0.2))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        name="rmsprop", lr=0.064, momentum=0.9, alpha=0.9, weight_decay=1e-5))
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(
+        warmup_epochs=3, warmup_start_lr=0.0, decay="cosine", final_lr=0.0))
+    autoaugment: bool = True     # torchvision AutoAugment (ImageNet policy)
+    ema_decay: float = 0.9999    # exponential moving average of the weights (0 = off); EMA weights go on
+    eval_batches: int = 0
+
+
+@dataclass
+class FinetuneStageConfig:
+    """Phase 4b: fine-tune backbone + head of the found architecture on tracking pairs."""
+
+    head_init: str = "scratch"   # scratch | supernet (head/neck weights from the phase-2 supernet)
+    epochs: int = 50
+    batch_size: int = 32
+    steps_per_epoch: int = 0
+    data: PairDataConfig = field(default_factory=PairDataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-1, weight_decay=1e-4))
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(
+        warmup_epochs=5, warmup_start_lr=2e-2, decay="log", final_lr=2e-4))
+    backbone_freeze_epochs: int = 0
+    backbone_lr_mult: float = 0.1
+    grad_clip: float = 0.0
+    eval: TrackEvalConfig = field(default_factory=TrackEvalConfig)
+
+
+@dataclass
+class RetrainConfig:
+    """Phase 4: from a search result (best_arch.json) to a trained static tracker."""
+
+    arch: str = ""               # search result: MLflow run id, path to best_arch.json, or an arch string
+    supernet: str = ""           # phase-2 run id / checkpoint (overrides the one named in best_arch.json)
+    retrain: RetrainStageConfig = field(default_factory=RetrainStageConfig)
+    finetune: FinetuneStageConfig = field(default_factory=FinetuneStageConfig)
+    run: RunConfig = field(default_factory=RunConfig)

@@ -1,0 +1,156 @@
+"""Phase 4 as a Ray Train job: retrain the found backbone on ImageNet, then fine-tune
+backbone + head of the found architecture on tracking pairs (one job, one MLflow run).
+
+    python ray_jobs/retrain.py --config configs/retrain_tiny.yaml --name p4 --set arch=<search run id | best_arch.json | arch string>
+    ray job submit --working-dir . -- python ray_jobs/retrain.py --config ... --name p4
+
+``best_arch.json`` holds ``{"arch": "<arch string>", ...}``; the phase-2 supernet is taken
+from ``--set supernet=...`` or else from the JSON's ``supernet`` / ``supernet_run`` entry or
+the search run's ``lighttrack.parent_run`` tag.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ray_jobs.train_job import (  # noqa: E402
+    PARENT_TAG, Reporter, ddp_wrap, load_checkpoint_ref, parse_args, resume_state, run_job, tracking_uri,
+    worker_dist,
+)
+from lighttrack.train.config import RetrainConfig  # noqa: E402
+
+
+def resolve_arch(ref: str, supernet: str = "") -> tuple[str, str, dict[str, str]]:
+    """(arch string, supernet reference, lineage tags) from a search run id, a JSON path or a string."""
+    from lighttrack.arch import ArchError, resolve
+    if not ref:
+        raise SystemExit("error: no architecture: --set arch=<search run id | best_arch.json | arch string>")
+    tags: dict[str, str] = {}
+    p = Path(ref)
+    if p.is_dir():
+        p = p / "best_arch.json"
+    info: dict = {}
+    if p.is_file():
+        info = json.loads(p.read_text())
+        tags["lighttrack.search_path"] = str(p.resolve())
+    else:
+        try:
+            return str(resolve(ref)), supernet, tags  # an arch string or preset
+        except ArchError:
+            pass
+        from mlflow.tracking import MlflowClient
+        client = MlflowClient(tracking_uri())
+        try:
+            run = client.get_run(ref)
+        except Exception as e:  # noqa: BLE001
+            raise SystemExit(f"error: arch={ref!r} is not a best_arch.json path, an arch string "
+                             f"or an MLflow run id ({e})") from None
+        local = client.download_artifacts(ref, "best_arch.json", tempfile.mkdtemp())
+        info = json.loads(Path(local).read_text())
+        tags[PARENT_TAG] = ref
+        supernet = supernet or run.data.tags.get(PARENT_TAG, "")
+    if "arch" not in info:
+        raise SystemExit(f"error: {p}: best_arch.json has no 'arch' entry (keys: {sorted(info)})")
+    supernet = supernet or str(info.get("supernet") or info.get("supernet_run") or "")
+    return str(resolve(info["arch"])), supernet, tags
+
+
+def worker(loop_config: dict) -> None:
+    import torch
+    from lighttrack.arch import parse
+    from lighttrack.config import from_dict
+    from lighttrack.data.sampling import build_pair_dataset
+    from lighttrack.models import StaticTracker, TrackSupernet, extract
+    from lighttrack.models.static import StaticClassifier
+    from lighttrack.train.class_data import class_dataset
+    from lighttrack.train.common import Dist, make_loader
+    from lighttrack.train.retrain import copy_backbone, train_classifier
+    from lighttrack.train.track_eval import static_evaluator, supernet_evaluator
+    from lighttrack.train.tracking import train_tracking
+
+    cfg = from_dict(RetrainConfig, loop_config["config"])
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    dist = worker_dist()
+    arch = parse(loop_config["arch"])
+    torch.manual_seed(cfg.run.seed)
+    supernet = None
+    if loop_config["supernet"]:
+        supernet = TrackSupernet()
+        supernet.load_state_dict(load_checkpoint_ref(loop_config["supernet"], loop_config["tracking_uri"], "supernet")[0]["model"])
+    state = resume_state()
+    stage = state["stage"] if state else ("retrain" if cfg.retrain.enabled else "finetune")
+    fault = cfg.run.fault_injection_step
+
+    def tagged(report, name):
+        return lambda m, s=None: report(m, None if s is None else s | {"stage": name})
+
+    backbone_src = None
+    r = cfg.retrain
+    if stage == "retrain":
+        classifier = StaticClassifier(arch.backbone, r.model.num_classes, r.model.dropout)
+        if r.init == "supernet":
+            if supernet is None:
+                raise ValueError("retrain.init=supernet needs a supernet reference")
+            copy_backbone(classifier, extract(supernet, arch))
+        train = make_loader(class_dataset(r.data_root, "train", r.model.image_size, True, r.autoaugment),
+                            r.batch_size, dist, shuffle=True, workers=cfg.run.loader_workers, seed=cfg.run.seed)
+        val = make_loader(class_dataset(r.data_root, "val", r.model.image_size, False), r.batch_size, Dist(),
+                          shuffle=False, drop_last=False) if dist.is_main else None
+        rep = Reporter(loop_config, cfg.run.log_every, fault, prefix="retrain/", epochs=r.epochs)
+        _, backbone_src = train_classifier(classifier, train, val, r, cfg.run, tagged(rep, "retrain"), dist,
+                                           ddp_wrap, state)
+        state = None  # the fine-tune starts fresh
+    ft = cfg.finetune
+    if supernet is not None and ft.head_init == "supernet":
+        tracker = extract(supernet, arch)
+    else:
+        tracker = StaticTracker.build(arch)
+    if backbone_src is not None:
+        copy_backbone(tracker, backbone_src)
+    data = build_pair_dataset(ft.data)
+    loader = make_loader(data, ft.batch_size, dist, shuffle=True, workers=cfg.run.loader_workers, seed=cfg.run.seed)
+    rep = Reporter(loop_config, cfg.run.log_every, fault if not cfg.retrain.enabled else -1,
+                   prefix="finetune/", epochs=ft.epochs)
+    evaluate = static_evaluator(ft.eval) if dist.is_main else None
+    if state is None and dist.is_main and supernet is not None:
+        # reference: the same path inside the supernet, BN re-estimated (what the search measured)
+        recal = make_loader(build_pair_dataset(ft.data), ft.batch_size, Dist(), shuffle=True, seed=cfg.run.seed + 1)
+        n = max(ft.eval.recalibrate_batches, 4)
+        ref_eval = supernet_evaluator(ft.eval.__class__(**(vars(ft.eval) | {"recalibrate_batches": n})),
+                                      [arch], recal, dist.device)
+        rep({"supernet_path_val_ao": ref_eval(supernet.to(dist.device), -1)["val_ao/path0"]})
+    elif state is None and supernet is not None:
+        rep({})
+    train_tracking(tracker, loader, ft, cfg.run, tagged(rep, "finetune"), dist, ddp_wrap, state,
+                   sampler=None, evaluate=evaluate)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(__doc__.splitlines()[0], "configs/retrain.yaml", argv)
+    from lighttrack.config import load
+    cfg = load(RetrainConfig, args.config, args.overrides)
+    arch, supernet, tags = resolve_arch(cfg.arch, cfg.supernet)
+    needs = (cfg.retrain.enabled and cfg.retrain.init == "supernet") or cfg.finetune.head_init == "supernet"
+    if needs and not supernet:
+        raise SystemExit("error: the config starts from the supernet; give --set supernet=<phase-2 run id or path>")
+    if supernet:
+        tags |= {f"lighttrack.supernet_{k.rsplit('.', 1)[-1]}": v for k, v in load_checkpoint_ref(supernet, phase="supernet")[1].items()}
+    tags["lighttrack.arch"] = arch
+    loop_extra = {"arch": arch, "supernet": supernet}
+    return run_job(args, RetrainConfig, "retrain", _bind(worker, loop_extra), lambda c: tags)
+
+
+def _bind(fn, extra: dict):
+    def worker_with(loop_config: dict) -> None:
+        fn(loop_config | extra)
+    return worker_with
+
+
+if __name__ == "__main__":
+    from ray_jobs.common import run_job as run_main
+    run_main(lambda argv: (main(argv), 0)[1])

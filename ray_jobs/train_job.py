@@ -1,0 +1,258 @@
+"""Shared driver and worker plumbing of the three training jobs (phases 1, 2, 4).
+
+Driver: parse ``--config/--set/--name/--storage-path``, connect to Ray (or start a local
+one), find-or-create the job's single MLflow run, build a ``TorchTrainer`` with a
+``FailureConfig`` and a checkpoint per epoch, and fit. Re-running the same ``--name``
+with the same ``--storage-path`` resumes from the last checkpoint (Ray Train restores
+the run's checkpoint state) and reuses the MLflow run found by its tags.
+
+Worker: a ``Reporter`` binds the library loops' ``report(metrics, state)`` to MLflow
+(rank 0 only) and to ``ray.train.report`` with a checkpoint (every rank, once an epoch).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # direct `python ray_jobs/x.py` from a checkout without install
+    sys.path.insert(0, str(ROOT))
+
+from lighttrack.config import ConfigError, load, to_dict  # noqa: E402
+
+__all__ = ["parse_args", "run_job", "Reporter", "worker_dist", "load_checkpoint_ref", "CHECKPOINT_FILE"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+JOB_TAG, STORAGE_TAG = "lighttrack.job", "lighttrack.storage"  # find the job's run again on a re-run
+from ray_jobs.common import PARENT_TAG, PHASE_TAG  # noqa: E402
+
+
+# -- driver ---------------------------------------------------------------------------------
+def parse_args(description: str, default_config: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """docs/jobs.md's common options (ray_jobs.common) with this job's default config."""
+    from ray_jobs.common import add_common_args
+    p = add_common_args(argparse.ArgumentParser(description=description))
+    # None = take run.num_workers / run.use_gpu from the config
+    p.set_defaults(config=Path(default_config), num_workers=None, use_gpu=None,
+                   storage_path=str(ROOT / "runs"))
+    args = p.parse_args(argv)
+    if not args.name:
+        p.error("--name is required (re-running the same --name and --storage-path resumes the run)")
+    return args
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` or the local sqlite store (ray_jobs.common's default)."""
+    from ray_jobs.common import _default_tracking_uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or _default_tracking_uri()
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= _flat(v, key + ".")
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+def find_or_create_run(name: str, storage_path: str, experiment: str, phase: str, cfg: Any,
+                       tags: dict[str, str]) -> str:
+    """The MLflow run of job ``name`` at ``storage_path``: the existing one or a new one."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{JOB_TAG}` = '{name}' and "
+                              f"tags.`{STORAGE_TAG}` = '{storage_path}'", max_results=2)
+    if runs:
+        run_id = runs[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    run = client.create_run(exp_id, run_name=name, tags={JOB_TAG: name, STORAGE_TAG: storage_path,
+                                                         PHASE_TAG: phase, **tags})
+    params = _flat(to_dict(cfg))
+    items = list(params.items())
+    from mlflow.entities import Param
+    for i in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in items[i:i + 100]])
+    return run.info.run_id
+
+
+def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Callable[[dict], None],
+            lineage: Callable[[Any], dict[str, str]] = lambda cfg: {}) -> dict:
+    """Build the TorchTrainer for ``worker_fn`` and fit it; returns the final metrics."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray_jobs.common import connect_ray, setup_mlflow, storage_path_check, use_gpu as gpu_flag
+    overrides = list(args.overrides)
+    if args.num_workers is not None:
+        overrides.append(f"run.num_workers={args.num_workers}")
+    if args.use_gpu is not None:
+        overrides.append(f"run.use_gpu={args.use_gpu}")
+    cfg = load(cfg_cls, args.config, overrides)
+    setup_mlflow(args.experiment)
+    connect_ray(args.address)
+    storage = storage_path_check(args.storage_path)
+    tags = lineage(cfg)  # resolves parents (and fails early on a bad reference)
+    run_id = find_or_create_run(args.name, storage, args.experiment, phase, cfg, tags)
+    use_gpu = gpu_flag(cfg.run.use_gpu)
+    trainer = TorchTrainer(
+        worker_fn,
+        train_loop_config={"config": to_dict(cfg), "config_path": args.config, "overrides": args.overrides,
+                           "run_id": run_id, "tracking_uri": tracking_uri(), "name": args.name},
+        scaling_config=ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cfg.run.cpus_per_worker}),
+        run_config=RunConfig(name=args.name, storage_path=storage,
+                             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints)),
+    )
+    from ray_jobs.common import report_run_id
+    report_run_id(run_id)
+    print(f"[{args.name}] phase {phase}: mlflow run {run_id} ({tracking_uri()}), storage {storage}", flush=True)
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri())
+    try:
+        result = trainer.fit()
+    except Exception:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            client.log_artifacts(run_id, d, "checkpoint")
+    client.set_terminated(run_id, status="FINISHED")
+    print(f"[{args.name}] done: {json.dumps(result.metrics, default=str)}", flush=True)
+    return {"run_id": run_id, "metrics": result.metrics, "checkpoint": result.checkpoint}
+
+
+# -- parent references ------------------------------------------------------------------------
+def load_checkpoint_ref(ref: str, tracking: str | None = None, phase: str = "pretrain") -> tuple[dict, dict[str, str]]:
+    """A training checkpoint from a path (file, checkpoint folder or Ray run folder) or the
+    MLflow run id of a finished ``phase`` run. Returns (state dict, lineage tags)."""
+    p = Path(ref)
+    if p.is_dir() and not (p / CHECKPOINT_FILE).is_file():
+        ckpts = sorted(p.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))  # a Ray Train run folder: the latest
+        p = ckpts[-1].parent if ckpts else p
+    if p.is_dir():
+        p = p / CHECKPOINT_FILE
+    if p.is_file():
+        return torch.load(p, map_location="cpu", weights_only=False), {"lighttrack.parent_path": str(p.resolve())}
+    import mlflow
+    from ray_jobs.common import resolve_run_input
+    mlflow.set_tracking_uri(tracking or tracking_uri())
+    got = resolve_run_input(ref, phase, f"checkpoint/{CHECKPOINT_FILE}")
+    return torch.load(got.path, map_location="cpu", weights_only=False), {PARENT_TAG: ref}
+
+
+# -- worker -----------------------------------------------------------------------------------
+def worker_dist():
+    """This Ray Train worker's Dist (rank, world size, device)."""
+    import ray.train
+    import ray.train.torch
+    from lighttrack.train.common import Dist
+    ctx = ray.train.get_context()
+    return Dist(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+
+
+def ddp_wrap(model: torch.nn.Module) -> torch.nn.Module:
+    """DDP for single-path training: the same path on every rank, most parameters unused."""
+    import ray.train.torch
+    return ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+
+
+def resume_state(stage_key: str | None = None) -> dict | None:
+    """The state of the latest checkpoint (restart after a failure, or a re-run of the job)."""
+    import ray.train
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        return torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+
+
+class Reporter:
+    """``report(metrics, state=None)`` for the library loops, inside a Ray Train worker."""
+
+    def __init__(self, loop_config: dict, log_every: int, fault_step: int = -1, prefix: str = "",
+                 epochs: int = 0) -> None:
+        import ray.train
+        self.ctx = ray.train.get_context()
+        self.rank = self.ctx.get_world_rank()
+        self.run_id, self.name = loop_config["run_id"], loop_config["name"]
+        self.log_every, self.prefix, self.epochs = max(log_every, 1), prefix, epochs
+        # TEST ONLY: kill once per MLflow run (a marker file makes the restarted attempt go on)
+        self.fault_marker = Path(tempfile.gettempdir()) / f"lighttrack_fault_{self.run_id}_{prefix.strip('/')}"
+        self.fault_step = fault_step if (fault_step >= 0 and not self.fault_marker.exists()) else -1
+        self.client = None
+        if self.rank == 0:
+            from mlflow.tracking import MlflowClient
+            self.client = MlflowClient(loop_config["tracking_uri"])
+        self.t0 = time.time()
+
+    def _log(self, metrics: dict, step: int) -> None:
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        ms = [Metric(self.prefix + k.replace("@", "_"), float(v), now, step) for k, v in metrics.items()
+              if isinstance(v, (int, float)) and math.isfinite(float(v))]
+        for i in range(0, len(ms), 500):
+            self.client.log_batch(self.run_id, metrics=ms[i:i + 500])
+
+    def __call__(self, metrics: dict, state: dict | None = None) -> None:
+        import ray.train
+        step = int(metrics.get("global_step", 0))
+        if state is None:
+            if self.fault_step >= 0 and step == self.fault_step and self.rank == 0:
+                self.fault_marker.touch()
+                # let the controller register the last checkpoint first (it polls the workers;
+                # a worker lost inside that window restarts from the checkpoint before)
+                ray.train.get_all_reported_checkpoints(timeout_s=60)
+                print(f"[fault injection] rank 0 pid {os.getpid()} kills itself at step {step}", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.client is not None and (step % self.log_every == 0 or "step" not in metrics):
+                self._log(metrics, step)
+            return
+        # epoch end: checkpoint (rank 0 writes it) + collective report on every rank
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if self.rank == 0:
+                torch.save(state, Path(tmp) / CHECKPOINT_FILE)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                self._log(metrics, step)
+                # the latest checkpoint is in MLflow after every epoch (replacing the previous
+                # one), so an interrupted run's progress is visible and downloadable there too
+                self.client.log_artifact(self.run_id, str(Path(tmp) / CHECKPOINT_FILE), "checkpoint")
+                epoch = int(metrics["epoch"])
+                eta = metrics.get("eta_s", float("nan"))
+                extra = " ".join(f"{k}={v:.4g}" for k, v in numeric.items()
+                                 if k.startswith(("train_loss", "top1", "val_ao")))
+                print(f"[{self.name}] {self.prefix}epoch {epoch + 1}/{self.epochs} "
+                      f"{numeric.get('epoch_time_s', 0):.1f}s {extra} ETA {_hms(eta)}", flush=True)
+            ray.train.report({self.prefix + k: v for k, v in numeric.items()}, checkpoint=checkpoint)
+
+
+def _hms(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

@@ -1,0 +1,75 @@
+"""Phase 2 as a Ray Train job: the tracking supernet on tracking pairs.
+
+    python ray_jobs/train_supernet.py --config configs/supernet_tiny.yaml --name p2 --set init=<phase-1 run id or path>
+    ray job submit --working-dir . -- python ray_jobs/train_supernet.py --config ... --name p2
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ray_jobs.train_job import (  # noqa: E402
+    Reporter, ddp_wrap, load_checkpoint_ref, parse_args, resume_state, run_job, worker_dist,
+)
+from lighttrack.train.config import SupernetConfig  # noqa: E402
+
+
+def eval_archs(cfg: SupernetConfig):
+    """The fixed paths whose val AO is tracked every epoch."""
+    from lighttrack.arch import resolve
+    from lighttrack.train.sampling import PathSampler
+    if cfg.eval.paths:
+        return [resolve(p) for p in cfg.eval.paths]
+    return PathSampler(cfg.run.seed).eval_archs(cfg.eval.num_paths)
+
+
+def worker(loop_config: dict) -> None:
+    import torch
+    from lighttrack.config import from_dict
+    from lighttrack.data.sampling import build_pair_dataset
+    from lighttrack.models import TrackSupernet
+    from lighttrack.train.common import Dist, make_loader
+    from lighttrack.train.sampling import PathSampler
+    from lighttrack.train.track_eval import supernet_evaluator
+    from lighttrack.train.tracking import train_tracking
+
+    cfg = from_dict(SupernetConfig, loop_config["config"])
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    dist = worker_dist()
+    torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
+    model = TrackSupernet()
+    state = resume_state()
+    if state is None and cfg.init:
+        parent, _ = load_checkpoint_ref(cfg.init, loop_config["tracking_uri"])
+        model.load_backbone(parent["model"])
+    data = build_pair_dataset(cfg.data)
+    loader = make_loader(data, cfg.batch_size, dist, shuffle=True, workers=cfg.run.loader_workers,
+                         seed=cfg.run.seed)
+    evaluate = None
+    if dist.is_main and (cfg.eval.num_paths or cfg.eval.paths):
+        recal = make_loader(build_pair_dataset(cfg.data), cfg.batch_size, Dist(), shuffle=True,
+                            seed=cfg.run.seed + 1)
+        evaluate = supernet_evaluator(cfg.eval, eval_archs(cfg), recal, dist.device)
+    report = Reporter(loop_config, cfg.run.log_every, cfg.run.fault_injection_step, epochs=cfg.epochs)
+    train_tracking(model, loader, cfg, cfg.run, report, dist, ddp_wrap, state,
+                   sampler=PathSampler(cfg.run.seed), evaluate=evaluate)
+
+
+def lineage(cfg: SupernetConfig) -> dict[str, str]:
+    tags = {"lighttrack.eval_archs": " ".join(str(a) for a in eval_archs(cfg))[:5000]}
+    if cfg.init:
+        tags |= load_checkpoint_ref(cfg.init)[1]
+    return tags
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(__doc__.splitlines()[0], "configs/supernet.yaml", argv)
+    return run_job(args, SupernetConfig, "supernet", worker, lineage)
+
+
+if __name__ == "__main__":
+    from ray_jobs.common import run_job as run_main
+    run_main(lambda argv: (main(argv), 0)[1])

@@ -1,0 +1,126 @@
+"""Tune the tracker's penalty_k, window_influence and lr for one architecture with Ray Tune.
+
+    python ray_jobs/tune_tracker.py --dataset DATA --split val --arch lighttrack-mobile \\
+        --checkpoint ckpt.pt --num-samples 32 --out configs/tracker_mobile.yaml --name tune-mobile
+
+Each trial tracks the whole split with ``lighttrack.tracker.evaluation.evaluate_split``
+(fitness: GOT-10k AO) under one setting drawn by Nevergrad; the weights travel once
+through the object store. The driver logs every trial to MLflow (parent run with the
+best values, one nested run per trial) and writes the best TrackerParams as YAML to
+``--out`` (load it with ``lighttrack evaluate --tracker FILE``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # direct `python ray_jobs/x.py` from a checkout without install
+    sys.path.insert(0, str(ROOT))
+
+from ray_jobs.common import ARCH_TAG, add_common_args, connect_ray, report_run_id, run_job, setup_mlflow  # noqa: E402
+
+# Search ranges around the published (VOT-2019) and released values.
+SPACE = {"penalty_k": (0.001, 0.2), "window_influence": (0.1, 0.6), "lr": (0.2, 0.9)}
+
+
+def trial(config: dict, state: dict, arch_text: str, dataset_args: dict, base: dict) -> None:
+    """One setting: track the split, report AO (runs on a Ray worker)."""
+    import torch
+    from ray import tune
+
+    from lighttrack.arch import resolve
+    from lighttrack.config import from_dict
+    from lighttrack.models.static import StaticTracker
+    from lighttrack.tracker.evaluation import evaluate_split, open_split
+    from lighttrack.tracker.params import TrackerParams
+
+    torch.set_num_threads(1)
+    net = StaticTracker.build(resolve(arch_text))
+    net.load_state_dict(state)
+    params = from_dict(TrackerParams, {**base, **config})
+    with tempfile.TemporaryDirectory(prefix="tune-tracker-") as tmp:
+        scores = evaluate_split(net.eval(), open_split(**dataset_args), tmp, params, plot=False)
+    tune.report({k: scores[k] for k in ("ao", "sr50", "sr75", "fps") if k in scores})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    p.add_argument("--dataset", required=True, help="dataset root (GOT-10k layout or the embedded one)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--max-sequences", type=int, default=0)
+    p.add_argument("--arch", required=True, help="preset name or architecture string")
+    p.add_argument("--checkpoint", default=None, help="local weights file (none: fresh weights, for smoke tests)")
+    p.add_argument("--tracker", default="vot2019", help="starting preset/YAML for the untuned fields")
+    p.add_argument("--num-samples", type=int, default=16)
+    p.add_argument("--out", required=True, help="YAML file that receives the best TrackerParams")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    import mlflow
+    import nevergrad as ng
+    import yaml
+    from ray import tune
+    from ray.tune.search.nevergrad import NevergradSearch
+
+    from lighttrack.arch import resolve
+    from lighttrack.config import to_dict
+    from lighttrack.tracker.evaluation import open_split
+    from lighttrack.tracker.params import load_params
+    from lighttrack.tracker.runtime import load_torch_net
+
+    arch = resolve(args.arch)
+    base = to_dict(load_params(args.tracker))
+    dataset_args = {"root": str(Path(args.dataset).resolve()), "split": args.split,
+                    "max_sequences": args.max_sequences}
+    open_split(**dataset_args)  # bad dataset: fail here, before any trial
+    state = load_torch_net(arch, args.checkpoint).state_dict()
+    setup_mlflow(args.experiment)
+    connect_ray(args.address)
+
+    space = {k: tune.uniform(lo, hi) for k, (lo, hi) in SPACE.items()}
+    start = {k: base[k] for k in SPACE}  # the preset is the first point tried
+    searcher = NevergradSearch(optimizer=ng.optimizers.OnePlusOne, points_to_evaluate=[start])
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trial, state=state, arch_text=str(arch),
+                                                 dataset_args=dataset_args, base=base), {"cpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(metric="ao", mode="max", search_alg=searcher,
+                                    num_samples=args.num_samples, max_concurrent_trials=args.num_workers),
+        run_config=tune.RunConfig(name=args.name or "tune_tracker", storage_path=args.storage_path),
+    )
+    results = tuner.fit()
+    best = results.get_best_result()
+    if best.metrics is None or "ao" not in best.metrics:
+        raise RuntimeError(f"no trial finished: {[str(r.error) for r in results if r.error]}")
+    tuned = {**base, **{k: float(best.config[k]) for k in SPACE}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(tuned, sort_keys=False))
+
+    with mlflow.start_run(run_name=args.name, tags={ARCH_TAG: str(arch), "lighttrack.job": "tune_tracker"}) as run:
+        report_run_id(run.info.run_id)
+        mlflow.log_params({"arch": str(arch), "dataset": args.dataset, "split": args.split,
+                           "checkpoint": str(args.checkpoint), "num_samples": args.num_samples,
+                           **{f"best.{k}": v for k, v in tuned.items() if k in SPACE}})
+        mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.metrics.items() if k in ("ao", "sr50", "sr75")})
+        trials = []
+        for r in results:
+            if r.metrics and "ao" in r.metrics:
+                row = {**{k: float(r.config[k]) for k in SPACE}, "ao": float(r.metrics["ao"])}
+                trials.append(row)
+                with mlflow.start_run(run_name=f"trial-{len(trials)}", nested=True):
+                    mlflow.log_params({k: row[k] for k in SPACE})
+                    mlflow.log_metric("ao", row["ao"])
+        mlflow.log_text(json.dumps(trials, indent=2), "trials.json")
+        mlflow.log_artifact(str(out))
+    print(f"best AO {best.metrics['ao']:.4f} with {json.dumps({k: tuned[k] for k in SPACE})} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_job(main)
