@@ -85,7 +85,7 @@ def test_parents_always_come_from_top_k():
     opt, rng = _evolution(2, 16, 4)
     told = [(t[0], t[1], t[2]) for t in opt.parents(all_results=True)]
     kinds = {"random": 0, "mutation": 0, "crossover": 0}
-    for i in range(3000):
+    for i in range(1500):
         top = {uid for _, _, uid in sorted(told)[:4]}
         choices, lin = opt.propose()
         kinds[lin.kind] += 1
@@ -104,7 +104,7 @@ def test_parents_always_come_from_top_k():
         opt.tell(cand, loss)
         told.append((loss, len(told), cand.uid))
     print("children by kind:", kinds)
-    assert kinds["random"] == 0 and kinds["mutation"] > 1200 and kinds["crossover"] > 1200
+    assert kinds["random"] == 0 and kinds["mutation"] > 600 and kinds["crossover"] > 600
 
 
 def test_crossover_takes_each_choice_from_a_parent():
@@ -128,7 +128,9 @@ def test_infeasible_budget_is_an_error(costs):
         Budget.parse("600M,2M,12")
 
 
-@pytest.mark.parametrize("optimizer,n", [("LightTrackEvolution", 24), ("unfiltered", 6)])
+# Few evaluations: every Nevergrad ask/tell costs ~30 ms of CPU, and the unfiltered
+# optimizer needs ~100 asks per feasible candidate at this budget.
+@pytest.mark.parametrize("optimizer,n", [("LightTrackEvolution", 12), ("unfiltered", 2)])
 def test_tight_budget_never_proposes_infeasible(costs, optimizer, n):
     """The evolution only asks feasible children; for an optimizer that ignores the budget
     (uniform sampling without the check) the searcher itself rejects ~99% of the asks."""
@@ -139,7 +141,7 @@ def test_tight_budget_never_proposes_infeasible(costs, optimizer, n):
     check = BudgetCheck(budget, costs)
     param = space.parametrization(0)
     if optimizer == "LightTrackEvolution":
-        opt = LightTrackEvolution(population=8, topk=3, feasible=check)(param, budget=n)
+        opt = LightTrackEvolution(population=6, topk=3, feasible=check)(param, budget=n)
     else:
         opt = LightTrackRandom()(param, budget=n)
     evaluated: list[Arch] = []

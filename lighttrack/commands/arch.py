@@ -3,6 +3,7 @@
     lighttrack arch info lighttrack-mobile            # params, MACs, per-layer table
     lighttrack arch info 'bb:...+cls:...+reg:...' --json
     lighttrack arch sample --n 5 --flops-max 600M --params-max 2M --seed 0
+    lighttrack arch profile --backend torch --threads 1 --out table.json   # latency table
 """
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     smp.add_argument("--seed", type=int, default=None, help="random seed")
     smp.add_argument("--json", action="store_true", help="one JSON object per line")
     smp.set_defaults(func=_sample)
+
+    from lighttrack.commands.profile import add_profile_parser  # latency table (search area)
+    add_profile_parser(sub)
 
 
 def _info(args: argparse.Namespace) -> int:

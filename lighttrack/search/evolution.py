@@ -122,7 +122,8 @@ class _Evolution(base.Optimizer):
             self._results.append((float(loss), len(self._results), uid, tuple(choices)))
 
     def _record(self, candidate: ng.p.Parameter, loss: float) -> None:
-        self.record(tuple(int(candidate.kwargs[n]) for n in space.NAMES), loss, candidate.uid)
+        kwargs = candidate.kwargs  # computed from the whole parameter tree: read it once
+        self.record(tuple(int(kwargs[n]) for n in space.NAMES), loss, candidate.uid)
 
     def _internal_tell_candidate(self, candidate: ng.p.Parameter, loss: float) -> None:
         self._record(candidate, loss)

@@ -1,0 +1,47 @@
+"""``lighttrack arch profile``: measure this machine's latency table for latency budgets.
+
+    lighttrack arch profile --backend torch --threads 1 --out table.json
+    lighttrack arch profile --backend onnxruntime --threads 4 --repeats 50 --out table.json
+
+Run it once on the target device; then ``ray_jobs/search.py --latency-max MS
+--latency-table table.json`` estimates every candidate's latency from the table.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_profile_parser"]
+
+
+def add_profile_parser(arch_subparsers: argparse._SubParsersAction) -> None:
+    p = arch_subparsers.add_parser("profile", help="measure per-block latencies into a table (latency budgets)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="runtime to time (default torch)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads, as deployed (default 1)")
+    p.add_argument("--out", required=True, help="table JSON to write")
+    p.add_argument("--repeats", type=int, default=30, help="timed forwards per entry (median taken)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed forwards first")
+    p.add_argument("--search-size", type=int, default=256, help="search crop side (multiple of 16)")
+    p.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                   help="wall time, or the thread's CPU time (1 thread; robust on a shared machine)")
+    p.set_defaults(func=_profile)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from lighttrack.arch import resolve
+    from lighttrack.search.latency import profile
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: directory {out.parent} does not exist")
+    table = profile(args.backend, args.threads, args.repeats, args.warmup, args.search_size,
+                    args.clock, log=print)
+    table.save(out)
+    load = table.machine.get("load_average")
+    for name in ("smallest", "lighttrack-mobile", "largest"):
+        print(f"{name:<18} estimated {table.estimate(resolve(name)):8.2f} ms")
+    print(f"wrote {out} ({args.backend}, {args.threads} thread(s), {args.clock} clock, "
+          f"overhead {table.overhead_ms:+.2f} ms)")
+    if load and load[0] > 2:
+        print(f"note: load average {load[0]} > 2: the figures are contended by other processes")
+    return 0

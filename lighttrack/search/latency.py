@@ -1,0 +1,415 @@
+"""Measured-latency budgets: a per-block latency table of this machine, and its estimator.
+
+``profile()`` times, on the machine where it runs, every block choice of the search
+space at its real input shape in the per-frame *search branch* (the template branch runs
+once per video and is not counted, as for MACs): stem + DS block, each backbone MBConv
+choice at each of the 14 positions, the neck's BNs + correlation per backbone output
+channel count, the neck's channel attention + 1x1 conv, each head layer op (k3/k5) per
+channel count and position, and the output convs.
+
+Why a sum of block timings matches the whole network: the blocks are timed *in
+sequence*, inside full forwards of a few covering architectures (each block reads the
+output its predecessor just wrote, so caches are as warm as in the real network), with
+the same thread count, in eval mode under ``torch.inference_mode`` (or one ONNX Runtime
+session per block). What the sum still misses (the Python or session overhead between
+blocks) is one constant, ``overhead_ms``, calibrated once during profiling as the median
+of (whole-network time - sum of its blocks) over the covering architectures.
+
+Every entry is the median over ``repeats`` forwards, so other jobs on a shared machine
+move it little. ``clock="thread"`` (1 thread only) counts the CPU time of the calling
+thread, which preemption by other processes does not inflate.
+
+    table = profile(backend="torch", threads=1); table.save("table.json")
+    LatencyTable.load("table.json").estimate(arch)  # ms, a few dict look-ups
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, MBCONV_OPS, NUM_BLOCKS, Arch, HeadArch
+from lighttrack.models.blocks import pixel_correlation
+from lighttrack.models.static import StaticTracker
+from lighttrack.models.supernet import head_output
+
+__all__ = ["FORMAT", "BACKENDS", "CLOCKS", "LatencyTable", "LatencyTableError", "profile",
+           "measure_whole", "machine_info", "covering_archs", "make_runner"]
+
+FORMAT = "lighttrack-latency-table/1"
+BACKENDS = ("torch", "onnxruntime")
+CLOCKS = ("wall", "thread")
+_KERNELS = tuple(k for k in HEAD_OPS if k is not None)  # head op index 0 -> k3, 1 -> k5
+
+
+class LatencyTableError(ValueError):
+    """A latency table that cannot be read or does not cover the search space."""
+
+
+# -- the table --------------------------------------------------------------------------------
+@dataclass
+class LatencyTable:
+    """Per-decision latencies in ms (search branch, batch 1, ``search_size`` square input).
+
+    ``block[i][c]`` MBConv choice c at position i; ``neck[C]`` BNs + correlation for
+    C-channel backbone features; ``head[branch][C][layer][k]`` (k 0 = k3, 1 = k5; skip
+    costs nothing); ``out[branch][C]`` output conv. ``fixed`` = stem + DS + neck channel
+    attention and 1x1 conv; ``overhead_ms`` = calibrated constant (see module docstring).
+    """
+
+    backend: str
+    threads: int
+    search_size: int
+    fixed: float
+    neck: dict[int, float]
+    block: list[list[float]]
+    head: dict[str, dict[int, list[list[float]]]]
+    out: dict[str, dict[int, float]]
+    overhead_ms: float = 0.0
+    clock: str = "wall"
+    repeats: int = 0
+    machine: dict[str, Any] = field(default_factory=dict)
+    calibration: list[dict[str, Any]] = field(default_factory=list)
+
+    def terms(self, arch: Arch) -> list[tuple[str, float]]:
+        """(entry name, ms) of every table entry ``arch`` uses (without the overhead)."""
+        t = [("fixed", self.fixed), (f"neck.c{arch.out_channels}", self.neck[arch.out_channels])]
+        t += [(f"block.{i}.{MBCONV_OPS[c]}", self.block[i][c]) for i, c in enumerate(arch.backbone)]
+        for br, h in (("cls", arch.cls), ("reg", arch.reg)):
+            layers = self.head[br][h.channels]
+            t += [(f"{br}.c{h.channels}.{i}.k{HEAD_OPS[op]}", layers[i][op])
+                  for i, op in enumerate(h.ops) if HEAD_OPS[op] is not None]
+            t.append((f"{br}.out.c{h.channels}", self.out[br][h.channels]))
+        return t
+
+    def estimate(self, arch: Arch) -> float:
+        """Estimated search-branch latency of ``arch`` in ms (sum of entries + overhead)."""
+        ms = self.fixed + self.neck[arch.out_channels] + self.overhead_ms
+        block = self.block
+        for i, c in enumerate(arch.backbone):
+            ms += block[i][c]
+        for br, h in (("cls", arch.cls), ("reg", arch.reg)):
+            layers = self.head[br][h.channels]
+            for i, op in enumerate(h.ops):
+                if op < len(_KERNELS):  # the last op index is skip
+                    ms += layers[i][op]
+            ms += self.out[br][h.channels]
+        return ms
+
+    # -- files --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "unit": "ms", "backend": self.backend, "threads": self.threads,
+                "clock": self.clock, "search_size": self.search_size, "batch": 1,
+                "repeats": self.repeats, "machine": self.machine, "overhead_ms": self.overhead_ms,
+                "fixed": self.fixed, "neck": {str(c): v for c, v in self.neck.items()},
+                "block": self.block,
+                "head": {br: {str(c): v for c, v in per_c.items()} for br, per_c in self.head.items()},
+                "out": {br: {str(c): v for c, v in per_c.items()} for br, per_c in self.out.items()},
+                "calibration": self.calibration}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "LatencyTable":
+        if d.get("format") != FORMAT:
+            raise LatencyTableError(f"{source}: format is {d.get('format')!r}, expected {FORMAT!r} "
+                                    "(write one with `lighttrack arch profile`)")
+        try:
+            t = cls(backend=d["backend"], threads=int(d["threads"]), search_size=int(d["search_size"]),
+                    fixed=float(d["fixed"]), neck={int(c): float(v) for c, v in d["neck"].items()},
+                    block=[[float(x) for x in b] for b in d["block"]],
+                    head={br: {int(c): [[float(x) for x in layer] for layer in v] for c, v in per_c.items()}
+                          for br, per_c in d["head"].items()},
+                    out={br: {int(c): float(v) for c, v in per_c.items()} for br, per_c in d["out"].items()},
+                    overhead_ms=float(d.get("overhead_ms", 0.0)), clock=d.get("clock", "wall"),
+                    repeats=int(d.get("repeats", 0)), machine=dict(d.get("machine", {})),
+                    calibration=list(d.get("calibration", [])))
+        except (KeyError, TypeError, ValueError) as e:
+            raise LatencyTableError(f"{source}: malformed latency table ({type(e).__name__}: {e})") from None
+        t._validate(source)
+        return t
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyTable":
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"latency table {p} not found (write one with `lighttrack arch profile`)")
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise LatencyTableError(f"{p}: not JSON (line {e.lineno}: {e.msg})") from None
+        return cls.from_dict(data, str(p))
+
+    def _validate(self, source: str) -> None:
+        def bad(what: str) -> LatencyTableError:
+            return LatencyTableError(f"{source}: {what}")
+
+        if len(self.block) != NUM_BLOCKS or any(len(b) != len(MBCONV_OPS) for b in self.block):
+            raise bad(f"'block' must be {NUM_BLOCKS} lists of {len(MBCONV_OPS)} latencies")
+        for br in ("cls", "reg"):
+            if set(self.head.get(br, {})) != set(HEAD_CHANNELS) or set(self.out.get(br, {})) != set(HEAD_CHANNELS):
+                raise bad(f"'head'/'out' of {br!r} must cover channels {HEAD_CHANNELS}")
+            for c, layers in self.head[br].items():
+                if len(layers) != HEAD_LAYERS or any(len(k) != len(_KERNELS) for k in layers):
+                    raise bad(f"head {br} c{c}: expected {HEAD_LAYERS} layers x {len(_KERNELS)} kernels")
+        values = [self.fixed, *self.neck.values(), *(x for b in self.block for x in b),
+                  *(x for per_c in self.head.values() for ls in per_c.values() for k in ls for x in k),
+                  *(x for per_c in self.out.values() for x in per_c.values())]
+        if not all(np.isfinite(v) and v >= 0 for v in values):
+            raise bad("latencies must be finite and >= 0")
+
+
+# -- what gets timed ----------------------------------------------------------------------------
+def covering_archs() -> list[Arch]:
+    """Architectures that together run every table entry: six full-depth ones (all
+    blocks choice j; both heads at channels C_j with kernel k_j everywhere) and one cut
+    after stage 3 (80-channel neck)."""
+    archs = []
+    for j in range(len(MBCONV_OPS)):
+        h = HeadArch(HEAD_CHANNELS[j % len(HEAD_CHANNELS)], (j // len(HEAD_CHANNELS),) * HEAD_LAYERS)
+        archs.append(Arch((j,) * NUM_BLOCKS, h, h))
+    archs.append(Arch((0,) * (NUM_BLOCKS - 4), archs[1].cls, archs[2].reg))
+    return archs
+
+
+class _NeckCorr(nn.Module):
+    """The neck's BNs and correlation: zf (1, C, 8, 8), xf (1, C, H, W) -> (1, 64, H, W)."""
+
+    def __init__(self, bn_z: nn.Module, bn_x: nn.Module) -> None:
+        super().__init__()
+        self.bn_z, self.bn_x = bn_z, bn_x
+
+    def forward(self, zf: torch.Tensor, xf: torch.Tensor) -> torch.Tensor:
+        return pixel_correlation(self.bn_z(zf), self.bn_x(xf))
+
+
+class _Out(nn.Module):
+    def __init__(self, kind: str, conv: nn.Module) -> None:
+        super().__init__()
+        self.kind, self.conv = kind, conv
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return head_output(self.kind, self.conv(h))
+
+
+class _SearchBranch(nn.Module):
+    def __init__(self, net: StaticTracker) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, zf: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.search(zf, x)
+
+
+# A step: (table key, module, input names, output name) over the values of one forward.
+Step = tuple[tuple, nn.Module, tuple[str, ...], str]
+
+
+def _steps(net: StaticTracker) -> list[Step]:
+    """The search branch of ``net`` as a chain of table entries, in execution order."""
+    a, bb, neck = net.arch, net.backbone, net.neck
+    key = f"c{a.out_channels}"
+    steps: list[Step] = [(("fixed",), nn.Sequential(bb.stem, bb.ds), ("x",), "y")]
+    steps += [(("block", i, c), blk, ("y",), "y") for i, (c, blk) in enumerate(zip(a.backbone, bb.blocks))]
+    steps += [(("neck", a.out_channels), _NeckCorr(neck.bn_z[key], neck.bn_x[key]), ("zf", "y"), "corr"),
+              (("fixed",), nn.Sequential(neck.ca, neck.adjust), ("corr",), "f")]
+    for br, h, head in (("cls", a.cls, net.cls_head), ("reg", a.reg, net.reg_head)):
+        src, j = "f", 0
+        for i, op in enumerate(h.ops):
+            if HEAD_OPS[op] is not None:
+                steps.append((("head", br, h.channels, i, op), head.layers[j], (src,), f"h_{br}"))
+                src, j = f"h_{br}", j + 1
+        steps.append((("out", br, h.channels), _Out(br, head.out), (src,), f"out_{br}"))
+    return steps
+
+
+# -- backends -----------------------------------------------------------------------------------
+def _onnx_session(module: nn.Module, example: Sequence[torch.Tensor], threads: int):
+    import onnxruntime as ort  # the optional `deploy` extra
+
+    f = io.BytesIO()
+    names = [f"in{i}" for i in range(len(example))]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        # The TorchScript exporter: fixed shapes, well under a second per block.
+        torch.onnx.export(module, tuple(example), f, input_names=names, opset_version=17, dynamo=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(f.getvalue(), opts, providers=["CPUExecutionProvider"]), names
+
+
+def make_runner(module: nn.Module, example: Sequence[torch.Tensor], backend: str,
+                threads: int) -> Callable[..., Any]:
+    """``run(*inputs) -> output`` of ``module`` on ``backend`` (eval mode; torch tensors in
+    and out for torch, NumPy arrays for onnxruntime; a tuple output stays a tuple)."""
+    module = module.eval()
+    if backend == "torch":
+        return module
+    if backend == "onnxruntime":
+        sess, names = _onnx_session(module, example, threads)
+
+        def run(*arrays: np.ndarray) -> Any:
+            out = sess.run(None, dict(zip(names, arrays)))
+            return out[0] if len(out) == 1 else tuple(out)
+        return run
+    raise LatencyTableError(f"backend {backend!r} is not one of {BACKENDS}")
+
+
+def _clock(clock: str, threads: int) -> Callable[[], float]:
+    if clock == "wall":
+        return time.perf_counter
+    if clock == "thread":
+        if threads != 1:
+            raise LatencyTableError("clock 'thread' counts one thread's CPU time: use it with threads=1")
+        return time.thread_time
+    raise LatencyTableError(f"clock {clock!r} is not one of {CLOCKS}")
+
+
+def _inputs(arch: Arch, search_size: int, backend: str) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(0)
+    vals = {"zf": torch.randn(1, arch.out_channels, 8, 8, generator=g),
+            "x": torch.randn(1, 3, search_size, search_size, generator=g)}
+    return {k: v.numpy() for k, v in vals.items()} if backend == "onnxruntime" else vals
+
+
+class _Prepared:
+    """One covering (or measured) architecture: its steps as runners and its whole network."""
+
+    def __init__(self, arch: Arch, backend: str, threads: int, search_size: int,
+                 runners: dict[tuple, Callable] | None = None, with_steps: bool = True) -> None:
+        self.arch = arch
+        net = StaticTracker.build(arch).eval()
+        self.inputs = _inputs(arch, search_size, backend)
+        self.steps = []
+        runners = {} if runners is None else runners
+        env = _inputs(arch, search_size, "torch")
+        with torch.inference_mode():
+            for key, mod, ins, out in _steps(net):
+                if not with_steps:
+                    env[out] = mod(*(env[n] for n in ins))
+                    continue
+                rkey = (key, id(mod)) if key == ("fixed",) else key  # the two fixed parts differ
+                if rkey not in runners:
+                    runners[rkey] = make_runner(mod, [env[n] for n in ins], backend, threads)
+                self.steps.append((key, runners[rkey], ins, out))
+                env[out] = mod(*(env[n] for n in ins))
+        self.whole = make_runner(_SearchBranch(net), [env["zf"], env["x"]], backend, threads)
+
+    def run_steps(self, clock: Callable[[], float]) -> list[tuple[tuple, float]]:
+        env, times = dict(self.inputs), []
+        for key, run, ins, out in self.steps:
+            t = clock()
+            env[out] = run(*(env[n] for n in ins))
+            times.append((key, (clock() - t) * 1e3))
+        return times
+
+    def run_whole(self, clock: Callable[[], float]) -> float:
+        t = clock()
+        self.whole(self.inputs["zf"], self.inputs["x"])
+        return (clock() - t) * 1e3
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"hostname": platform.node(), "system": f"{platform.system()} {platform.release()}",
+            "machine": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        import onnxruntime
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup: int = 3,
+            search_size: int = 256, clock: str = "wall",
+            log: Callable[[str], None] | None = None) -> LatencyTable:
+    """Measure every entry of the table on this machine (see module docstring)."""
+    if backend not in BACKENDS:
+        raise LatencyTableError(f"backend {backend!r} is not one of {BACKENDS}")
+    if threads < 1 or repeats < 1 or search_size % 16:
+        raise LatencyTableError(f"need threads >= 1, repeats >= 1, search_size a multiple of 16; got "
+                                f"{threads}, {repeats}, {search_size}")
+    tick = _clock(clock, threads)
+    torch.set_num_threads(threads)
+    say = log or (lambda s: None)
+    t0 = time.time()
+    runners: dict[tuple, Callable] = {}
+    covers = [_Prepared(a, backend, threads, search_size, runners) for a in covering_archs()]
+    say(f"profile: {len(covers)} covering archs, {len(runners)} timed blocks ({backend}, "
+        f"{threads} thread(s)) prepared in {time.time() - t0:.1f} s")
+    samples: dict[tuple, list[float]] = {}
+    sums: list[list[float]] = [[] for _ in covers]
+    wholes: list[list[float]] = [[] for _ in covers]
+    with torch.inference_mode():
+        for r in range(warmup + repeats):
+            for j, p in enumerate(covers):  # interleaved, so a busy moment hits every entry alike
+                steps = p.run_steps(tick)
+                whole = p.run_whole(tick)
+                if r < warmup:
+                    continue
+                per_key: dict[tuple, float] = {}
+                for key, ms in steps:  # the two "fixed" parts add up into one entry
+                    per_key[key] = per_key.get(key, 0.0) + ms
+                for key, ms in per_key.items():
+                    samples.setdefault(key, []).append(ms)
+                sums[j].append(sum(per_key.values()))
+                wholes[j].append(whole)
+    med = {k: float(np.median(v)) for k, v in samples.items()}
+    table = LatencyTable(
+        backend=backend, threads=threads, search_size=search_size, fixed=med[("fixed",)],
+        neck={c: med[("neck", c)] for c in sorted({k[1] for k in med if k[0] == "neck"})},
+        block=[[med[("block", i, c)] for c in range(len(MBCONV_OPS))] for i in range(NUM_BLOCKS)],
+        head={br: {c: [[med[("head", br, c, i, k)] for k in range(len(_KERNELS))] for i in range(HEAD_LAYERS)]
+                   for c in HEAD_CHANNELS} for br in ("cls", "reg")},
+        out={br: {c: med[("out", br, c)] for c in HEAD_CHANNELS} for br in ("cls", "reg")},
+        clock=clock, repeats=repeats, machine=machine_info())
+    # Overhead: what the whole network takes beyond its blocks, median over the covers.
+    table.calibration = [{"arch": str(p.arch), "whole_ms": float(np.median(w)),
+                          "blocks_ms": table.estimate(p.arch)} for p, w in zip(covers, wholes)]
+    table.overhead_ms = float(np.median([c["whole_ms"] - c["blocks_ms"] for c in table.calibration]))
+    table._validate("profile")
+    say(f"profile: done in {time.time() - t0:.1f} s; overhead {table.overhead_ms:+.3f} ms; "
+        f"load average {table.machine.get('load_average')}")
+    return table
+
+
+def measure_whole(arch: Arch, backend: str = "torch", threads: int = 1, repeats: int = 20,
+                  warmup: int = 3, search_size: int = 256, clock: str = "wall") -> float:
+    """Median end-to-end latency (ms) of the static search branch of ``arch`` (eval,
+    inference mode, batch 1), measured like the table's calibration."""
+    tick = _clock(clock, threads)
+    torch.set_num_threads(threads)
+    p = _Prepared(arch, backend, threads, search_size, with_steps=False)
+    times = []
+    with torch.inference_mode():
+        for r in range(warmup + repeats):
+            ms = p.run_whole(tick)
+            if r >= warmup:
+                times.append(ms)
+    return float(np.median(times))

@@ -1,0 +1,301 @@
+"""Phase 3: evolutionary architecture search on a trained supernet (Ray Tune + Nevergrad).
+
+    python ray_jobs/search.py --supernet RUN_ID_OR_PATH --flops-max 600M --params-max 2M \
+        [--budget 600M,2M --budget 800M,3M] [--latency-max MS --latency-table table.json] \
+        [--config configs/search_tiny.yaml] [--cache PATH_OR_URI] [--name NAME]
+
+No training happens here. Evaluator actors load the supernet once each; Tune trials call
+them. Every result goes to the evaluation cache, so re-running the same ``--name`` resumes
+an interrupted search without losing or repeating an evaluation, and a later search on
+the same supernet starts from everything evaluated before. Several ``--budget`` run one
+after another in one MLflow run, sharing the evaluators and the cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python ray_jobs/search.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ray_jobs import common  # noqa: E402
+
+SEARCH_NAME_TAG = "lighttrack.search_name"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common.add_common_args(p)
+    p.add_argument("--supernet", help="phase-2 MLflow run id or checkpoint path (config key `supernet`)")
+    p.add_argument("--flops-max", help="MACs budget, e.g. 600M (fvcore total, search branch)")
+    p.add_argument("--params-max", help="parameter budget, e.g. 2M")
+    p.add_argument("--budget", action="append", default=[], metavar="MACS,PARAMS[,MSms]",
+                   help="a budget; repeat for several (one search, one cache, one best each)")
+    p.add_argument("--latency-max", type=float, help="latency budget in ms (needs --latency-table)")
+    p.add_argument("--latency-table", help="table from `lighttrack arch profile`")
+    p.add_argument("--cache", help="evaluation cache dir or URI (default: beside the supernet)")
+    p.add_argument("--workers", type=int, help="evaluator actors (= concurrent trials)")
+    return p
+
+
+def resolve_budgets(args, cfg):
+    from lighttrack.search.budget import Budget, BudgetError
+
+    texts = list(cfg.budgets) + list(args.budget)
+    if args.flops_max or args.params_max:
+        if not (args.flops_max and args.params_max):
+            raise BudgetError("give both --flops-max and --params-max (or use --budget MACS,PARAMS)")
+        texts.insert(0, f"{args.flops_max},{args.params_max}")
+    if not texts:
+        raise BudgetError("no budget: give --flops-max/--params-max or --budget MACS,PARAMS")
+    budgets = [Budget.parse(t, args.latency_max) for t in texts]
+    if len({b.label for b in budgets}) != len(budgets):
+        raise BudgetError(f"the same budget was given twice: {[b.label for b in budgets]}")
+    return budgets
+
+
+def _cache_location(args, cfg, supernet) -> tuple[str, str | None]:
+    """(location, supernet run id to upload to at the end when the artifact store is remote)."""
+    if args.cache or cfg.cache:
+        return args.cache or cfg.cache, None
+    if supernet.run_id is None:
+        return str(Path(supernet.path).parent / "eval_cache"), None
+    import mlflow
+
+    art = mlflow.get_run(supernet.run_id).info.artifact_uri
+    if art.startswith(("file://", "s3://", "gs://", "/")):
+        return art.rstrip("/") + "/eval_cache", None
+    # Proxied artifacts (mlflow-artifacts:): work on a local copy, upload at the end.
+    local = Path(tempfile.mkdtemp(prefix="lt-cache-")) / "eval_cache"
+    try:
+        mlflow.artifacts.download_artifacts(run_id=supernet.run_id, artifact_path="eval_cache",
+                                            dst_path=str(local.parent))
+    except Exception:  # no cache yet  # noqa: BLE001
+        pass
+    return str(local), supernet.run_id
+
+
+def _open_run(name: str, args, cfg, supernet):
+    """Resume the unfinished search run of this name, else a new phase run."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(args.experiment)
+    runs = mlflow.search_runs([exp.experiment_id], f"tags.`{SEARCH_NAME_TAG}` = '{name}'",
+                              output_format="list", order_by=["attributes.start_time DESC"])
+    unfinished = [r for r in runs if r.info.status != "FINISHED"]
+    if unfinished:
+        run = mlflow.start_run(run_id=unfinished[0].info.run_id)
+        common.report_run_id(run.info.run_id)
+        print(f"search: resuming run {run.info.run_id} of search {name!r}", flush=True)
+        return _Resumed(run)
+    args.name = name
+    return common.phase_run("search", args, cfg, supernet)
+
+
+class _Resumed:
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def __enter__(self):
+        return self.run
+
+    def __exit__(self, exc_type, exc, tb):
+        import mlflow
+
+        mlflow.end_run("FINISHED" if exc_type is None else "FAILED")
+        return False
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from lighttrack.search.budget import BudgetCheck, CostModel, check_possible
+    from lighttrack.search.config import SearchConfig
+
+    cfg = common.load_config(SearchConfig, args)
+    cfg.supernet = args.supernet or cfg.supernet
+    if not cfg.supernet:
+        raise common.OpsError("no supernet: give --supernet RUN_ID_OR_PATH")
+    cfg.workers = args.workers or cfg.workers
+    cfg.latency_table = args.latency_table or cfg.latency_table
+    budgets = resolve_budgets(args, cfg)
+    latency = None
+    if cfg.latency_table:
+        from lighttrack.search.latency import LatencyTable
+        latency = LatencyTable.load(cfg.latency_table)
+    costs = CostModel(latency=latency)
+    for b in budgets:  # an impossible budget stops here, before anything starts
+        check_possible(b, costs)
+    _optimizer_factory(cfg, None)  # unknown optimizer name -> error now
+
+    common.setup_mlflow(args.experiment)
+    supernet = common.resolve_run_input(cfg.supernet, "supernet", "checkpoint/checkpoint.pt")
+    ckpt = supernet.path if supernet.path.is_file() else supernet.path / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"supernet checkpoint not found: {ckpt}")
+    common.connect_ray(args.address)
+    cache_location, upload_to = _cache_location(args, cfg, supernet)
+    name = args.name or f"search-{'+'.join(b.label for b in budgets)}-seed{cfg.seed}"
+
+    with _open_run(name, args, cfg, supernet) as run:
+        import mlflow
+
+        mlflow.set_tags({SEARCH_NAME_TAG: name, "lighttrack.supernet": cfg.supernet,
+                         "lighttrack.optimizer": cfg.optimizer.name,
+                         "lighttrack.budgets": ";".join(b.label for b in budgets)})
+        try:
+            results = run_search(cfg, budgets, costs, str(ckpt), cache_location, name, args)
+        finally:
+            if upload_to:
+                mlflow.tracking.MlflowClient().log_artifacts(upload_to, cache_location, "eval_cache")
+        log_results(results, budgets, name)
+    return 0
+
+
+def _optimizer_factory(cfg, check):
+    import nevergrad as ng
+
+    from lighttrack.search.evolution import LightTrackEvolution, LightTrackRandom
+
+    o = cfg.optimizer
+    if o.name == "LightTrackEvolution":
+        return LightTrackEvolution(population=o.population, topk=o.topk, mutation_prob=o.mutation_prob,
+                                   crossover_prob=o.crossover_prob, feasible=check)
+    if o.name == "LightTrackRandom":
+        return LightTrackRandom(feasible=check)
+    if o.name not in ng.optimizers.registry:
+        from lighttrack.config import ConfigError
+        raise ConfigError(f"optimizer.name {o.name!r} is not a registered Nevergrad optimizer "
+                          "(e.g. LightTrackEvolution, LightTrackRandom, NGOpt, OnePlusOne, RandomSearch)")
+    return ng.optimizers.registry[o.name]
+
+
+def run_search(cfg, budgets, costs, ckpt, cache_location, name, args) -> dict:
+    import mlflow
+    import ray
+    from ray import tune
+
+    from lighttrack.search import space
+    from lighttrack.search.budget import BudgetCheck
+    from lighttrack.search.cache import EvalCache
+    from lighttrack.search.searcher import CandidateSource
+    from ray_jobs.search_actors import Evaluator, LightTrackSearcher, trial, wait_ready
+
+    gpus = cfg.gpus_per_worker if common.use_gpu(args.use_gpu) else 0
+    t_start = time.time()
+    actors = [Evaluator.options(num_cpus=cfg.cpus_per_worker, num_gpus=gpus).remote(
+        ckpt, cfg.eval, cache_location, cfg.latency_table or None, cfg.threads) for _ in range(cfg.workers)]
+    infos = wait_ready(actors)
+    sid, eid = infos[0]["supernet_id"], infos[0]["settings_id"]
+    mlflow.set_tags({"lighttrack.supernet_id": sid, "lighttrack.settings_id": eid,
+                     "lighttrack.cache": cache_location, "lighttrack.gpus_per_evaluator": gpus})
+    cache = EvalCache(cache_location)
+    step = {"n": 0}
+    out = {"budgets": {}, "supernet_id": sid, "settings_id": eid}
+
+    for b in budgets:
+        check = BudgetCheck(b, costs)
+        rows = cache.rows(sid, eid)
+        done = sum(1 for r in rows if r["search"] == name and r["budget"] == b.label)
+        known = {r["arch"]: r for r in rows}
+        param = space.parametrization(cfg.seed)
+        max_eval = cfg.optimizer.max_evaluations
+        opt = _optimizer_factory(cfg, check)(param, budget=max_eval, num_workers=cfg.workers)
+        source = CandidateSource(opt, check, max_eval, known=known, done=done, penalty=cfg.optimizer.penalty)
+        seeded = source.seed(rows)
+        print(f"search {b.label}: {len(rows)} cached results, {seeded} fit and seeded the optimizer, "
+              f"{done} done earlier by this search; up to {max_eval - done} more", flush=True)
+        best = {"ao": -1.0}
+
+        def on_result(h, label=b.label, best=best):
+            step["n"] += 1
+            if h["ao"] > best["ao"]:
+                best.update(h)
+            mlflow.log_metrics({f"ao/{label}": h["ao"], f"best_ao/{label}": best["ao"],
+                                "cache_answer": float(h["source"] == "cache")}, step=step["n"])
+
+        searcher = LightTrackSearcher(source, cfg.workers, on_result)
+        t0 = time.time()
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(trial, evaluators=actors, search=name, budget=b.label),
+                                {"cpu": 0.01}),  # the work runs on the evaluators
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=max(1, max_eval - done),
+                                        max_concurrent_trials=cfg.workers, reuse_actors=True),
+            run_config=tune.RunConfig(name=f"{name}-{b.label}", storage_path=args.storage_path,
+                                      verbose=0))
+        if not source.finished:
+            tuner.fit()
+        s = source.stats.as_dict()
+        print(f"search {b.label}: {s['trials']} trials, {s['cache_hits']} cache answers, "
+              f"{s['infeasible']} infeasible rejected, {time.time() - t0:.1f} s", flush=True)
+        out["budgets"][b.label] = {"stats": s, "seconds": time.time() - t0, "seeded": seeded,
+                                   "history": list(source.history)}
+    infos = ray.get([a.info.remote() for a in actors])
+    out["supernet_loads"] = sum(i["loads"] for i in infos)
+    out["evaluator_answers_from_cache"] = sum(i["cache_answers"] for i in infos)
+    out["rows"] = cache.rows(sid, eid)
+    if costs.latency is not None:  # latency is this search's table's estimate, whoever evaluated the row
+        from lighttrack.arch import parse
+        for r in out["rows"]:
+            r["latency_ms"] = costs(parse(r["arch"])).latency_ms
+    out["seconds"] = time.time() - t_start
+    for a in actors:
+        ray.kill(a)
+    return out
+
+
+def log_results(res: dict, budgets, name: str) -> None:
+    import mlflow
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lighttrack.search.cache import SCHEMA
+    from lighttrack.search.pareto import pareto_front, plot_pareto, plot_progress
+
+    rows = res["rows"]
+    mine = [r for r in rows if r["search"] == name]
+    out = Path(tempfile.mkdtemp(prefix="lt-search-out-"))
+    table = pa.Table.from_pylist(mine, schema=SCHEMA).rename_columns(
+        [("trial_id" if c == "trial" else c) for c in SCHEMA.names])
+    pq.write_table(table, out / "candidates.parquet")
+    table.to_pandas().to_csv(out / "candidates.csv", index=False)
+    bests = []
+    for b in budgets:
+        fit = [r for r in rows if b.fits(r["macs"], r["params"], r["latency_ms"])]
+        if not fit:
+            continue
+        r = max(fit, key=lambda r: (r["ao"], -r["macs"]))
+        bests.append({"budget": b.label, "arch": r["arch"], "ao": r["ao"], "sr50": r["sr50"],
+                      "sr75": r["sr75"], "params": r["params"], "macs": r["macs"],
+                      "latency_ms": r["latency_ms"], "budget_macs": b.macs_max,
+                      "budget_params": b.params_max, "budget_latency_ms": b.latency_max_ms})
+        (out / f"best_arch_{b.label}.json").write_text(json.dumps(bests[-1], indent=2))
+        print(f"search {b.label}: best AO {r['ao']:.4f} {r['arch']} ({r['macs'] / 1e6:.1f}M MACs, "
+              f"{r['params'] / 1e6:.3f}M params)", flush=True)
+    if bests:
+        (out / "best_arch.json").write_text(json.dumps({**bests[0], "all": bests}, indent=2))
+        mlflow.set_tag(common.ARCH_TAG, bests[0]["arch"])
+        mlflow.log_metrics({"best_ao": bests[0]["ao"], "best_macs": bests[0]["macs"],
+                            "best_params": bests[0]["params"]})
+    front = pareto_front(rows)
+    pa.Table.from_pylist(front, schema=SCHEMA).to_pandas().to_csv(out / "pareto_front.csv", index=False)
+    plot_pareto(rows, front, out / "pareto_front.png", [(b.label, b.macs_max) for b in budgets])
+    plot_progress({k: [h["ao"] for h in v["history"]] for k, v in res["budgets"].items()},
+                  out / "progress.png")
+    summary = {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in res["budgets"].items()}
+    summary.update(supernet_loads=res["supernet_loads"], seconds=res["seconds"])
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    mlflow.log_artifacts(str(out))
+    trials = sum(v["stats"]["trials"] for v in res["budgets"].values())
+    mlflow.log_metrics({"trials": len(mine), "trials_this_run": trials,
+                        "cache_answers": sum(v["stats"]["cache_hits"] for v in res["budgets"].values()),
+                        "supernet_loads": res["supernet_loads"], "search_seconds": res["seconds"]})
+    print(f"search: {trials} trials this run, {len(mine)} evaluations by this search in total, "
+          f"supernet loaded {res['supernet_loads']} time(s), {res['seconds']:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    common.run_job(main)

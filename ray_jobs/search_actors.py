@@ -1,0 +1,170 @@
+"""Ray pieces of phase 3: long-lived evaluator actors, the Tune searcher, the trial function.
+
+* :class:`Evaluator` (a Ray actor) loads the supernet weights ONCE and scores candidates
+  on request (``lighttrack.search.evaluate``); it checks the evaluation cache before
+  evaluating (a resumed search may re-run trials that were in flight) and appends
+  every new result to it.
+* :class:`LightTrackSearcher` is Ray Tune's ``NevergradSearch`` driven by our
+  :class:`~lighttrack.search.searcher.CandidateSource`: infeasible and cached candidates
+  are told to the optimizer without a trial, and each trial is pinned to a free evaluator.
+* :func:`trial` is the Tune trainable: one remote call to its evaluator, one report.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pickle
+import time
+from typing import Any, Callable
+
+import ray
+from ray import tune
+from ray.tune.search import Searcher
+from ray.tune.search.nevergrad import NevergradSearch
+
+from lighttrack.arch import parse
+from lighttrack.search.budget import CostModel
+from lighttrack.search.cache import EvalCache
+from lighttrack.search.searcher import CandidateSource
+
+__all__ = ["Evaluator", "LightTrackSearcher", "trial", "to_report", "from_report"]
+
+_TIME_KEYS = ("started", "finished")
+
+
+def to_report(row: dict) -> dict:
+    """A cache row as Tune metrics (timestamps as epoch seconds, no None)."""
+    out = {k: (v.timestamp() if k in _TIME_KEYS and v is not None else v) for k, v in row.items()}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def from_report(result: dict) -> dict:
+    row = {k: result.get(k) for k in ("supernet_id", "settings_id", "arch", "ao", "sr50", "sr75",
+                                       "params", "macs", "latency_ms", "recal_batches", "seconds",
+                                       "search", "budget", "worker", "trial")}
+    for k in _TIME_KEYS:
+        if result.get(k) is not None:
+            row[k] = dt.datetime.fromtimestamp(result[k], dt.timezone.utc)
+    return row
+
+
+class _Evaluator:
+    """Body of the evaluator actor (a plain class, so a plain loop can use it too)."""
+
+    def __init__(self, checkpoint: str, eval_cfg: Any, cache_location: str,
+                 latency_table: str | None = None, threads: int = 1) -> None:
+        import torch
+
+        from lighttrack.search.evaluate import CandidateEvaluator, load_supernet
+
+        torch.set_num_threads(threads)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        net, sid = load_supernet(checkpoint, device)
+        self.loads = 1  # weights are loaded here and nowhere else
+        lat = None
+        if latency_table:
+            from lighttrack.search.latency import LatencyTable
+            lat = LatencyTable.load(latency_table)
+        self.ev = CandidateEvaluator(net, sid, eval_cfg, CostModel(latency=lat))
+        self.cache = EvalCache(cache_location)
+        self.evaluated = 0
+        self.cache_answers = 0
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "loads": self.loads, "supernet_id": self.ev.supernet_id,
+                "settings_id": self.ev.settings_id, "evaluated": self.evaluated,
+                "cache_answers": self.cache_answers, "device": str(self.ev.device)}
+
+    def evaluate(self, arch: str, search: str = "", budget: str = "", trial_id: str = "") -> dict:
+        hit = self.cache.get(self.ev.supernet_id, self.ev.settings_id, arch, refresh=True)
+        if hit is not None:
+            self.cache_answers += 1
+            return {**hit, "cached": True}
+        row = self.ev.evaluate(parse(arch))
+        row.update(search=search, budget=budget, worker=f"pid{os.getpid()}", trial=trial_id)
+        self.cache.append([row])
+        self.evaluated += 1
+        return {**row, "cached": False}
+
+
+Evaluator = ray.remote(_Evaluator)
+
+
+def trial(config: dict, evaluators: list, search: str, budget: str) -> None:
+    """Tune trainable: score ``config['arch']`` on the evaluator the searcher picked."""
+    ctx = tune.get_context()
+    row = ray.get(evaluators[config["worker"]].evaluate.remote(
+        config["arch"], search, budget, ctx.get_trial_id() or ""))
+    tune.report(to_report(row))
+
+
+class LightTrackSearcher(NevergradSearch):
+    """``NevergradSearch`` on our optimizer instance, with the candidate source in front.
+
+    The base class asks the optimizer and tells it each trial's metric; it cannot reject
+    a candidate without a trial, nor answer one from a cache, nor seed the optimizer with
+    results that were not asked. ``suggest`` here does all three through ``source`` and
+    gives each trial the index of a free evaluator (``max_concurrent`` = evaluators).
+    """
+
+    def __init__(self, source: CandidateSource, max_concurrent: int,
+                 on_result: Callable[[dict], None] | None = None) -> None:
+        super().__init__(optimizer=source.opt, metric="ao", mode="max")
+        self.source, self.max_concurrent, self.on_result = source, max_concurrent, on_result
+        self._arch_of: dict[str, str] = {}
+        self._worker_of: dict[str, int] = {}
+        self._reported = 0
+
+    def _flush(self) -> None:
+        # Results answered from the cache inside source.next() count as evaluations too.
+        while self._reported < len(self.source.history):
+            if self.on_result is not None:
+                self.on_result(self.source.history[self._reported])
+            self._reported += 1
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if len(self._arch_of) >= self.max_concurrent:
+            return None
+        arch = self.source.next()
+        self._flush()
+        if arch is None:
+            return Searcher.FINISHED if not self._arch_of else None
+        busy = set(self._worker_of.values())
+        worker = next(i for i in range(self.max_concurrent) if i not in busy)
+        self._arch_of[trial_id], self._worker_of[trial_id] = str(arch), worker
+        return {"arch": str(arch), "worker": worker}
+
+    def save(self, checkpoint_path: str) -> None:
+        # Tune checkpoints the searcher periodically; the logging hook is not picklable.
+        state = {k: v for k, v in self.__dict__.items() if k != "on_result"}
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        pass  # one report per trial; handled on completion
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        arch = self._arch_of.pop(trial_id, None)
+        self._worker_of.pop(trial_id, None)
+        if arch is None:
+            return
+        if error or not result or "ao" not in result:
+            self.source.fail(arch)
+            return
+        row = from_report(result)
+        self.source.complete(arch, row)
+        if result.get("cached"):  # the evaluator found it in the cache (resumed in-flight trial)
+            self.source.history[-1]["source"] = "cache"
+        self._flush()
+
+
+def wait_ready(actors: list, timeout: float = 600.0) -> list[dict]:
+    """Block until every evaluator has loaded its supernet; their ``info()``."""
+    t0 = time.time()
+    infos = ray.get([a.info.remote() for a in actors], timeout=timeout)
+    print(f"search: {len(actors)} evaluator(s) ready in {time.time() - t0:.1f} s", flush=True)
+    return infos

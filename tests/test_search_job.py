@@ -1,0 +1,143 @@
+"""ray_jobs/search.py end to end on the embedded data (real Ray head, real MLflow store).
+
+One supernet checkpoint and one evaluation cache for the module, three driver runs:
+
+1. a search killed mid-way and re-run under the same name: neither loses nor repeats an
+   evaluation;
+2. a second search on the same supernet with two tighter budgets in one run
+   (``--budget A --budget B``): it is seeded from the cache, evaluates no architecture
+   already there, and reports one best architecture per budget, each inside its budget
+   when recounted with fvcore.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lighttrack.arch import parse
+from lighttrack.models import TrackSupernet
+from lighttrack.models.complexity import count
+from lighttrack.search.budget import Budget
+from lighttrack.search.cache import EvalCache
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTH = ROOT / "data" / "synth" / "got10k"
+FIRST, N_FIRST = "600M,2M", 4  # the interrupted search: budget, evaluations
+TIGHT, N_TIGHT = ("450M,1.5M", "500M,1.8M"), 3  # the second search: budgets, evaluations each
+pytestmark = [pytest.mark.slow, pytest.mark.services]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, ray_cluster):
+    if not (SYNTH / "val").is_dir():
+        pytest.skip("embedded data missing: run `lighttrack data synth --out data/synth`")
+    tmp = tmp_path_factory.mktemp("search")
+    torch.manual_seed(0)
+    torch.save({"model": TrackSupernet().state_dict()}, tmp / "checkpoint.pt")
+    env = {**ray_cluster.client_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+           "PYTHONPATH": str(ROOT)}
+    return tmp, env, ray_cluster.address
+
+
+def _cmd(tmp: Path, address: str, name: str, budgets: tuple[str, ...], n: int) -> list[str]:
+    cmd = [sys.executable, str(ROOT / "ray_jobs/search.py"), "--supernet", str(tmp / "checkpoint.pt"),
+           "--config", str(ROOT / "configs/search_micro.yaml"), "--cache", str(tmp / "cache"),
+           "--name", name, "--address", address, "--storage-path", str(tmp / "ray"),
+           "--set", f"optimizer.evaluations={n}", "--set", f"eval.val_root={SYNTH}",
+           "--set", f"eval.recal_root={SYNTH}", "--set", "eval.val_frames=12"]  # ~1 s per evaluation: time to interrupt
+    for b in budgets:
+        cmd += ["--budget", b]
+    return cmd
+
+
+def _run(cmd: list[str], env: dict, cwd: Path) -> str:
+    # cwd = the test's directory: MLflow's default artifact root (./mlruns) lands there.
+    p = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p.stdout
+
+
+def _rows(tmp: Path, search: str | None = None) -> list[dict]:
+    return [r for r in EvalCache(str(tmp / "cache")).rows() if search is None or r["search"] == search]
+
+
+_COUNTS: dict[str, tuple[int, int]] = {}
+
+
+def _fvcore(arch: str) -> tuple[int, int]:
+    """(MACs, params) recounted with fvcore (memoised: ~1 s each)."""
+    if arch not in _COUNTS:
+        c = count(parse(arch))
+        _COUNTS[arch] = (c.macs, c.params)
+    return _COUNTS[arch]
+
+
+@pytest.fixture(scope="module")
+def first(setup):
+    """The first search, SIGKILLed after its first evaluation and re-run under the same name."""
+    tmp, env, address = setup
+    cmd = _cmd(tmp, address, "first", (FIRST,), N_FIRST)
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 400
+    while not _rows(tmp, "first") and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver we started, mid-search
+    proc.wait()
+    before = {r["arch"]: r["finished"] for r in _rows(tmp, "first")}
+    out = _run(cmd, env, tmp)
+    return before, out
+
+
+def test_interrupted_search_resumes_without_loss_or_repeat(setup, first):
+    tmp, _, _ = setup
+    before, out = first
+    assert 1 <= len(before) < N_FIRST, f"interrupt came too late: {len(before)} evaluations"
+    after = _rows(tmp, "first")
+    ran = int(re.search(r"(\d+) trials this run", out).group(1))
+    print(f"interrupted after {len(before)} evaluations; resumed run ran {ran} trials; "
+          f"{len(after)} evaluations in total")
+    assert len(after) == N_FIRST and len({r["arch"] for r in after}) == N_FIRST  # nothing repeated
+    assert all(before[a] == f for a, f in ((r["arch"], r["finished"]) for r in after) if a in before)
+    assert set(before) <= {r["arch"] for r in after}  # nothing lost
+    assert ran <= N_FIRST - len(before) + 1  # at most the in-flight one re-run (answered by the cache)
+    assert "supernet loaded 1 time(s)" in out  # one evaluator, one load
+
+
+def test_tighter_budgets_in_one_run_reuse_the_cache(setup, first):
+    tmp, env, address = setup
+    cached = {r["arch"] for r in _rows(tmp)}
+    budgets = [Budget.parse(b) for b in TIGHT]
+    t0 = time.time()
+    out = _run(_cmd(tmp, address, "second", TIGHT, N_TIGHT), env, tmp)
+    seconds = time.time() - t0
+    rows = _rows(tmp)
+    new = [r for r in rows if r["search"] == "second"]
+    assert not {r["arch"] for r in new} & cached, "an architecture already in the cache was evaluated again"
+    assert len({r["arch"] for r in rows}) == len(rows)  # no architecture evaluated twice, ever
+    for i, b in enumerate(budgets):
+        # Seeded with every result in the cache when this budget started that fits it
+        # (for the second budget: the first search's and the first budget's results).
+        known = cached | {r["arch"] for r in new if r["budget"] in [x.label for x in budgets[:i]]}
+        fits = [a for a in known if b.fits(*_fvcore(a))]
+        m = re.search(rf"search {re.escape(b.label)}: (\d+) cached results, (\d+) fit and seeded", out)
+        s = re.search(rf"search {re.escape(b.label)}: (\d+) trials, (\d+) cache answers", out)
+        mine = [r for r in new if r["budget"] == b.label]
+        print(f"budget {b.label}: {m.group(1)} cached, {m.group(2)} seeded ({len(fits)} fit), "
+              f"{s.group(1)} new evaluations, {s.group(2)} cache answers")
+        assert int(m.group(2)) == len(fits)
+        assert int(s.group(1)) == len(mine) and int(s.group(1)) + int(s.group(2)) == N_TIGHT
+        # One best per budget, inside it when recounted with fvcore, logged as an artifact.
+        best = re.search(rf"search {re.escape(b.label)}: best AO [0-9.]+ (\S+) ", out).group(1)
+        assert b.fits(*_fvcore(best)), f"best of {b.label} outside it: {_fvcore(best)}"
+        assert list(tmp.glob(f"mlruns/*/*/artifacts/best_arch_{b.label}.json")), b.label
+    print(f"second search ({' + '.join(TIGHT)}): {seconds:.1f} s")
+    assert list(tmp.glob("mlruns/*/*/artifacts/pareto_front.png"))
