@@ -30,7 +30,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if isinstance(value, _Raw):
         # A string field keeps the exact text (a run id like 123e45 must not become a float).
         parsed = yaml.safe_load(value)
-        if tp is str or (tp == (str | None) and parsed is not None):
+        if (tp is str or tp == (str | None)) and parsed is not None and not isinstance(parsed, str):
             value = str(value)
         else:
             value = parsed

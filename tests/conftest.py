@@ -27,6 +27,17 @@ except ImportError:  # pragma: no cover - torch is a hard dependency; keep conft
 
 from ray_jobs.services import LocalMlflow, LocalRay, submit_job as _submit  # noqa: E402
 
+EMBEDDED = ROOT / "data" / "synth"
+
+
+def pytest_sessionstart(session) -> None:
+    """Tests that read the embedded dataset at ``data/synth`` (the pipeline's location) get
+    its tiny size written there when a fresh clone has none; a full one is used as it is."""
+    if not (EMBEDDED / "got10k" / "val" / "list.txt").is_file():
+        from lighttrack.data import synth
+
+        synth.write(EMBEDDED, seed=0, size="tiny", workers=2)
+
 
 @pytest.fixture(scope="session")
 def ray_cluster():

@@ -63,3 +63,7 @@ def test_overrides_keep_string_fields_verbatim_and_parse_others():
     cfg = load(Inputs, overrides=["run=123e45", "maybe=0012", "n=7"])
     assert (cfg.run, cfg.maybe, cfg.n) == ("123e45", "0012", 7)
     assert load(Inputs, overrides=["maybe=null"]).maybe is None
+
+
+def test_quoted_string_override_loses_its_quotes():
+    assert load(Inputs, overrides=["run='00123'"]).run == "00123"
