@@ -347,9 +347,15 @@ def machine_info() -> dict[str, Any]:
 
 
 def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup: int = 3,
-            search_size: int = 256, clock: str = "wall",
-            log: Callable[[str], None] | None = None) -> LatencyTable:
-    """Measure every entry of the table on this machine (see module docstring)."""
+            search_size: int = 256, clock: str = "wall", log: Callable[[str], None] | None = None,
+            probes: Sequence[Arch] = (), probe_ms: dict[str, float] | None = None) -> LatencyTable:
+    """Measure every entry of the table on this machine (see module docstring).
+
+    ``probes``: architectures whose whole search branch is timed in the same loop (each
+    repeat: the covers, then the probes), medians written to ``probe_ms`` by arch string;
+    a benchmark's end-to-end reference that sees the same machine load as the table.
+    They play no part in the table.
+    """
     if backend not in BACKENDS:
         raise LatencyTableError(f"backend {backend!r} is not one of {BACKENDS}")
     if threads < 1 or repeats < 1 or search_size % 16:
@@ -361,6 +367,8 @@ def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup:
     t0 = time.time()
     runners: dict[tuple, Callable] = {}
     covers = [_Prepared(a, backend, threads, search_size, runners) for a in covering_archs()]
+    extra = [_Prepared(a, backend, threads, search_size, with_steps=False) for a in probes]
+    probe_times: list[list[float]] = [[] for _ in extra]
     say(f"profile: {len(covers)} covering archs, {len(runners)} timed blocks ({backend}, "
         f"{threads} thread(s)) prepared in {time.time() - t0:.1f} s")
     samples: dict[tuple, list[float]] = {}
@@ -380,6 +388,12 @@ def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup:
                     samples.setdefault(key, []).append(ms)
                 sums[j].append(sum(per_key.values()))
                 wholes[j].append(whole)
+            for j, p in enumerate(extra):
+                ms = p.run_whole(tick)
+                if r >= warmup:
+                    probe_times[j].append(ms)
+    if probe_ms is not None:
+        probe_ms.update({str(p.arch): float(np.median(t)) for p, t in zip(extra, probe_times)})
     med = {k: float(np.median(v)) for k, v in samples.items()}
     table = LatencyTable(
         backend=backend, threads=threads, search_size=search_size, fixed=med[("fixed",)],
