@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--clock", default="wall", choices=("wall", "thread"))
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--archs", type=int, default=20)
+    p.add_argument("--contexts", type=int, default=16, help="random archs profiled besides the covers")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--table", help="use this table instead of profiling now")
     p.add_argument("--save-table", help="write the table profiled now here")
@@ -49,11 +50,11 @@ def main() -> None:
         # The 20 archs' end-to-end times are also taken inside the profiling loop (after
         # the covers, every repeat), so that they see the same machine load as the table.
         table = profile(args.backend, args.threads, args.repeats, search_size=256, clock=args.clock,
-                        log=print, probes=archs, probe_ms=interleaved)
+                        log=print, probes=archs, probe_ms=interleaved, contexts=args.contexts)
         if args.save_table:
             table.save(args.save_table)
     print(f"table: {args.backend}, {args.threads} thread(s), {args.clock} clock, overhead "
-          f"{table.overhead_ms:+.2f} ms (calibrated on {len(table.calibration)} covering archs), "
+          f"{table.overhead_ms:+.2f} ms (calibrated on {len(table.calibration)} archs), "
           f"{time.time() - t0:.0f} s")
     nets = [_Prepared(a, args.backend, args.threads, table.search_size, with_steps=False) for a in archs]
     tick = _clock(args.clock, args.threads)

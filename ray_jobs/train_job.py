@@ -57,10 +57,27 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or _default_tracking_uri()
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
+PATH_KEYS = ("root", "data_root", "init", "arch")  # config fields that may name a local file or folder
 
 
+def absolute_paths(d: Any) -> Any:
+    """``d`` (a config as a dict) with relative local paths made absolute.
+
+    Ray Train workers do not run in the driver's directory (a local Ray starts them in its
+    session folder), so ``data/synth/got10k`` must be resolved here. Only values that exist
+    relative to the driver's directory change: URIs, MLflow run ids and arch names stay.
+    """
+    if isinstance(d, list):
+        return [absolute_paths(v) for v in d]
+    if not isinstance(d, dict):
+        return d
+    out = {}
+    for k, v in d.items():
+        if k in PATH_KEYS and isinstance(v, str) and v and "://" not in v and not os.path.isabs(v) \
+                and os.path.exists(v):
+            v = os.path.abspath(v)
+        out[k] = absolute_paths(v)
+    return out
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, str]:
@@ -119,7 +136,7 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
     use_gpu = gpu_flag(cfg.run.use_gpu)
     trainer = TorchTrainer(
         worker_fn,
-        train_loop_config={"config": to_dict(cfg), "config_path": args.config, "overrides": args.overrides,
+        train_loop_config={"config": absolute_paths(to_dict(cfg)), "config_path": args.config, "overrides": args.overrides,
                            "run_id": run_id, "tracking_uri": tracking_uri(), "name": args.name},
         scaling_config=ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.run.cpus_per_worker}),
@@ -246,8 +263,10 @@ class Reporter:
                 eta = metrics.get("eta_s", float("nan"))
                 extra = " ".join(f"{k}={v:.4g}" for k, v in numeric.items()
                                  if k.startswith(("train_loss", "top1", "val_ao")))
-                print(f"[{self.name}] {self.prefix}epoch {epoch + 1}/{self.epochs} "
-                      f"{numeric.get('epoch_time_s', 0):.1f}s {extra} ETA {_hms(eta)}", flush=True)
+                # not print(): Ray Train patches it to log AND echo, so the line came out twice
+                sys.stdout.write(f"[{self.name}] {self.prefix}epoch {epoch + 1}/{self.epochs} "
+                                 f"{numeric.get('epoch_time_s', 0):.1f}s {extra} ETA {_hms(eta)}\n")
+                sys.stdout.flush()
             ray.train.report({self.prefix + k: v for k, v in numeric.items()}, checkpoint=checkpoint)
 
 

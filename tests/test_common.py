@@ -210,3 +210,23 @@ def test_run_job_turns_bad_input_into_one_error_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("error: Ray cluster at 1.2.3.4:1 is not reachable")
+
+
+def test_training_job_config_paths_become_absolute(tmp_path, monkeypatch):
+    """Ray Train workers do not run in the driver's directory: relative data roots and
+    checkpoint paths that exist here are resolved before the config reaches them."""
+    from ray_jobs.train_job import absolute_paths
+    (tmp_path / "data" / "got10k").mkdir(parents=True)
+    (tmp_path / "best_arch.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    cfg = {"data_root": "data", "init": "0123abcd" * 4, "arch": "best_arch.json",
+           "data": {"sources": [{"root": "data/got10k", "kind": "got10k"}, {"root": "s3://b/got10k"}]},
+           "eval": {"root": "missing/folder", "split": "val"}, "name": "data"}
+    out = absolute_paths(cfg)
+    assert out["data_root"] == str(tmp_path / "data")
+    assert out["arch"] == str(tmp_path / "best_arch.json")
+    assert out["data"]["sources"][0]["root"] == str(tmp_path / "data" / "got10k")
+    assert out["data"]["sources"][1]["root"] == "s3://b/got10k"
+    assert out["init"] == "0123abcd" * 4  # an MLflow run id, not a path
+    assert out["eval"]["root"] == "missing/folder"  # left for the reader's own clear error
+    assert out["name"] == "data"  # only path fields change

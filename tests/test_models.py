@@ -1,4 +1,6 @@
 """Supernets, static subnets, BN folding: shapes, single-path gradients, equality, fidelity."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -72,6 +74,7 @@ def test_shapes_and_search_size(supernet):
 def test_forward_backward_only_the_path_gets_gradients():
     torch.manual_seed(1)
     net = TrackSupernet().train()
+    _randomise_bn(net)  # zero-init residual BN gammas would block the gradient into their branches
     rng = np.random.default_rng(0)
     for arch in [sample(rng) for _ in range(3)] + [resolve("smallest")]:
         net.zero_grad(set_to_none=True)
@@ -188,3 +191,18 @@ def test_bad_paths_are_errors(supernet):
         supernet.backbone(torch.randn(1, 3, 64, 64), (0, 6))
     with pytest.raises(ValueError, match="15 blocks"):
         supernet.backbone(torch.randn(1, 3, 64, 64), (0,) * 15)
+
+
+def test_fresh_class_supernet_starts_near_chance_with_identity_residuals():
+    """Init for training from scratch: residual MBConvs start as the identity (last BN gamma 0)
+    and the 10-class loss at init is ln(10), not the 3.2 of the released U(+-1/sqrt(10))."""
+    torch.manual_seed(0)
+    net = ClassSupernet(num_classes=10).train()
+    residual = [m for m in net.modules() if isinstance(m, InvertedResidual) and m.has_residual]
+    assert residual and all(m.bn3.weight.abs().sum() == 0 for m in residual)
+    x = torch.randn(2, residual[0].conv_pw.in_channels, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(residual[0](x), x)
+        logits = net(torch.randn(16, 3, 64, 64), [0] * 18)
+    loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 10, (16,)))
+    assert abs(loss.item() - math.log(10)) < 0.05

@@ -22,6 +22,8 @@ def add_profile_parser(arch_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=30, help="timed forwards per entry (median taken)")
     p.add_argument("--warmup", type=int, default=3, help="untimed forwards first")
     p.add_argument("--search-size", type=int, default=256, help="search crop side (multiple of 16)")
+    p.add_argument("--contexts", type=int, default=16,
+                   help="random archs timed block by block besides the covering ones (default 16)")
     p.add_argument("--clock", choices=("wall", "thread"), default="wall",
                    help="wall time, or the thread's CPU time (1 thread; robust on a shared machine)")
     p.set_defaults(func=_profile)
@@ -35,7 +37,7 @@ def _profile(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out {out}: directory {out.parent} does not exist")
     table = profile(args.backend, args.threads, args.repeats, args.warmup, args.search_size,
-                    args.clock, log=print)
+                    args.clock, log=print, contexts=args.contexts)
     table.save(out)
     load = table.machine.get("load_average")
     for name in ("smallest", "lighttrack-mobile", "largest"):

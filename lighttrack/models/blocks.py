@@ -151,9 +151,19 @@ def pixel_correlation(zf: torch.Tensor, xf: torch.Tensor) -> torch.Tensor:
     return out.view(b, z.shape[1], hx, wx)
 
 
-def init_backbone_(module: nn.Module) -> None:
+def init_backbone_(module: nn.Module, zero_init_last: bool = True) -> None:
     """Backbone init of the released code (Google's): conv ~ N(0, sqrt(2 / fan_out)) with
-    fan_out = k*k*out/groups, conv bias 0, BN weight 1 / bias 0, linear U(+-1/sqrt(out))."""
+    fan_out = k*k*out/groups, conv bias 0, BN weight 1 / bias 0; with two changes for
+    training from scratch on small data (embedded 10-class set, a fixed path, 150 SGD
+    steps at 64 px: released init 11 % top-1; second change only 24 %, first only 61 %,
+    both 51 %):
+
+    * ``zero_init_last``: the last BN of every residual MBConv starts at gamma 0, so each
+      residual block starts as the identity and a deep path trains like a shallow one
+      (timm's ``zero_init_last``);
+    * linear layers ~ N(0, 0.01), bias 0: the released U(+-1/sqrt(classes)) is meant for
+      1000 classes; with 10 it puts the initial loss at 3.2 instead of ln 10 = 2.3.
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
@@ -164,9 +174,12 @@ def init_backbone_(module: nn.Module) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            r = 1.0 / math.sqrt(m.weight.shape[0])
-            nn.init.uniform_(m.weight, -r, r)
+            nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)
+    if zero_init_last:
+        for m in module.modules():
+            if isinstance(m, InvertedResidual) and m.has_residual:
+                nn.init.zeros_(m.bn3.weight)
 
 
 # (conv, bn) attribute pairs that fold_bn may merge, per block class.

@@ -72,6 +72,30 @@ class ChoiceBlock(nn.Module):
     def forward(self, x: torch.Tensor, choice: int) -> torch.Tensor:
         return self.choices[choice](x)
 
+    @torch.no_grad()
+    def inherit_from_largest_(self) -> None:
+        """Overwrite every candidate with a slice of the largest (k7e6): its first ``mid``
+        expand filters, the centre of each depthwise kernel, the matching SE and projection
+        weights (BN parameters are left alone). The candidates stay separate parameters;
+        only their starting points agree. Used at init, and after a warm-up on the largest
+        path (``PretrainConfig.largest_warmup_epochs``).
+
+        Why: a block that is not residual (a stage's first) re-projects all channels; with
+        unrelated candidates there, a path's features mean something else at every step.
+        """
+        ref = self.choices[-1]
+        for blk in self.choices[:-1]:
+            mid, red = blk.conv_pw.out_channels, blk.se.conv_reduce.out_channels
+            k, kr = blk.conv_dw.kernel_size[0], ref.conv_dw.kernel_size[0]
+            o = (kr - k) // 2
+            blk.conv_pw.weight.copy_(ref.conv_pw.weight[:mid])
+            blk.conv_dw.weight.copy_(ref.conv_dw.weight[:mid, :, o:o + k, o:o + k])
+            blk.se.conv_reduce.weight.copy_(ref.se.conv_reduce.weight[:red, :mid])
+            blk.se.conv_reduce.bias.copy_(ref.se.conv_reduce.bias[:red])
+            blk.se.conv_expand.weight.copy_(ref.se.conv_expand.weight[:mid, :red])
+            blk.se.conv_expand.bias.copy_(ref.se.conv_expand.bias[:mid])
+            blk.conv_pwl.weight.copy_(ref.conv_pwl.weight[:, :mid])
+
 
 class SupernetBackbone(nn.Module):
     """Stem (conv3x3 s2) -> stage-0 DS block -> ``num_blocks`` choice layers."""
@@ -82,6 +106,7 @@ class SupernetBackbone(nn.Module):
         self.ds = DepthwiseSeparable(STEM_CHANNELS, STEM_CHANNELS, 3)
         self.blocks = nn.ModuleList(ChoiceBlock(*s) for s in block_specs(num_blocks))
         init_backbone_(self)
+        self.inherit_from_largest_()
 
     def forward(self, x: torch.Tensor, path: Sequence[int]) -> torch.Tensor:
         """Run the blocks of ``path`` (a prefix of the choice layers): the cut at the output layer."""
@@ -93,6 +118,10 @@ class SupernetBackbone(nn.Module):
 
     def path_modules(self, path: Sequence[int]) -> list[nn.Module]:
         return [self.stem, self.ds] + [b.choices[int(c)] for b, c in zip(self.blocks, path)]
+
+    def inherit_from_largest_(self) -> None:
+        for block in self.blocks:
+            block.inherit_from_largest_()
 
 
 # -- neck ----------------------------------------------------------------------------------
@@ -266,7 +295,8 @@ class ClassSupernet(nn.Module):
         self.act = nn.SiLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(1280, num_classes)
-        init_backbone_(self)
+        for m in (self.conv_out, self.conv_head, self.classifier):  # the backbone inits itself
+            init_backbone_(m)
 
     def forward(self, x: torch.Tensor, path: Sequence[int]) -> torch.Tensor:
         """x (B, 3, H, W) -> logits (B, num_classes); path = 18 MBConv choices."""

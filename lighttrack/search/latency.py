@@ -8,12 +8,13 @@ channel count, the neck's channel attention + 1x1 conv, each head layer op (k3/k
 channel count and position, and the output convs.
 
 Why a sum of block timings matches the whole network: the blocks are timed *in
-sequence*, inside full forwards of a few covering architectures (each block reads the
-output its predecessor just wrote, so caches are as warm as in the real network), with
+sequence*, inside full forwards of a few covering architectures and of random ones (each
+block reads the output its predecessor just wrote, so caches are as warm as in the real
+network, and meets the kinds of neighbours it has in real networks), with
 the same thread count, in eval mode under ``torch.inference_mode`` (or one ONNX Runtime
 session per block). What the sum still misses (the Python or session overhead between
 blocks) is one constant, ``overhead_ms``, calibrated once during profiling as the median
-of (whole-network time - sum of its blocks) over the covering architectures.
+of (whole-network time - sum of its blocks) over those architectures.
 
 Every entry is the median over ``repeats`` forwards, so other jobs on a shared machine
 move it little. ``clock="thread"`` (1 thread only) counts the CPU time of the calling
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, MBCONV_OPS, NUM_BLOCKS, Arch, HeadArch
+from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, MBCONV_OPS, NUM_BLOCKS, Arch, HeadArch, sample
 from lighttrack.models.blocks import pixel_correlation
 from lighttrack.models.static import StaticTracker
 from lighttrack.models.supernet import head_output
@@ -348,8 +349,14 @@ def machine_info() -> dict[str, Any]:
 
 def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup: int = 3,
             search_size: int = 256, clock: str = "wall", log: Callable[[str], None] | None = None,
-            probes: Sequence[Arch] = (), probe_ms: dict[str, float] | None = None) -> LatencyTable:
+            probes: Sequence[Arch] = (), probe_ms: dict[str, float] | None = None,
+            contexts: int = 16, seed: int = 0) -> LatencyTable:
     """Measure every entry of the table on this machine (see module docstring).
+
+    ``contexts``: random architectures timed block by block besides the covering ones, so
+    each entry is a median over the neighbours it meets in real networks (a block between
+    blocks of other kinds runs slower than inside a uniform cover: measured on a quiet
+    2-core machine, covers alone under-estimated random networks by 8-14 %).
 
     ``probes``: architectures whose whole search branch is timed in the same loop (each
     repeat: the covers, then the probes), medians written to ``probe_ms`` by arch string;
@@ -366,10 +373,12 @@ def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup:
     say = log or (lambda s: None)
     t0 = time.time()
     runners: dict[tuple, Callable] = {}
-    covers = [_Prepared(a, backend, threads, search_size, runners) for a in covering_archs()]
+    rng = np.random.default_rng(seed)
+    archs = covering_archs() + [sample(rng) for _ in range(contexts)]
+    covers = [_Prepared(a, backend, threads, search_size, runners) for a in archs]
     extra = [_Prepared(a, backend, threads, search_size, with_steps=False) for a in probes]
     probe_times: list[list[float]] = [[] for _ in extra]
-    say(f"profile: {len(covers)} covering archs, {len(runners)} timed blocks ({backend}, "
+    say(f"profile: {len(covers)} archs ({contexts} of them random), {len(runners)} timed blocks ({backend}, "
         f"{threads} thread(s)) prepared in {time.time() - t0:.1f} s")
     samples: dict[tuple, list[float]] = {}
     sums: list[list[float]] = [[] for _ in covers]

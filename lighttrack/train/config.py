@@ -72,7 +72,12 @@ class PretrainConfig:
     model: ClassModelConfig = field(default_factory=ClassModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    eval_paths: int = 3          # fixed paths whose top-1 is measured every epoch
+    # Train only the largest path (k7e6 everywhere) for these epochs, then let every smaller
+    # candidate inherit from it (first channels, centre of the kernels; as Once-for-All's
+    # progressive shrinking) and sample uniformly. 0 = the paper: uniform from the start.
+    # For short runs: on the embedded set, 200 uniform steps from scratch stay at chance.
+    largest_warmup_epochs: float = 0.0
+    eval_paths: int = 3          # random fixed paths whose top-1 is measured every epoch (+ the largest)
     eval_batches: int = 0        # held-out batches per evaluation (0 = all)
     recalibrate_batches: int = 4  # training batches to re-estimate BN of each fixed path before eval (0 = off)
     run: RunConfig = field(default_factory=RunConfig)
@@ -106,7 +111,10 @@ class SupernetConfig:
         warmup_epochs=5, warmup_start_lr=1e-2, decay="log", final_lr=1e-4))
     backbone_freeze_epochs: int = 10  # backbone weights AND its BN statistics are fixed for these epochs
     backbone_lr_mult: float = 0.1     # afterwards the backbone trains at this fraction of the global lr
-    grad_clip: float = 0.0            # max gradient norm (0 = off)
+    # max gradient norm (0 = off). The IoU loss pulls a too-short box out steeply and a
+    # too-long one back only as ~1/length: unclipped, the first steps overshoot the ltrb
+    # outputs to ~1000 px and the regression loss then rises (measured on the embedded set).
+    grad_clip: float = 10.0
     eval: TrackEvalConfig = field(default_factory=TrackEvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -145,7 +153,7 @@ class FinetuneStageConfig:
         warmup_epochs=5, warmup_start_lr=2e-2, decay="log", final_lr=2e-4))
     backbone_freeze_epochs: int = 0
     backbone_lr_mult: float = 0.1
-    grad_clip: float = 0.0
+    grad_clip: float = 10.0  # see SupernetConfig
     eval: TrackEvalConfig = field(default_factory=TrackEvalConfig)
 
 

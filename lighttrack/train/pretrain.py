@@ -3,7 +3,9 @@
 Every step runs one random 18-block path (the same on every rank, see PathSampler);
 only that path's parameters receive gradients. With ``zero_grad(set_to_none=True)`` the
 other paths' weights are not touched at all (no momentum or weight-decay drift).
-Each epoch ends with the top-1 of a few fixed paths on held-out images, each measured
+Optionally the largest path alone trains first, then the others inherit from it
+(``largest_warmup_epochs``, see the config). Each epoch ends with the top-1 of a few
+fixed paths (random ones and the largest) on held-out images, each measured
 after re-estimating its BN statistics (the supernet's own statistics are a mixture over
 paths); the supernet's statistics are restored afterwards.
 """
@@ -17,13 +19,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lighttrack.arch import MBCONV_OPS
+from lighttrack.models.supernet import CLASS_PATH_LEN
 from lighttrack.train.bn import path_bn_recalibrated
 from lighttrack.train.common import Amp, Dist, EtaClock, Report, cycle_epochs, set_loader_epoch, to_device, unwrap
 from lighttrack.train.config import PretrainConfig
 from lighttrack.train.sampling import PathSampler
 from lighttrack.train.schedules import build_optimizer, lr_at, param_groups, set_lr
 
-__all__ = ["train_backbone_supernet", "top1"]
+__all__ = ["train_backbone_supernet", "top1", "LARGEST_PATH"]
+
+LARGEST_PATH = (len(MBCONV_OPS) - 1,) * CLASS_PATH_LEN  # k7e6 in all 18 blocks
 
 
 @torch.no_grad()
@@ -41,16 +47,17 @@ def top1(forward, loader: Iterable, device: torch.device, max_batches: int = 0) 
     return correct / total
 
 
-def evaluate_paths(model: nn.Module, paths: Sequence[Sequence[int]], val_loader: DataLoader,
+def evaluate_paths(model: nn.Module, paths: dict[str, Sequence[int]], val_loader: DataLoader,
                    recal_loader: DataLoader | None, cfg: PretrainConfig, device: torch.device) -> dict:
-    """``{"top1/path<i>": acc}`` for each fixed path (BN re-estimated per path when configured)."""
+    """``{"top1/<name>": acc}`` for each named fixed path (BN re-estimated per path when
+    configured) and their mean."""
     out = {}
-    for i, path in enumerate(paths):
+    for name, path in paths.items():
         fwd = lambda x, p=tuple(path): model(x, p)  # noqa: E731
         batches = (x.to(device) for x, _ in recal_loader) if recal_loader is not None else None
         with path_bn_recalibrated(model, fwd, batches, cfg.recalibrate_batches):
             model.eval()
-            out[f"top1/path{i}"] = top1(fwd, val_loader, device, cfg.eval_batches)
+            out[f"top1/{name}"] = top1(fwd, val_loader, device, cfg.eval_batches)
     out["top1/mean"] = sum(out.values()) / len(paths)
     return out
 
@@ -77,7 +84,10 @@ def train_backbone_supernet(model: nn.Module, train_loader: DataLoader, val_load
     net = wrap(model)
     steps = cfg.steps_per_epoch or len(train_loader)
     sampler = PathSampler(cfg.run.seed)
-    eval_paths = sampler.eval_backbone_paths(cfg.eval_paths)
+    eval_paths = {f"path{i}": p for i, p in enumerate(sampler.eval_backbone_paths(cfg.eval_paths))}
+    if cfg.eval_paths:
+        eval_paths["largest"] = LARGEST_PATH
+    inherited = state.get("inherited", False) if state is not None else False
     clock = EtaClock(cfg.epochs * steps, start_epoch * steps)
     metrics: dict = {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -89,7 +99,13 @@ def train_backbone_supernet(model: nn.Module, train_loader: DataLoader, val_load
             x, y = to_device(x, dist.device), to_device(y, dist.device)
             lr = lr_at(epoch + step / steps, cfg.optim.lr, cfg.epochs, cfg.schedule)
             set_lr(optimizer, lr)
-            path = sampler.backbone_path(epoch, step)
+            if epoch + step / steps < cfg.largest_warmup_epochs:
+                path = LARGEST_PATH
+            else:
+                if cfg.largest_warmup_epochs > 0 and not inherited:  # warm-up over: smaller ones inherit
+                    unwrap(model).backbone.inherit_from_largest_()
+                    inherited = True
+                path = sampler.backbone_path(epoch, step)
             with amp.autocast():
                 loss = F.cross_entropy(net(x, path), y)
             optimizer.zero_grad(set_to_none=True)
@@ -108,6 +124,7 @@ def train_backbone_supernet(model: nn.Module, train_loader: DataLoader, val_load
             metrics.update(evaluate_paths(model, eval_paths, val_loader, recal_loader, cfg, dist.device))
         state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                  "scaler": amp.scaler.state_dict(), "epoch": epoch, "global_step": global_step,
-                 "eval_paths": [list(p) for p in eval_paths], "metrics": metrics}
+                 "eval_paths": {k: list(p) for k, p in eval_paths.items()}, "inherited": inherited,
+                 "metrics": metrics}
         report(metrics, state)
     return metrics
