@@ -263,10 +263,12 @@ class Reporter:
                 eta = metrics.get("eta_s", float("nan"))
                 extra = " ".join(f"{k}={v:.4g}" for k, v in numeric.items()
                                  if k.startswith(("train_loss", "top1", "val_ao")))
-                # not print(): Ray Train patches it to log AND echo, so the line came out twice
-                sys.stdout.write(f"[{self.name}] {self.prefix}epoch {epoch + 1}/{self.epochs} "
-                                 f"{numeric.get('epoch_time_s', 0):.1f}s {extra} ETA {_hms(eta)}\n")
-                sys.stdout.flush()
+                # the process's own stdout: Ray Train wraps sys.stdout and patches print() to
+                # log as well as echo, and either way the line reached the driver twice
+                out = sys.__stdout__ or sys.stdout
+                out.write(f"[{self.name}] {self.prefix}epoch {epoch + 1}/{self.epochs} "
+                          f"{numeric.get('epoch_time_s', 0):.1f}s {extra} ETA {_hms(eta)}\n")
+                out.flush()
             ray.train.report({self.prefix + k: v for k, v in numeric.items()}, checkpoint=checkpoint)
 
 
