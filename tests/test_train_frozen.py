@@ -44,3 +44,43 @@ def test_frozen_backbone_unchanged_then_trains():
         "backbone did not train after thawing"
     heads = model.cls_head.state_dict()
     assert any(not torch.equal(heads_before[k], heads[k]) for k in heads_before)
+
+
+def test_largest_warmup_then_head_candidates_inherit():
+    """Phase 2 warm-up: the largest architecture trains alone, then every smaller head
+    candidate starts from a slice of it; the phase-1 backbone candidates are kept."""
+    from lighttrack.arch import resolve
+    torch.manual_seed(0)
+    cfg = load(SupernetConfig, "configs/supernet_micro.yaml",
+               ["epochs=2", "backbone_freeze_epochs=0", "steps_per_epoch=2", "eval.num_paths=0",
+                "largest_warmup_epochs=1", "init=phase1-run"])
+    model = TrackSupernet()
+    small_bb = model.backbone.blocks[0].choices[0].conv_pw.weight.clone()
+    archs, states = [], []
+
+    def report(metrics, state=None):
+        if state is None:
+            archs.append(metrics["arch"])
+        else:
+            states.append(state["inherited"])
+
+    train_tracking(model, torch.utils.data.DataLoader(_batches(2), batch_size=2), cfg, cfg.run, report,
+                   sampler=PathSampler(0))
+    assert archs[:2] == [str(resolve("largest"))] * 2 and str(resolve("largest")) not in archs[2:]
+    assert states == [False, True]
+    # backbone from phase 1 (init set): not overwritten by the inheritance
+    assert torch.equal(model.backbone.blocks[0].choices[0].conv_pw.weight, small_bb)
+    used = {(h.channels, i, k) for a in archs[2:] for h in (resolve(a).cls,) for i, k in enumerate(h.kernels)}
+    ref = model.cls_head.towers["c256"]
+    small = model.cls_head.towers["c128"]
+    checked = 0
+    for i in range(1, 8):
+        if (128, i, 3) in used or (256, i, 5) in used:
+            continue
+        checked += 1
+        mine, theirs = small.layers[i]["k3"], ref.layers[i]["k5"]
+        assert torch.equal(mine.conv_pw.weight, theirs.conv_pw.weight[:128, :128])
+        assert torch.equal(mine.conv_dw.weight, theirs.conv_dw.weight[:128, :, 1:4, 1:4])
+        assert torch.equal(mine.bn.weight, theirs.bn.weight[:128])
+        assert torch.equal(mine.bn.running_var, theirs.bn.running_var[:128])
+    assert checked >= 3

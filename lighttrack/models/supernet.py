@@ -176,6 +176,33 @@ class HeadTower(nn.Module):
         mods = [self.layers[i][f"k{k}"] for i, k in enumerate(head.kernels) if k is not None]
         return mods + [self.out]
 
+    @torch.no_grad()
+    def inherit_from_(self, ref: "HeadTower") -> None:
+        """Every layer and the output conv <- the matching slice of ``ref``'s widest-kernel
+        candidates (first channels, centre of the depthwise kernel; BN included)."""
+        widest = f"k{max(k for k in HEAD_OPS if k is not None)}"
+        for mine, theirs in zip(self.layers, ref.layers):
+            for layer in mine.values():
+                if layer is not theirs[widest]:
+                    for dst, src in ((layer.conv_dw, theirs[widest].conv_dw), (layer.conv_pw, theirs[widest].conv_pw),
+                                     (layer.bn, theirs[widest].bn)):
+                        _copy_slice_(dst, src)
+        if self is not ref:
+            _copy_slice_(self.out, ref.out)
+
+
+def _copy_slice_(dst: nn.Module, src: nn.Module) -> None:
+    """Copy ``src``'s parameters and buffers into the smaller ``dst``: leading slice of each
+    channel dimension, centre crop of each spatial one."""
+    for name, d in list(dst.named_parameters(recurse=False)) + list(dst.named_buffers(recurse=False)):
+        t = getattr(src, name)
+        if d.dim() == 0:
+            d.copy_(t)
+            continue
+        idx = [slice(0, n) for n in d.shape[:2]]
+        idx += [slice((m - n) // 2, (m - n) // 2 + n) for n, m in zip(d.shape[2:], t.shape[2:])]
+        d.copy_(t[tuple(idx)])
+
 
 class HeadSupernet(nn.Module):
     """One branch (``kind`` 'cls' -> 1 channel, 'reg' -> 4) with a tower per channel choice."""
@@ -196,6 +223,14 @@ class HeadSupernet(nn.Module):
 
     def path_modules(self, head: HeadArch) -> list[nn.Module]:
         return self.towers[f"c{head.channels}"].path_modules(head)
+
+    def inherit_from_largest_(self) -> None:
+        """Every candidate <- a slice of the widest tower's k5 layers (see HeadTower)."""
+        ref = self.towers[f"c{max(HEAD_CHANNELS)}"]
+        ref.inherit_from_(ref)  # its own k3 layers first
+        for tower in self.towers.values():
+            if tower is not ref:
+                tower.inherit_from_(ref)
 
 
 # -- tracking supernet ------------------------------------------------------------------------
@@ -224,6 +259,14 @@ class TrackSupernet(nn.Module):
 
     def forward(self, z: torch.Tensor, x: torch.Tensor, arch: Arch) -> tuple[torch.Tensor, torch.Tensor]:
         return self.search(self.template(z, arch), x, arch)
+
+    def inherit_from_largest_(self, backbone: bool = True) -> None:
+        """After a warm-up on the largest architecture: every smaller candidate of the heads
+        (and of the backbone, unless it comes trained from phase 1) starts from it."""
+        if backbone:
+            self.backbone.inherit_from_largest_()
+        self.cls_head.inherit_from_largest_()
+        self.reg_head.inherit_from_largest_()
 
     def path(self, arch: Arch) -> "SupernetPath":
         """A module view of one path, sharing this supernet's weights."""

@@ -4,7 +4,8 @@ Both train on tracking pairs with ``cls + reg`` loss (losses.py) and the same sc
 shape (warm-up, then logarithmic decay); they differ in what runs:
 
 * phase 2: a ``TrackSupernet``; every step one uniformly random path (``PathSampler``,
-  identical on every rank);
+  identical on every rank), optionally after a warm-up on the largest architecture
+  (``largest_warmup_epochs``, as phase 1);
 * phase 4b: a ``StaticTracker``; always the same network.
 
 Frozen backbone (phase 2, first ``backbone_freeze_epochs``): the backbone's parameters
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lighttrack.arch import Arch
+from lighttrack.arch import Arch, resolve
 from lighttrack.train.common import Amp, Dist, EtaClock, Report, cycle_epochs, set_loader_epoch, to_device, unwrap
 from lighttrack.train.config import RunConfig
 from lighttrack.train.losses import tracking_loss
@@ -31,6 +32,8 @@ from lighttrack.train.sampling import PathSampler
 from lighttrack.train.schedules import build_optimizer, lr_at, param_groups, set_lr
 
 __all__ = ["train_tracking", "set_backbone_frozen"]
+
+LARGEST = resolve("largest")  # k7e6 everywhere, both heads 256 channels of k5 layers
 
 # (model, epoch) -> epoch metrics; run on rank 0 only.
 Evaluate = Callable[[nn.Module, int], dict]
@@ -70,6 +73,9 @@ def train_tracking(model: nn.Module, train_loader: DataLoader, cfg, run: RunConf
         # the same fixed paths untrained: the baseline the trained supernet must beat
         pre = evaluate(model, -1) if dist.is_main else {}
         report({f"untrained/{k}": v for k, v in pre.items()} | {"global_step": 0})
+    # optional warm-up on the largest architecture (phase 2 only; see SupernetConfig)
+    warmup = getattr(cfg, "largest_warmup_epochs", 0.0) if sampler is not None else 0.0
+    inherited = state.get("inherited", False) if state is not None else False
     frozen = start_epoch < cfg.backbone_freeze_epochs
     set_backbone_frozen(model, frozen)
     net = wrap(model)
@@ -89,7 +95,14 @@ def train_tracking(model: nn.Module, train_loader: DataLoader, cfg, run: RunConf
             batch = to_device(batch, dist.device)
             lr = lr_at(epoch + step / steps, cfg.optim.lr, cfg.epochs, cfg.schedule)
             set_lr(optimizer, lr)
-            arch: Arch | None = sampler.arch(epoch, step) if sampler is not None else None
+            arch: Arch | None = None
+            if sampler is not None and epoch + step / steps < warmup:
+                arch = LARGEST
+            elif sampler is not None:
+                if warmup > 0 and not inherited:  # the smaller candidates start from the largest
+                    unwrap(model).inherit_from_largest_(backbone=not cfg.init)
+                    inherited = True
+                arch = sampler.arch(epoch, step)
             with amp.autocast():
                 args = (batch["template"], batch["search"]) + ((arch,) if arch is not None else ())
                 cls, reg = net(*args)
@@ -113,6 +126,6 @@ def train_tracking(model: nn.Module, train_loader: DataLoader, cfg, run: RunConf
             metrics |= evaluate(unwrap(net), epoch)
         state = {"model": unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
                  "scaler": amp.scaler.state_dict(), "epoch": epoch, "global_step": global_step,
-                 "metrics": metrics}
+                 "inherited": inherited, "metrics": metrics}
         report(metrics, state)
     return metrics
