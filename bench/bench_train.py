@@ -74,7 +74,9 @@ def main() -> None:
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    # with the dashboard: Ray Train's placement-group cleaner polls the State API, which lives
+    # there; without it the cleaner decided the controller was dead and killed the worker
+    ray.init(address="local", num_cpus=2)
     t = time.perf_counter()
     result = TorchTrainer(_ray_worker, train_loop_config={"batch": batch, "steps": a.steps, "threads": a.threads},
                           scaling_config=ScalingConfig(num_workers=1, use_gpu=False),
