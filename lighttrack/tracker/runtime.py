@@ -58,6 +58,10 @@ def _session(path: Path, threads: int):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # no busy-waiting between runs: a tracker shares the CPU with decoding and cropping
+    # (bench/bench_tracker.py, 2 threads: the eager tracker interleaved with spinning
+    # sessions ran at 11 fps, at 27 fps once they stopped spinning)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
