@@ -61,6 +61,19 @@ def _check_path(path: Sequence[int], max_len: int) -> None:
 
 
 # -- backbone ----------------------------------------------------------------------------
+def _copy_slice_(dst: nn.Module, src: nn.Module) -> None:
+    """Copy ``src``'s parameters and buffers into the smaller ``dst``: leading slice of each
+    channel dimension, centre crop of each spatial one."""
+    for name, d in list(dst.named_parameters(recurse=False)) + list(dst.named_buffers(recurse=False)):
+        t = getattr(src, name)
+        if d.dim() == 0:
+            d.copy_(t)
+            continue
+        idx = [slice(0, n) for n in d.shape[:2]]
+        idx += [slice((m - n) // 2, (m - n) // 2 + n) for n, m in zip(d.shape[2:], t.shape[2:])]
+        d.copy_(t[tuple(idx)])
+
+
 class ChoiceBlock(nn.Module):
     """One searchable MBConv layer holding all six candidates (MBCONV_OPS order)."""
 
@@ -85,16 +98,8 @@ class ChoiceBlock(nn.Module):
         """
         ref = self.choices[-1]
         for blk in self.choices[:-1]:
-            mid, red = blk.conv_pw.out_channels, blk.se.conv_reduce.out_channels
-            k, kr = blk.conv_dw.kernel_size[0], ref.conv_dw.kernel_size[0]
-            o = (kr - k) // 2
-            blk.conv_pw.weight.copy_(ref.conv_pw.weight[:mid])
-            blk.conv_dw.weight.copy_(ref.conv_dw.weight[:mid, :, o:o + k, o:o + k])
-            blk.se.conv_reduce.weight.copy_(ref.se.conv_reduce.weight[:red, :mid])
-            blk.se.conv_reduce.bias.copy_(ref.se.conv_reduce.bias[:red])
-            blk.se.conv_expand.weight.copy_(ref.se.conv_expand.weight[:mid, :red])
-            blk.se.conv_expand.bias.copy_(ref.se.conv_expand.bias[:mid])
-            blk.conv_pwl.weight.copy_(ref.conv_pwl.weight[:, :mid])
+            for name in ("conv_pw", "conv_dw", "se.conv_reduce", "se.conv_expand", "conv_pwl"):
+                _copy_slice_(blk.get_submodule(name), ref.get_submodule(name))
 
 
 class SupernetBackbone(nn.Module):
@@ -190,18 +195,6 @@ class HeadTower(nn.Module):
         if self is not ref:
             _copy_slice_(self.out, ref.out)
 
-
-def _copy_slice_(dst: nn.Module, src: nn.Module) -> None:
-    """Copy ``src``'s parameters and buffers into the smaller ``dst``: leading slice of each
-    channel dimension, centre crop of each spatial one."""
-    for name, d in list(dst.named_parameters(recurse=False)) + list(dst.named_buffers(recurse=False)):
-        t = getattr(src, name)
-        if d.dim() == 0:
-            d.copy_(t)
-            continue
-        idx = [slice(0, n) for n in d.shape[:2]]
-        idx += [slice((m - n) // 2, (m - n) // 2 + n) for n, m in zip(d.shape[2:], t.shape[2:])]
-        d.copy_(t[tuple(idx)])
 
 
 class HeadSupernet(nn.Module):
