@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, MBCONV_OPS, NUM_BLOCKS, OUT_BLOCKS, Arch, HeadArch
-from lighttrack.models.static import StaticTracker
+from lighttrack.models.static import SearchBranch, StaticTracker
 
 __all__ = ["LayerCost", "Complexity", "count", "ComplexityTable", "parse_quantity", "format_quantity"]
 
@@ -57,17 +57,6 @@ class Complexity:
         return "\n".join(rows)
 
 
-class _SearchBranch(nn.Module):
-    """The per-frame computation as a module with inputs (zf, x), for fvcore tracing."""
-
-    def __init__(self, net: StaticTracker) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, zf: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net.search(zf, x)
-
-
 def _layer_names(net: StaticTracker) -> list[str]:
     """The modules that make the per-layer table (each parameter belongs to exactly one)."""
     names = ["backbone.stem", "backbone.ds"]
@@ -88,7 +77,7 @@ def _fvcore_layers(net: StaticTracker, search_size: int) -> tuple[dict[str, Laye
     zf = torch.zeros(1, net.arch.out_channels, TEMPLATE_FEATURE_SIZE, TEMPLATE_FEATURE_SIZE)
     x = torch.zeros(1, 3, search_size, search_size)
     with torch.no_grad():
-        flops = (FlopCountAnalysis(_SearchBranch(net), (zf, x))
+        flops = (FlopCountAnalysis(SearchBranch(net), (zf, x))
                  .unsupported_ops_warnings(False).uncalled_modules_warnings(False))
         by_op = flops.by_module_and_operator()
         by_mod = flops.by_module()

@@ -21,7 +21,7 @@ from lighttrack.models.supernet import (
     NECK_CHANNELS, STEM_CHANNELS, ClassSupernet, Neck, TrackSupernet, block_specs, head_output,
 )
 
-__all__ = ["StaticBackbone", "StaticHead", "StaticTracker", "StaticClassifier", "extract",
+__all__ = ["StaticBackbone", "StaticHead", "StaticTracker", "StaticClassifier", "SearchBranch", "extract",
            "extract_classifier", "fold_bn"]
 
 
@@ -87,6 +87,18 @@ class StaticTracker(nn.Module):
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.search(self.template(z), x)
+
+
+class SearchBranch(nn.Module):
+    """The per-frame part of any tracker net (anything with ``search(zf, x)``) as a module
+    with inputs (zf, x): what fvcore traces, the latency table times and ONNX exports."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, zf: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.search(zf, x)
 
 
 def _backbone_map(choices: Sequence[int]) -> dict[str, str]:

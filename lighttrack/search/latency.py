@@ -42,7 +42,7 @@ from torch import nn
 
 from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, MBCONV_OPS, NUM_BLOCKS, Arch, HeadArch, sample
 from lighttrack.models.blocks import pixel_correlation
-from lighttrack.models.static import StaticTracker
+from lighttrack.models.static import SearchBranch, StaticTracker
 from lighttrack.models.supernet import head_output
 
 __all__ = ["FORMAT", "BACKENDS", "CLOCKS", "LatencyTable", "LatencyTableError", "profile",
@@ -205,15 +205,6 @@ class _Out(nn.Module):
         return head_output(self.kind, self.conv(h))
 
 
-class _SearchBranch(nn.Module):
-    def __init__(self, net: StaticTracker) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, zf: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net.search(zf, x)
-
-
 # A step: (table key, module, input names, output name) over the values of one forward.
 Step = tuple[tuple, nn.Module, tuple[str, ...], str]
 
@@ -308,7 +299,7 @@ class _Prepared:
                     runners[rkey] = make_runner(mod, [env[n] for n in ins], backend, threads)
                 self.steps.append((key, runners[rkey], ins, out))
                 env[out] = mod(*(env[n] for n in ins))
-        self.whole = make_runner(_SearchBranch(net), [env["zf"], env["x"]], backend, threads)
+        self.whole = make_runner(SearchBranch(net), [env["zf"], env["x"]], backend, threads)
 
     def run_steps(self, clock: Callable[[], float]) -> list[tuple[tuple, float]]:
         env, times = dict(self.inputs), []

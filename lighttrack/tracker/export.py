@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from lighttrack.geometry import CONTEXT, IMAGENET_MEAN, IMAGENET_STD, SEARCH_SIZE, TEMPLATE_SIZE
+from lighttrack.models.static import SearchBranch, fold_bn
 from lighttrack.tracker.params import TrackerParams
 from lighttrack.tracker.runtime import CARD_NAME
 
@@ -84,15 +85,6 @@ class _Template(nn.Module):
         return self.net.template(z)
 
 
-class _Search(nn.Module):
-    def __init__(self, net: RawInputNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, zf: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net.search(zf, x)
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -118,7 +110,6 @@ def export_tracker(net: nn.Module, out_dir: str | Path, *, search_sizes: Iterabl
     ``net`` is a StaticTracker (``template(z)``, ``search(zf, x)``); BN is folded with
     ``lighttrack.models.static.fold_bn``. The model card is written by :func:`write_card`.
     """
-    from lighttrack.models.static import fold_bn
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +122,7 @@ def export_tracker(net: nn.Module, out_dir: str | Path, *, search_sizes: Iterabl
     graphs = {"template": (_Template(raw).eval(), (z,), ["z"], ["zf"])}
     for s in search_sizes:
         x = torch.zeros(1, s, s, 3, dtype=torch.uint8)
-        graphs[f"search_{s}"] = (_Search(raw).eval(), (zf, x), ["zf", "x"], ["cls", "reg"])
+        graphs[f"search_{s}"] = (SearchBranch(raw).eval(), (zf, x), ["zf", "x"], ["cls", "reg"])
     files: dict[str, dict[str, str]] = {"onnx": {}, "torch_export": {}, "onnx_int8": {}}
     for name, (module, args, inputs, outputs) in graphs.items():
         if torch_export:
