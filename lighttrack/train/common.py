@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 __all__ = ["Report", "Dist", "Amp", "make_loader", "to_device", "unwrap", "cycle_epochs",
-           "EtaClock", "set_loader_epoch"]
+           "EtaClock", "set_loader_epoch", "restore"]
 
 
 class Report(Protocol):
@@ -128,6 +128,17 @@ def to_device(batch, device: torch.device):
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (or the model itself)."""
     return getattr(model, "module", model)
+
+
+def restore(state: dict | None, model: nn.Module, optimizer: torch.optim.Optimizer, amp: Amp) -> tuple[int, int]:
+    """Load a state a training loop reported (model, optimizer, grad scaler); returns
+    (first epoch to run, global step), (0, 0) without a state."""
+    if state is None:
+        return 0, 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    amp.scaler.load_state_dict(state["scaler"])
+    return state["epoch"] + 1, state["global_step"]
 
 
 class EtaClock:

@@ -22,9 +22,11 @@ from torch.utils.data import DataLoader
 from lighttrack.arch import MBCONV_OPS
 from lighttrack.models.supernet import CLASS_PATH_LEN
 from lighttrack.train.bn import path_bn_recalibrated
-from lighttrack.train.common import Amp, Dist, EtaClock, Report, cycle_epochs, set_loader_epoch, to_device, unwrap
+from lighttrack.train.common import (
+    Amp, Dist, EtaClock, Report, cycle_epochs, restore, set_loader_epoch, to_device, unwrap,
+)
 from lighttrack.train.config import PretrainConfig
-from lighttrack.train.sampling import PathSampler
+from lighttrack.train.sampling import LargestWarmup, PathSampler
 from lighttrack.train.schedules import build_optimizer, lr_at, param_groups, set_lr
 
 __all__ = ["train_backbone_supernet", "top1", "LARGEST_PATH"]
@@ -75,19 +77,16 @@ def train_backbone_supernet(model: nn.Module, train_loader: DataLoader, val_load
     model.to(dist.device)
     optimizer = build_optimizer(param_groups(model), cfg.optim)
     amp = Amp(dist.device, cfg.run.amp)
-    start_epoch, global_step = 0, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        amp.scaler.load_state_dict(state["scaler"])
-        start_epoch, global_step = state["epoch"] + 1, state["global_step"]
+    start_epoch, global_step = restore(state, model, optimizer, amp)
     net = wrap(model)
     steps = cfg.steps_per_epoch or len(train_loader)
     sampler = PathSampler(cfg.run.seed)
     eval_paths = {f"path{i}": p for i, p in enumerate(sampler.eval_backbone_paths(cfg.eval_paths))}
     if cfg.eval_paths:
         eval_paths["largest"] = LARGEST_PATH
-    inherited = state.get("inherited", False) if state is not None else False
+    warmup = LargestWarmup(cfg.largest_warmup_epochs, LARGEST_PATH,
+                           lambda: unwrap(model).backbone.inherit_from_largest_(),
+                           done=bool(state and state.get("inherited")))
     clock = EtaClock(cfg.epochs * steps, start_epoch * steps)
     metrics: dict = {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -99,13 +98,7 @@ def train_backbone_supernet(model: nn.Module, train_loader: DataLoader, val_load
             x, y = to_device(x, dist.device), to_device(y, dist.device)
             lr = lr_at(epoch + step / steps, cfg.optim.lr, cfg.epochs, cfg.schedule)
             set_lr(optimizer, lr)
-            if epoch + step / steps < cfg.largest_warmup_epochs:
-                path = LARGEST_PATH
-            else:
-                if cfg.largest_warmup_epochs > 0 and not inherited:  # warm-up over: smaller ones inherit
-                    unwrap(model).backbone.inherit_from_largest_()
-                    inherited = True
-                path = sampler.backbone_path(epoch, step)
+            path = warmup.pick(epoch + step / steps, lambda: sampler.backbone_path(epoch, step))
             with amp.autocast():
                 loss = F.cross_entropy(net(x, path), y)
             optimizer.zero_grad(set_to_none=True)
@@ -124,7 +117,7 @@ def train_backbone_supernet(model: nn.Module, train_loader: DataLoader, val_load
             metrics.update(evaluate_paths(model, eval_paths, val_loader, recal_loader, cfg, dist.device))
         state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                  "scaler": amp.scaler.state_dict(), "epoch": epoch, "global_step": global_step,
-                 "eval_paths": {k: list(p) for k, p in eval_paths.items()}, "inherited": inherited,
+                 "eval_paths": {k: list(p) for k, p in eval_paths.items()}, "inherited": warmup.done,
                  "metrics": metrics}
         report(metrics, state)
     return metrics

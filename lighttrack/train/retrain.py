@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lighttrack.train.common import Amp, Dist, EtaClock, Report, cycle_epochs, set_loader_epoch, to_device, unwrap
+from lighttrack.train.common import (
+    Amp, Dist, EtaClock, Report, cycle_epochs, restore, set_loader_epoch, to_device, unwrap,
+)
 from lighttrack.train.config import RetrainStageConfig, RunConfig
 from lighttrack.train.ema import ModelEma
 from lighttrack.train.pretrain import top1
@@ -37,14 +39,9 @@ def train_classifier(model: nn.Module, train_loader: DataLoader, val_loader: Dat
     optimizer = build_optimizer(param_groups(model), cfg.optim)
     amp = Amp(dist.device, run.amp)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    start_epoch, global_step = 0, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        amp.scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        start_epoch, global_step = state["epoch"] + 1, state["global_step"]
+    start_epoch, global_step = restore(state, model, optimizer, amp)
+    if state is not None and ema is not None:
+        ema.load_state_dict(state["ema"])
     net = wrap(model)
     steps = cfg.steps_per_epoch or len(train_loader)
     clock = EtaClock(cfg.epochs * steps, start_epoch * steps)

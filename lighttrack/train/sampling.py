@@ -8,11 +8,15 @@ run resumed from a checkpoint at (epoch, step) samples exactly the paths it woul
 """
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import numpy as np
 
 from lighttrack.arch import Arch, sample, sample_backbone_path
 
-__all__ = ["PathSampler"]
+__all__ = ["PathSampler", "LargestWarmup"]
+
+P = TypeVar("P")
 
 # Distinct streams so that training paths never coincide with the fixed evaluation paths.
 _TRAIN, _EVAL = 0, 1
@@ -43,3 +47,24 @@ class PathSampler:
     def eval_backbone_paths(self, n: int) -> list[tuple[int, ...]]:
         rng = self._rng(_EVAL)
         return [sample_backbone_path(rng) for _ in range(n)]
+
+
+class LargestWarmup:
+    """The optional warm-up on the largest path (``largest_warmup_epochs`` of phases 1, 2).
+
+    ``pick(progress, draw)``: ``largest`` while ``progress`` (epochs, fractional) is below
+    ``epochs``; at the first step after it, ``inherit()`` runs once (the smaller candidates
+    start from the largest), then every step takes ``draw()``, the uniform path. ``done``
+    goes into the checkpoint, so a resumed run does not inherit again.
+    """
+
+    def __init__(self, epochs: float, largest, inherit: Callable[[], None], done: bool = False) -> None:
+        self.epochs, self.largest, self.inherit, self.done = epochs, largest, inherit, done
+
+    def pick(self, progress: float, draw: Callable[[], P]) -> P:
+        if progress < self.epochs:
+            return self.largest
+        if self.epochs > 0 and not self.done:
+            self.inherit()
+            self.done = True
+        return draw()

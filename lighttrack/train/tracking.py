@@ -25,10 +25,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lighttrack.arch import Arch, resolve
-from lighttrack.train.common import Amp, Dist, EtaClock, Report, cycle_epochs, set_loader_epoch, to_device, unwrap
+from lighttrack.train.common import (
+    Amp, Dist, EtaClock, Report, cycle_epochs, restore, set_loader_epoch, to_device, unwrap,
+)
 from lighttrack.train.config import RunConfig
 from lighttrack.train.losses import tracking_loss
-from lighttrack.train.sampling import PathSampler
+from lighttrack.train.sampling import LargestWarmup, PathSampler
 from lighttrack.train.schedules import build_optimizer, lr_at, param_groups, set_lr
 
 __all__ = ["train_tracking", "set_backbone_frozen"]
@@ -63,19 +65,15 @@ def train_tracking(model: nn.Module, train_loader: DataLoader, cfg, run: RunConf
     model.to(dist.device)
     optimizer = build_optimizer(param_groups(model, cfg.backbone_lr_mult), cfg.optim)
     amp = Amp(dist.device, run.amp)
-    start_epoch, global_step = 0, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        amp.scaler.load_state_dict(state["scaler"])
-        start_epoch, global_step = state["epoch"] + 1, state["global_step"]
-    elif evaluate is not None and cfg.eval.before_training:
+    start_epoch, global_step = restore(state, model, optimizer, amp)
+    if state is None and evaluate is not None and cfg.eval.before_training:
         # the same fixed paths untrained: the baseline the trained supernet must beat
         pre = evaluate(model, -1) if dist.is_main else {}
         report({f"untrained/{k}": v for k, v in pre.items()} | {"global_step": 0})
     # optional warm-up on the largest architecture (phase 2 only; see SupernetConfig)
-    warmup = getattr(cfg, "largest_warmup_epochs", 0.0) if sampler is not None else 0.0
-    inherited = state.get("inherited", False) if state is not None else False
+    warmup = LargestWarmup(getattr(cfg, "largest_warmup_epochs", 0.0), LARGEST,
+                           lambda: unwrap(model).inherit_from_largest_(backbone=not cfg.init),
+                           done=bool(state and state.get("inherited")))
     frozen = start_epoch < cfg.backbone_freeze_epochs
     set_backbone_frozen(model, frozen)
     net = wrap(model)
@@ -96,13 +94,8 @@ def train_tracking(model: nn.Module, train_loader: DataLoader, cfg, run: RunConf
             lr = lr_at(epoch + step / steps, cfg.optim.lr, cfg.epochs, cfg.schedule)
             set_lr(optimizer, lr)
             arch: Arch | None = None
-            if sampler is not None and epoch + step / steps < warmup:
-                arch = LARGEST
-            elif sampler is not None:
-                if warmup > 0 and not inherited:  # the smaller candidates start from the largest
-                    unwrap(model).inherit_from_largest_(backbone=not cfg.init)
-                    inherited = True
-                arch = sampler.arch(epoch, step)
+            if sampler is not None:
+                arch = warmup.pick(epoch + step / steps, lambda: sampler.arch(epoch, step))
             with amp.autocast():
                 args = (batch["template"], batch["search"]) + ((arch,) if arch is not None else ())
                 cls, reg = net(*args)
@@ -126,6 +119,6 @@ def train_tracking(model: nn.Module, train_loader: DataLoader, cfg, run: RunConf
             metrics |= evaluate(unwrap(net), epoch)
         state = {"model": unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
                  "scaler": amp.scaler.state_dict(), "epoch": epoch, "global_step": global_step,
-                 "inherited": inherited, "metrics": metrics}
+                 "inherited": warmup.done, "metrics": metrics}
         report(metrics, state)
     return metrics
