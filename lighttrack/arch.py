@@ -7,8 +7,10 @@ Canonical string grammar (one line, no spaces, safe in a shell without quotes)::
 * ``bb`` lists the MBConv choice of every backbone block that is *run*, grouped by
   stage (``/``), blocks of a stage separated by ``,``. A block is ``k{3,5,7}e{4,6}``.
   The backbone is cut at its output layer, so the number of blocks listed *is* the
-  output-layer choice: 7..14 blocks (the output is one of the last eight blocks).
-  Stages hold at most 2, 4, 4, 4 blocks; trailing stages may be empty or absent.
+  output-layer choice: 7..14 blocks in the paper's space (the output is one of the last
+  eight blocks, stride 16), 3..14 in the wide space (also the four 40-channel blocks of
+  stage 2, stride 8, as the released supernet samples them). Stages hold at most 2, 4,
+  4, 4 blocks; trailing stages may be empty or absent.
 * ``cls`` / ``reg``: head channels C in {128, 192, 256}, then 8 ops; the first op is
   ``k3`` or ``k5``, the other seven ``k3``, ``k5`` or ``skip``.
 
@@ -30,8 +32,8 @@ import numpy as np
 __all__ = [
     "ArchError", "HeadArch", "Arch", "MBCONV_OPS", "HEAD_OPS", "HEAD_CHANNELS",
     "STAGE_BLOCKS", "STAGE_CHANNELS", "STAGE_STRIDES", "NUM_BLOCKS", "OUT_BLOCKS",
-    "IMAGENET_STAGE", "DECISIONS", "parse", "sample", "sample_backbone_path",
-    "PRESETS", "resolve", "space_size",
+    "WIDE_OUT_BLOCKS", "IMAGENET_STAGE", "DECISIONS", "Space", "SPACES", "PAPER", "get_space",
+    "parse", "sample", "sample_backbone_path", "PRESETS", "resolve", "space_size",
 ]
 
 
@@ -53,6 +55,10 @@ STAGE_STRIDES: tuple[int, ...] = (2, 2, 2, 1)
 NUM_BLOCKS = sum(STAGE_BLOCKS)  # 14
 # Output layer: one of the last eight blocks (stages 3 and 4, stride 16), as block indices.
 OUT_BLOCKS: tuple[int, ...] = tuple(range(NUM_BLOCKS - 8, NUM_BLOCKS))
+# The wider option: stages 2-4 (12 positions; stage 2's 40-channel outputs are at stride 8).
+WIDE_OUT_BLOCKS: tuple[int, ...] = tuple(range(STAGE_BLOCKS[0], NUM_BLOCKS))
+STEM_STRIDE = 2
+TEMPLATE_INPUT = 128  # template crop side, pixels (template features are 128 / stride wide)
 # Phase-1 only (ImageNet): a 5th MBConv stage (channels, max blocks, stride).
 IMAGENET_STAGE: tuple[int, int, int] = (192, 4, 2)
 
@@ -116,10 +122,11 @@ class Arch:
     def __post_init__(self) -> None:
         object.__setattr__(self, "backbone", tuple(int(b) for b in self.backbone))
         n = len(self.backbone)
-        if n - 1 not in OUT_BLOCKS:
+        if n - 1 not in WIDE_OUT_BLOCKS:
             raise ArchError(
                 f"backbone has {n} blocks; the output layer must be one of blocks "
-                f"{OUT_BLOCKS[0] + 1}..{OUT_BLOCKS[-1] + 1} (1-based)")
+                f"{OUT_BLOCKS[0] + 1}..{OUT_BLOCKS[-1] + 1} (1-based; the wide space also allows "
+                f"{WIDE_OUT_BLOCKS[0] + 1}..{OUT_BLOCKS[0]})")
         for i, b in enumerate(self.backbone):
             if not 0 <= b < len(MBCONV_OPS):
                 raise ArchError(f"backbone block {i} choice {b} out of range 0..{len(MBCONV_OPS) - 1}")
@@ -132,6 +139,16 @@ class Arch:
     @property
     def out_channels(self) -> int:
         return STAGE_CHANNELS[_stage_of(self.out_block)]
+
+    @property
+    def stride(self) -> int:
+        """Total stride of the output features: 16 (stages 3-4) or 8 (stage 2)."""
+        return STEM_STRIDE * int(np.prod(STAGE_STRIDES[:_stage_of(self.out_block) + 1]))
+
+    @property
+    def template_feature_size(self) -> int:
+        """Side of the template features: 8 at stride 16, 16 at stride 8."""
+        return TEMPLATE_INPUT // self.stride
 
     @property
     def blocks(self) -> tuple[tuple[int, int], ...]:
@@ -158,49 +175,103 @@ class Arch:
         return f"back_{back}+cls_{heads[0]}+reg_{heads[1]}_ops_{stage}{self.out_block - first}"
 
     # -- fixed-length encoding for optimisers ----------------------------------------
-    def to_choices(self) -> tuple[int, ...]:
-        """One integer per decision of DECISIONS (unused backbone blocks encoded as 0)."""
-        bb = list(self.backbone) + [0] * (NUM_BLOCKS - len(self.backbone))
-        out = [OUT_BLOCKS.index(self.out_block)]
-        heads = []
-        for h in (self.cls, self.reg):
-            heads += [HEAD_CHANNELS.index(h.channels), *h.ops]
-        return tuple(out + bb + heads)
+    def to_choices(self, space: "Space | None" = None) -> tuple[int, ...]:
+        """One integer per decision of ``space.decisions`` (default: the paper's space)."""
+        return (space or PAPER).to_choices(self)
 
     @classmethod
-    def from_choices(cls, choices: Sequence[int]) -> "Arch":
-        if len(choices) != len(DECISIONS):
-            raise ArchError(f"expected {len(DECISIONS)} choices, got {len(choices)}")
-        for (name, n), c in zip(DECISIONS, choices):
+    def from_choices(cls, choices: Sequence[int], space: "Space | None" = None) -> "Arch":
+        return (space or PAPER).from_choices(choices)
+
+
+@dataclass(frozen=True)
+class Space:
+    """A search space: which output layers it offers (everything else is shared).
+
+    ``paper``: the last eight blocks (stride 16), paper Table 1. ``wide``: stages 2-4
+    (12 positions, strides 8 and 16), as the released supernet samples them.
+    """
+
+    name: str
+    out_blocks: tuple[int, ...]
+
+    @property
+    def decisions(self) -> tuple[tuple[str, int], ...]:
+        """(name, number of options) of every decision, in to_choices() order."""
+        d = [("out", len(self.out_blocks))]
+        d += [(f"bb{i}", len(MBCONV_OPS)) for i in range(NUM_BLOCKS)]
+        for head in ("cls", "reg"):
+            d.append((f"{head}_ch", len(HEAD_CHANNELS)))
+            d.append((f"{head}0", 2))  # first layer: k3 or k5, never skip
+            d += [(f"{head}{i}", len(HEAD_OPS)) for i in range(1, HEAD_LAYERS)]
+        return tuple(d)
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return tuple(sorted({self.from_choices([i] + [0] * (len(self.decisions) - 1)).stride
+                             for i in range(len(self.out_blocks))}))
+
+    def contains(self, arch: Arch) -> bool:
+        return arch.out_block in self.out_blocks
+
+    def check(self, arch: Arch) -> Arch:
+        """``arch``, or a clear error when its output layer is not offered here."""
+        if not self.contains(arch):
+            raise ArchError(f"output block {arch.out_block + 1} (stride {arch.stride}) is not in the "
+                            f"{self.name!r} space (blocks {self.out_blocks[0] + 1}..{self.out_blocks[-1] + 1}); "
+                            "use the 'wide' space for stage-2 outputs")
+        return arch
+
+    def to_choices(self, arch: Arch) -> tuple[int, ...]:
+        """Unused backbone blocks are encoded as 0, so every Arch has one encoding."""
+        self.check(arch)
+        bb = list(arch.backbone) + [0] * (NUM_BLOCKS - len(arch.backbone))
+        heads = []
+        for h in (arch.cls, arch.reg):
+            heads += [HEAD_CHANNELS.index(h.channels), *h.ops]
+        return tuple([self.out_blocks.index(arch.out_block)] + bb + heads)
+
+    def from_choices(self, choices: Sequence[int]) -> Arch:
+        decisions = self.decisions
+        if len(choices) != len(decisions):
+            raise ArchError(f"expected {len(decisions)} choices, got {len(choices)}")
+        for (name, n), c in zip(decisions, choices):
             if not 0 <= int(c) < n:
                 raise ArchError(f"decision {name} = {c} out of range 0..{n - 1}")
         c = [int(x) for x in choices]
-        depth = OUT_BLOCKS[c[0]] + 1
+        depth = self.out_blocks[c[0]] + 1
         bb = c[1:1 + NUM_BLOCKS][:depth]
         h = 1 + NUM_BLOCKS
-        return cls(bb, HeadArch(HEAD_CHANNELS[c[h]], c[h + 1:h + 9]),
-                   HeadArch(HEAD_CHANNELS[c[h + 9]], c[h + 10:h + 18]))
+        return Arch(bb, HeadArch(HEAD_CHANNELS[c[h]], c[h + 1:h + 9]),
+                    HeadArch(HEAD_CHANNELS[c[h + 9]], c[h + 10:h + 18]))
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """Uniformly random architecture: every decision drawn independently."""
+        return self.from_choices([int(rng.integers(n)) for _, n in self.decisions])
+
+    def size(self) -> dict[str, int]:
+        """Sizes of the space as encoded (backbones counted at full depth)."""
+        head = len(HEAD_CHANNELS) * 2 * len(HEAD_OPS) ** (HEAD_LAYERS - 1)
+        return {"backbone": len(MBCONV_OPS) ** NUM_BLOCKS, "head": head ** 2,
+                "output_layer": len(self.out_blocks)}
 
 
-def _decisions() -> tuple[tuple[str, int], ...]:
-    d = [("out", len(OUT_BLOCKS))]
-    d += [(f"bb{i}", len(MBCONV_OPS)) for i in range(NUM_BLOCKS)]
-    for head in ("cls", "reg"):
-        d.append((f"{head}_ch", len(HEAD_CHANNELS)))
-        d.append((f"{head}0", 2))  # first layer: k3 or k5, never skip
-        d += [(f"{head}{i}", len(HEAD_OPS)) for i in range(1, HEAD_LAYERS)]
-    return tuple(d)
+SPACES: dict[str, Space] = {"paper": Space("paper", OUT_BLOCKS), "wide": Space("wide", WIDE_OUT_BLOCKS)}
+PAPER = SPACES["paper"]
+# (name, number of options) of every decision of the paper's space, in to_choices() order.
+DECISIONS: tuple[tuple[str, int], ...] = PAPER.decisions
 
 
-# (name, number of options) of every decision, in to_choices() order.
-DECISIONS: tuple[tuple[str, int], ...] = _decisions()
+def get_space(name: "str | Space") -> Space:
+    if isinstance(name, Space):
+        return name
+    if name not in SPACES:
+        raise ArchError(f"search space {name!r} is not one of {sorted(SPACES)}")
+    return SPACES[name]
 
 
-def space_size() -> dict[str, int]:
-    """Sizes of the search space as encoded (backbones counted at full depth)."""
-    head = len(HEAD_CHANNELS) * 2 * len(HEAD_OPS) ** (HEAD_LAYERS - 1)
-    return {"backbone": len(MBCONV_OPS) ** NUM_BLOCKS, "head": head ** 2,
-            "output_layer": len(OUT_BLOCKS)}
+def space_size(space: "str | Space" = "paper") -> dict[str, int]:
+    return get_space(space).size()
 
 
 # -- parsing --------------------------------------------------------------------------
@@ -320,9 +391,9 @@ def resolve(name_or_string: str) -> Arch:
 
 
 # -- sampling -------------------------------------------------------------------------
-def sample(rng: np.random.Generator) -> Arch:
-    """Uniformly random architecture: every decision drawn independently."""
-    return Arch.from_choices([int(rng.integers(n)) for _, n in DECISIONS])
+def sample(rng: np.random.Generator, space: "str | Space" = "paper") -> Arch:
+    """Uniformly random architecture of ``space``: every decision drawn independently."""
+    return get_space(space).sample(rng)
 
 
 def sample_backbone_path(rng: np.random.Generator) -> tuple[int, ...]:

@@ -80,8 +80,9 @@ def worker(loop_config: dict) -> None:
     torch.manual_seed(cfg.run.seed)
     supernet = None
     if loop_config["supernet"]:
-        supernet = TrackSupernet()
-        supernet.load_state_dict(load_checkpoint_ref(loop_config["supernet"], loop_config["tracking_uri"], "supernet")[0]["model"])
+        sn_state = load_checkpoint_ref(loop_config["supernet"], loop_config["tracking_uri"], "supernet")[0]["model"]
+        supernet = TrackSupernet.for_state_dict(sn_state)
+        supernet.load_state_dict(sn_state)
     state = resume_state()
     stage = state["stage"] if state else ("retrain" if cfg.retrain.enabled else "finetune")
     fault = cfg.run.fault_injection_step

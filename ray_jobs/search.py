@@ -190,7 +190,9 @@ def run_search(cfg, budgets, costs, ckpt, cache_location, name, args) -> dict:
         ckpt, cfg.eval, cache_location, cfg.latency_table or None, cfg.threads) for _ in range(cfg.workers)]
     infos = wait_ready(actors)
     sid, eid = infos[0]["supernet_id"], infos[0]["settings_id"]
+    search_space = infos[0]["space"]  # the supernet's: 'paper', or 'wide' (stride-8 outputs too)
     mlflow.set_tags({"lighttrack.supernet_id": sid, "lighttrack.settings_id": eid,
+                     "lighttrack.space": search_space,
                      "lighttrack.cache": cache_location, "lighttrack.gpus_per_evaluator": gpus})
     cache = EvalCache(cache_location)
     step = {"n": 0}
@@ -201,7 +203,7 @@ def run_search(cfg, budgets, costs, ckpt, cache_location, name, args) -> dict:
         rows = cache.rows(sid, eid)
         done = sum(1 for r in rows if r["search"] == name and r["budget"] == b.label)
         known = {r["arch"]: r for r in rows}
-        param = space.parametrization(cfg.seed)
+        param = space.parametrization(cfg.seed, search_space)
         max_eval = cfg.optimizer.max_evaluations
         opt = _optimizer_factory(cfg, check)(param, budget=max_eval, num_workers=cfg.workers)
         source = CandidateSource(opt, check, max_eval, known=known, done=done, penalty=cfg.optimizer.penalty)

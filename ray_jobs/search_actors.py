@@ -73,7 +73,8 @@ class _Evaluator:
     def info(self) -> dict:
         return {"pid": os.getpid(), "loads": self.loads, "supernet_id": self.ev.supernet_id,
                 "settings_id": self.ev.settings_id, "evaluated": self.evaluated,
-                "cache_answers": self.cache_answers, "device": str(self.ev.device)}
+                "cache_answers": self.cache_answers, "device": str(self.ev.device),
+                "space": self.ev.net.space.name}
 
     def evaluate(self, arch: str, search: str = "", budget: str = "", trial_id: str = "") -> dict:
         hit = self.cache.get(self.ev.supernet_id, self.ev.settings_id, arch, refresh=True)

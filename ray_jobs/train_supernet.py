@@ -22,7 +22,7 @@ def eval_archs(cfg: SupernetConfig):
     from lighttrack.train.sampling import PathSampler
     if cfg.eval.paths:
         return [resolve(p) for p in cfg.eval.paths]
-    return PathSampler(cfg.run.seed).eval_archs(cfg.eval.num_paths)
+    return PathSampler(cfg.run.seed, cfg.space).eval_archs(cfg.eval.num_paths)
 
 
 def worker(loop_config: dict) -> None:
@@ -40,7 +40,7 @@ def worker(loop_config: dict) -> None:
         torch.set_num_threads(cfg.run.threads)
     dist = worker_dist()
     torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
-    model = TrackSupernet()
+    model = TrackSupernet(cfg.space)
     state = resume_state()
     if state is None and cfg.init:
         parent, _ = load_checkpoint_ref(cfg.init, loop_config["tracking_uri"])
@@ -55,7 +55,7 @@ def worker(loop_config: dict) -> None:
         evaluate = supernet_evaluator(cfg.eval, eval_archs(cfg), recal, dist.device)
     report = Reporter(loop_config, cfg.run.log_every, cfg.run.fault_injection_step, epochs=cfg.epochs)
     train_tracking(model, loader, cfg, cfg.run, report, dist, ddp_wrap, state,
-                   sampler=PathSampler(cfg.run.seed), evaluate=evaluate)
+                   sampler=PathSampler(cfg.run.seed, cfg.space), evaluate=evaluate)
 
 
 def lineage(cfg: SupernetConfig) -> dict[str, str]:

@@ -3,9 +3,12 @@ import numpy as np
 import pytest
 
 from lighttrack.arch import (
-    DECISIONS, HEAD_CHANNELS, MBCONV_OPS, NUM_BLOCKS, OUT_BLOCKS, PRESETS, Arch, ArchError,
-    HeadArch, parse, resolve, sample, sample_backbone_path, space_size,
+    DECISIONS, HEAD_CHANNELS, MBCONV_OPS, NUM_BLOCKS, OUT_BLOCKS, PAPER, PRESETS, SPACES,
+    WIDE_OUT_BLOCKS, Arch, ArchError, HeadArch, get_space, parse, resolve, sample,
+    sample_backbone_path, space_size,
 )
+
+WIDE = SPACES["wide"]
 
 MOBILE = ("bb:k7e4,k7e6/k3e4,k5e4,k7e6,k3e6/k7e4,k3e4,k7e4,k7e4/k7e6,k5e4,k3e6"
           "+cls:256:k5,k5,k3,k3,k3,k3,skip,skip+reg:192:k3,k3,k3,k3,k3,k5,k5,k5")
@@ -92,7 +95,7 @@ MALFORMED = [
     ("bb:k9e4,k3e4/k3e4,k3e4,k3e4,k3e4/k3e4" + HEADS, "bb stage 1"),
     ("bb:k3e4,k3e4,k3e4/k3e4,k3e4,k3e4,k3e4/k3e4" + HEADS, "bb stage 1"),
     ("bb:k3e4/k3e4,k3e4,k3e4,k3e4/k3e4" + HEADS, "incomplete stage"),
-    ("bb:k3e4,k3e4/k3e4,k3e4,k3e4,k3e4" + HEADS, "bb:"),  # too shallow: output not in stages 3-4
+    ("bb:k3e4,k3e4" + HEADS, "bb: backbone has 2 blocks"),  # too shallow: output not in stages 2-4
     ("bb:k3e4,k3e4/k3e4,k3e4,k3e4,k3e4/k3e4/k3e4/k3e4" + HEADS, "bb:"),  # 5 stages
     ("bb:k3e4,k3e4/k3e4,k3e4,k3e4,k3e4/k3e4,,k3e4" + HEADS, "bb stage 3"),
     (BB + "+cls:100:k3,k3,k3,k3,k3,k3,k3,k3+reg:128:k3,k3,k3,k3,k3,k3,k3,k3", "cls: head channels"),
@@ -108,7 +111,7 @@ MALFORMED = [
     ("back_04502514044521042540+cls_211000022+reg_100000111", "released notation is"),
     ("back_04502514044521042540+cls_211000022+reg_100000111_ops_34", "ops_34"),
     ("back_04502514044521042540+cls_211000022+reg_100000111_ops_02", "ops_02"),
-    ("back_04502514044521042540+cls_211000022+reg_100000111_ops_13", "back_/ops_"),  # stride 8
+    ("back_04502514044521042540+cls_211000022+reg_100000111_ops_14", "ops_14"),
     ("back_09502514044521042540+cls_211000022+reg_100000111_ops_32", "back_: digit 2"),
     ("back_04502514044521042540+cls_311000022+reg_100000111_ops_32", "cls_: channel index 3"),
     ("back_04502514044521042540+cls_211000022+reg_120000111_ops_32", "reg_: head op 0 cannot be skip"),
@@ -136,3 +139,51 @@ def test_malformed_values():
         Arch.from_choices([0] * 5)
     with pytest.raises(ArchError):
         resolve("no-such-preset")
+
+
+# -- the wide output-layer space (stage 2 at stride 8, as the released supernet) -------------
+def test_wide_space_output_layers_strides_and_released_notation():
+    assert WIDE.out_blocks == WIDE_OUT_BLOCKS == tuple(range(2, 14)) and WIDE.strides == (8, 16)
+    assert PAPER.out_blocks == OUT_BLOCKS and PAPER.strides == (16,)
+    assert space_size("wide")["output_layer"] == 12 and space_size("wide")["backbone"] == 6 ** 14
+    for out in WIDE_OUT_BLOCKS:
+        a = Arch((1,) * (out + 1), HeadArch(128, (0,) * 8), HeadArch(128, (0,) * 8))
+        assert parse(str(a)) == a and parse(a.to_released()) == a
+        assert WIDE.from_choices(WIDE.to_choices(a)) == a
+        stage = 1 if out < 6 else 2 if out < 10 else 3
+        assert a.out_channels == (40, 80, 96)[stage - 1]
+        assert a.stride == (8 if stage == 1 else 16) and a.template_feature_size == 128 // a.stride
+        assert a.to_released().endswith(f"_ops_{stage}{out - (2, 6, 10)[stage - 1]}")
+        assert PAPER.contains(a) == (out in OUT_BLOCKS)
+    # LightTrack-Mobile's choices with the released code's stage-2 output (ops_13)
+    a = parse("back_04502514044521042540+cls_211000022+reg_100000111_ops_13")
+    assert len(a.backbone) == 6 and a.out_channels == 40 and a.stride == 8
+    assert str(a).startswith("bb:k7e4,k7e6/k3e4,k5e4,k7e6,k3e6+cls:256:")
+
+
+def test_a_stride8_arch_outside_the_paper_space_is_refused_clearly():
+    a = parse("bb:k3e4,k3e4/k3e4,k3e4,k3e4" + HEADS)
+    with pytest.raises(ArchError, match="not in the 'paper' space.*'wide'"):
+        a.to_choices()
+    with pytest.raises(ArchError, match="is not one of"):
+        get_space("wider")
+
+
+@pytest.mark.parametrize("index", range(len(WIDE.decisions)))
+def test_wide_round_trip_every_choice_of_every_decision(index):
+    name, n = WIDE.decisions[index]
+    base = list(WIDE.to_choices(LARGE))
+    for value in range(n):
+        choices = list(base)
+        choices[index] = value
+        a = WIDE.from_choices(choices)
+        assert WIDE.from_choices(WIDE.to_choices(a)) == a and parse(str(a)) == a
+        if name == "out":
+            assert a.out_block == WIDE_OUT_BLOCKS[value]
+
+
+def test_wide_sampling_covers_every_output_layer():
+    rng = np.random.default_rng(0)
+    archs = [sample(rng, "wide") for _ in range(600)]
+    assert {len(x.backbone) for x in archs} == {o + 1 for o in WIDE_OUT_BLOCKS}
+    assert {x.stride for x in archs} == {8, 16}

@@ -98,3 +98,29 @@ def test_cli_info_json_and_sample(capsys):
     assert "too tight" in capsys.readouterr().err
     assert main(["arch", "sample", "--flops-max", "lots"]) == 2
     assert "quantity" in capsys.readouterr().err
+
+
+def test_table_equals_fvcore_on_wide_space_archs(table):
+    """Stride-8 outputs: a 256-position correlation and heads on 32x32 maps; the table
+    keeps head costs per stride, so it stays exact."""
+    rng = np.random.default_rng(7)
+    archs = [a for a in (sample(rng, "wide") for _ in range(200)) if a.stride == 8][:10]
+    assert len(archs) == 10
+    for a in archs:
+        c = count(a)
+        assert table.cost(a) == (c.params, c.macs, c.conv_macs), str(a)
+        assert {r.name for r in c.table} >= {"neck.bn_z.c40", "neck.correlation"}
+
+
+def test_wide_space_extremes():
+    """The stage-2 cut with the largest heads is the wide space's most expensive path
+    (heads on 32x32 maps): 1.43G MACs, the paper's "1.4G" upper end (see README)."""
+    from lighttrack.arch import Arch, HeadArch
+    big = HeadArch(256, (1,) * 8)
+    top = count(Arch((5,) * 6, big, big))
+    assert (top.params, top.macs) == (1_522_309, 1_432_020_224)
+    table = ComplexityTable.default()
+    rng = np.random.default_rng(0)
+    costs = [table.cost(sample(rng, "wide")) for _ in range(2000)]
+    assert max(c[1] for c in costs) <= top.macs
+    assert min(c[0] for c in costs) >= count(resolve("smallest")).params

@@ -97,6 +97,28 @@ def test_onnx_outputs_equal_pytorch(exported):
         ort_net.search(zf, np.zeros((1, 320, 320, 3), np.uint8))
 
 
+def test_stride8_arch_exports_and_its_onnx_equals_pytorch(tmp_path):
+    """A wide-space stage-2 output: 16x16 template features, 256-position correlation,
+    32x32 maps; the card says so."""
+    from lighttrack.arch import parse
+    arch = parse("bb:k3e4,k5e6/k7e4,k3e6,k3e4+cls:128:k3,k5,skip,skip,skip,skip,skip,skip"
+                 "+reg:192:k5,skip,skip,skip,skip,skip,skip,k3")
+    torch.manual_seed(0)
+    net = StaticTracker.build(arch).eval()
+    files = export_tracker(net, tmp_path, search_sizes=(256,), torch_export=False)
+    card = json.loads(write_card(tmp_path, arch=arch, files=files, params=PRESETS["vot2019"]).read_text())
+    assert card["stride"] == 8 and card["outputs"]["zf"] == "raw template features (1, 40, 16, 16)"
+    ort_net = OrtNet(tmp_path)
+    z, x = _crops(4)
+    zf0, cls0, reg0 = _reference(net, z, x)
+    zf = ort_net.template(z)
+    cls, reg = ort_net.search(zf, x)
+    assert zf.shape == (1, 40, 16, 16) and cls.shape == (1, 1, 32, 32) and reg.shape == (1, 4, 32, 32)
+    _close(zf, zf0)
+    _close(cls, cls0)
+    _close(reg, reg0)
+
+
 def test_torch_export_programs_equal_pytorch(exported):
     net, out, files, _ = exported
     z, x = _crops(3)

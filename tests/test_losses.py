@@ -1,6 +1,8 @@
 """Losses of phases 2 and 4 (REFERENCE.md §3, §6: the released weighted BCE's defects)."""
 import math
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -87,3 +89,29 @@ def test_iou_loss_ignores_garbage_outside_the_mask():
     assert torch.isfinite(loss) and loss.item() < 1e-6
     loss.backward()
     assert torch.isfinite(pred.grad).all()
+
+
+def test_labels_for_a_stride8_map_come_from_the_search_box():
+    """The loader makes stride-16 labels; a wide-space stride-8 path (32x32 maps) gets
+    labels from the same search box by the same rule."""
+    from lighttrack.data.labels import make_labels
+    from lighttrack.train.losses import labels_for
+
+    boxes = np.array([[100.0, 90.0, 60.0, 40.0], [30.0, 150.0, 20.0, 70.0]], np.float32)
+    l16 = [make_labels(b, 256, 16) for b in boxes]
+    batch = {"search": torch.zeros(2, 3, 256, 256), "search_box": torch.from_numpy(boxes),
+             "cls_label": torch.from_numpy(np.stack([x[0] for x in l16])),
+             "reg_target": torch.from_numpy(np.stack([x[1] for x in l16])),
+             "reg_mask": torch.from_numpy(np.stack([x[2] for x in l16]))}
+    same = labels_for(batch, 16)
+    assert same[0] is batch["cls_label"]
+    cls8, reg8, mask8 = labels_for(batch, 32)
+    assert cls8.shape == (2, 32, 32) and reg8.shape == (2, 4, 32, 32) and mask8.shape == (2, 32, 32)
+    for i, b in enumerate(boxes):
+        c, r, m = make_labels(b, 256, 8)
+        assert np.array_equal(cls8[i].numpy(), c) and np.array_equal(reg8[i].numpy(), r)
+        assert np.array_equal(mask8[i].numpy(), m) and c.sum() == 5
+    loss = tracking_loss(torch.zeros(2, 1, 32, 32), torch.full((2, 4, 32, 32), 10.0), batch)
+    assert torch.isfinite(loss.total) and loss.reg > 0
+    with pytest.raises(ValueError, match="does not divide"):
+        labels_for(batch, 30)

@@ -206,3 +206,52 @@ def test_fresh_class_supernet_starts_near_chance_with_identity_residuals():
         logits = net(torch.randn(16, 3, 64, 64), [0] * 18)
     loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 10, (16,)))
     assert abs(loss.item() - math.log(10)) < 0.05
+
+
+# -- the wide output-layer space: stage-2 outputs at stride 8 with their own neck ------------
+def _stride8(rng, n):
+    archs = []
+    while len(archs) < n:
+        a = sample(rng, "wide")
+        if a.stride == 8:
+            archs.append(a)
+    return archs
+
+
+def test_wide_supernet_has_a_stride8_neck_and_paper_checkpoints_stay_as_they_were():
+    paper, wide = TrackSupernet(), TrackSupernet("wide")
+    assert not any(k.startswith("neck_s8.") for k in paper.state_dict())
+    assert set(paper.state_dict()) < set(wide.state_dict())
+    assert wide.neck_s8.ca.fc1.in_channels == 256 and wide.neck_s8.adjust.in_channels == 256
+    assert list(wide.neck_s8.bn_z) == ["c40"] and list(wide.neck.bn_z) == ["c80", "c96"]
+    assert TrackSupernet.for_state_dict(wide.state_dict()).space.name == "wide"
+    assert TrackSupernet.for_state_dict(paper.state_dict()).space.name == "paper"
+    a = _stride8(np.random.default_rng(0), 1)[0]
+    with pytest.raises(ValueError, match="not in the 'paper' space"):
+        paper(torch.randn(1, 3, 128, 128), torch.randn(1, 3, 256, 256), a)
+
+
+def test_stride8_paths_shapes_gradients_and_static_equality():
+    torch.manual_seed(0)
+    net = TrackSupernet("wide")
+    _randomise_bn(net, 1)
+    rng = np.random.default_rng(5)
+    archs = _stride8(rng, 6) + [sample(rng, "wide") for _ in range(4)]
+    z, x = torch.randn(2, 3, 128, 128), torch.randn(2, 3, 256, 256)
+    a = archs[0]
+    net.train()
+    cls, reg = net(z, x, a)
+    assert cls.shape == (2, 1, 32, 32) and reg.shape == (2, 4, 32, 32)
+    (cls.mean() + reg.mean()).backward()
+    used = {id(p) for p in net.path_parameters(a)}
+    assert all(p.grad is not None for p in net.neck_s8.parameters())
+    assert all(p.grad is None for p in net.neck.parameters())  # the stride-16 neck did not run
+    assert all(p.grad is None for p in net.parameters() if id(p) not in used)
+    net.eval()
+    with torch.no_grad():
+        for a in archs:
+            static = extract(net, a).eval()
+            zf = static.template(z)
+            assert zf.shape[-1] == a.template_feature_size
+            for s, t in zip(static.search(zf, x), net.search(zf, x, a)):
+                assert s.shape[-1] == 256 // a.stride and (s - t).abs().max() <= 1e-5, str(a)

@@ -201,3 +201,24 @@ def test_cached_results_seed_and_answer_without_trials(costs):
     print("stats:", source.stats.as_dict(), source2.stats.as_dict())
     assert source2.stats.cache_hits == 1 and source2.stats.trials == 2
     assert str(first) not in evaluated2
+
+
+def test_wide_space_search_proposes_stride8_archs_and_seeds_only_its_space(costs):
+    """A wide supernet's search: the parametrization has 12 output layers, evolution and
+    the searcher read the space back from it; a paper search never sees stride-8 rows."""
+    param = space.parametrization(3, "wide")
+    assert space.space_of(param).name == "wide" and space.space_of(space.parametrization(3)).name == "paper"
+    rng = np.random.default_rng(3)
+    rows = [{"arch": str(a), **fake_ao(a)} for a in (sample(rng, "wide") for _ in range(30))]
+    n8 = sum(parse(r["arch"]).stride == 8 for r in rows)
+    assert 0 < n8 < 30
+    check = BudgetCheck(Budget(), costs)
+    opt = LightTrackEvolution(population=6, topk=3, feasible=check)(param, budget=20)
+    source = CandidateSource(opt, check, max_evaluations=20)
+    assert source.seed(rows) == 30
+    evaluated = []
+    run_plain(source, lambda a: evaluated.append(a) or fake_ao(a))
+    assert len(evaluated) == 20 and any(a.stride == 8 for a in evaluated)
+    assert all(space.to_arch(space.candidate(param, a)) == a for a in evaluated)
+    paper = CandidateSource(LightTrackRandom(feasible=check)(space.parametrization(3), budget=5), check, 5)
+    assert paper.seed(rows) == 30 - n8

@@ -21,7 +21,7 @@ SIZE = 64  # a small search crop keeps profiling to a second; the table logic is
 
 @pytest.fixture(scope="module")
 def table() -> LatencyTable:
-    return profile("torch", threads=1, repeats=2, warmup=1, search_size=SIZE, contexts=2)
+    return profile("torch", threads=1, repeats=2, warmup=1, search_size=SIZE, contexts=2, space="wide")
 
 
 def test_table_round_trip(table, tmp_path):
@@ -32,10 +32,11 @@ def test_table_round_trip(table, tmp_path):
     d = json.loads(path.read_text())
     assert d["backend"] == "torch" and d["threads"] == 1 and d["search_size"] == SIZE
     assert d["machine"]["cpu_count"] >= 1 and "torch" in d["machine"]
-    assert len(d["calibration"]) == 7 + 2  # the covering and random archs the overhead was calibrated on
+    assert len(d["calibration"]) == 13 + 2  # the covering and random archs the overhead was calibrated on
+    assert sorted(d["head"]) == sorted(d["out"]) == ["16", "8"] and "40" in d["neck"]
     rng = np.random.default_rng(0)
     for _ in range(20):
-        a = sample(rng)
+        a = sample(rng, "wide")
         assert back.estimate(a) == table.estimate(a)
 
 
@@ -44,13 +45,14 @@ def test_estimate_is_the_sum_of_the_entries(table):
     d = table.to_dict()
     rng = np.random.default_rng(1)
     for _ in range(50):
-        a = sample(rng)
+        a = sample(rng, "wide")
+        s = str(a.stride)
         ms = d["fixed"] + d["neck"][str(a.out_channels)] + d["overhead_ms"]
         ms += sum(d["block"][i][c] for i, c in enumerate(a.backbone))
         for br, h in (("cls", a.cls), ("reg", a.reg)):
-            ms += sum(d["head"][br][str(h.channels)][i][op] for i, op in enumerate(h.ops)
+            ms += sum(d["head"][s][br][str(h.channels)][i][op] for i, op in enumerate(h.ops)
                       if HEAD_OPS[op] is not None)
-            ms += d["out"][br][str(h.channels)]
+            ms += d["out"][s][br][str(h.channels)]
         assert table.estimate(a) == pytest.approx(ms, rel=1e-12)
         assert table.estimate(a) == pytest.approx(table.overhead_ms + sum(t for _, t in table.terms(a)))
     assert len(table.terms(resolve("largest"))) == 2 + 14 + 2 * 9
@@ -58,6 +60,18 @@ def test_estimate_is_the_sum_of_the_entries(table):
     # Every entry was measured (> 0), and a larger block choice is not free.
     assert all(x > 0 for b in table.block for x in b)
     assert table.estimate(resolve("largest")) > table.estimate(resolve("smallest"))
+    # A head layer on the stride-8 (4x larger) map costs more than the same layer at stride 16.
+    assert table.head[8]["cls"][256][3][1] > table.head[16]["cls"][256][3][1]
+
+
+def test_a_paper_table_refuses_stride8_archs_clearly():
+    paper = profile("torch", threads=1, repeats=1, warmup=0, search_size=SIZE, contexts=0)
+    assert sorted(paper.head) == [16] and 40 not in paper.neck
+    assert paper.estimate(resolve("lighttrack-mobile")) > 0
+    rng = np.random.default_rng(0)
+    stride8 = next(a for a in (sample(rng, "wide") for _ in range(1000)) if a.stride == 8)
+    with pytest.raises(LatencyTableError, match="no stride-8 entries.*--space wide"):
+        paper.estimate(stride8)
 
 
 def test_bad_tables_are_clear_errors(table, tmp_path):

@@ -203,9 +203,11 @@ def test_bad_input_is_rejected_clearly():
 
 
 # -- end to end -----------------------------------------------------------------------------
-@pytest.mark.parametrize("preset", ["vot2019", "released"])
-def test_oracle_net_tracks_hand_made_sequences(preset):
-    net = OracleNet()
+@pytest.mark.parametrize("preset,stride", [("vot2019", 16), ("released", 16), ("vot2019", 8)])
+def test_oracle_net_tracks_hand_made_sequences(preset, stride):
+    """Stride 8: a wide-space stage-2 output (32x32 maps at 256 px; the tracker reads the
+    stride off the map size for its window and box decoding)."""
+    net = OracleNet(stride=stride)
     tracker = Tracker(net, PRESETS[preset])
     ious = []
     for seq in hand_sequences():
@@ -213,4 +215,5 @@ def test_oracle_net_tracks_hand_made_sequences(preset):
         boxes, _ = run_sequence(tracker, seq)
         ious.append(got10k_sequence_ious(boxes, seq.boxes, seq.absent, seq.frame_size))
     ao = got10k_scores(np.concatenate(ious))["ao"]
-    assert ao >= 0.9, f"oracle AO {ao:.3f} with preset {preset}"
+    assert ao >= 0.9, f"oracle AO {ao:.3f} with preset {preset}, stride {stride}"
+    assert tracker.window.shape == (tracker.search_size // stride,) * 2

@@ -84,3 +84,36 @@ def test_largest_warmup_then_head_candidates_inherit():
         assert torch.equal(mine.bn.weight, theirs.bn.weight[:128])
         assert torch.equal(mine.bn.running_var, theirs.bn.running_var[:128])
     assert checked >= 3
+
+
+def test_wide_space_trains_stride8_paths_with_their_own_labels():
+    """space=wide: stride-8 paths (stage-2 outputs) run in phase 2, get labels for their
+    2x finer maps from the search box, and train the stride-8 neck."""
+    import numpy as np
+
+    from lighttrack.arch import parse
+    from lighttrack.data.labels import make_labels
+
+    g = torch.Generator().manual_seed(0)
+    items = []
+    for i in range(8):
+        box = np.array([40.0 + i, 50.0, 30.0, 24.0], np.float32)  # in the 128-px search crop
+        cls, reg, mask = make_labels(box, 128, 16)
+        items.append({"template": torch.randn(3, 128, 128, generator=g), "search": torch.randn(3, 128, 128, generator=g),
+                      "cls_label": torch.from_numpy(cls), "reg_target": torch.from_numpy(reg),
+                      "reg_mask": torch.from_numpy(mask), "search_box": torch.from_numpy(box)})
+    cfg = load(SupernetConfig, "configs/supernet_micro.yaml",
+               ["epochs=1", "backbone_freeze_epochs=0", "steps_per_epoch=8", "eval.num_paths=0",
+                "largest_warmup_epochs=0", "space=wide"])
+    torch.manual_seed(0)
+    model = TrackSupernet(cfg.space)
+    neck8 = {k: v.clone() for k, v in model.neck_s8.state_dict().items()}
+    seen = []
+    metrics = train_tracking(model, torch.utils.data.DataLoader(items, batch_size=2), cfg, cfg.run,
+                             lambda m, s=None: "arch" in m and seen.append((parse(m["arch"]), m["loss"])),
+                             sampler=PathSampler(3, cfg.space))
+    strides = [a.stride for a, _ in seen]
+    assert 8 in strides and 16 in strides, strides
+    assert all(np.isfinite(loss) for _, loss in seen) and np.isfinite(metrics["train_loss"])
+    after = model.neck_s8.state_dict()
+    assert any(not torch.equal(neck8[k], after[k]) for k in neck8 if "running" not in k)

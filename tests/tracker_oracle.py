@@ -21,7 +21,8 @@ class OracleNet:
 
     takes_raw_crops = False
 
-    def __init__(self, boxes_per_sequence: list[np.ndarray] | None = None) -> None:
+    def __init__(self, boxes_per_sequence: list[np.ndarray] | None = None, stride: int = STRIDE) -> None:
+        self.stride = stride  # 8: the 2x finer maps of a wide-space stage-2 output
         self.tracker = None
         self.boxes = None
         self.frame = 0
@@ -39,9 +40,9 @@ class OracleNet:
     def search(self, zf, x: np.ndarray):
         self.frame += 1
         crop = self.tracker.search_crop
-        s = crop.out // STRIDE
+        s = crop.out // self.stride
         bx, by, bw, bh = box_to_crop(self.boxes[self.frame], crop.center, crop.size, crop.out)
-        g = grid_points(s, crop.out, STRIDE).astype(np.float64)
+        g = grid_points(s, crop.out, self.stride).astype(np.float64)
         gx, gy = np.meshgrid(g, g)  # (S, S) x and y of every cell
         ltrb = np.stack([gx - bx, gy - by, bx + bw - gx, by + bh - gy])
         reg = np.maximum(ltrb, 0.0)[None].astype(np.float32)  # (1, 4, S, S)

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     smp.add_argument("--flops-max", default=None, help="MAC budget, e.g. 600M (paper 'FLOPs')")
     smp.add_argument("--params-max", default=None, help="parameter budget, e.g. 2M")
     smp.add_argument("--seed", type=int, default=None, help="random seed")
+    smp.add_argument("--space", choices=("paper", "wide"), default="paper",
+                     help="output layers: the paper's last 8 blocks, or also stage 2 (stride 8)")
     smp.add_argument("--json", action="store_true", help="one JSON object per line")
     smp.set_defaults(func=_sample)
 
@@ -48,12 +50,14 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "arch": str(arch), "released": arch.to_released(), "params": c.params, "macs": c.macs,
-            "conv_macs": c.conv_macs, "out_channels": arch.out_channels,
+            "conv_macs": c.conv_macs, "out_channels": arch.out_channels, "stride": arch.stride,
             "layers": [{"name": r.name, "params": r.params, "macs": r.macs, "conv_macs": r.conv_macs}
                        for r in c.table]}))
         return 0
     print(f"arch:      {arch}")
     print(f"released:  {arch.to_released()}")
+    print(f"output:    block {arch.out_block + 1}, {arch.out_channels} channels, stride {arch.stride}"
+          f"{'' if arch.stride == 16 else ' (wide space only)'}")
     print(f"params:    {c.params:,} ({format_quantity(c.params)})")
     print(f"MACs:      {c.macs:,} ({format_quantity(c.macs)}; fvcore total, search branch at 256x256)")
     print(f"conv MACs: {c.conv_macs:,} ({format_quantity(c.conv_macs)}; convolutions + correlation matmul)")
@@ -81,7 +85,7 @@ def _sample(args: argparse.Namespace) -> int:
             raise ValueError(f"no architecture within --flops-max {args.flops_max} --params-max "
                              f"{args.params_max} in {MAX_TRIES} random draws; the budget is too tight")
         tries += 1
-        arch = sample(rng)
+        arch = sample(rng, args.space)
         params, macs, conv_macs = table.cost(arch)
         if (macs_max is not None and macs > macs_max) or (params_max is not None and params > params_max):
             continue

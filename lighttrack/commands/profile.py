@@ -26,6 +26,8 @@ def add_profile_parser(arch_subparsers: argparse._SubParsersAction) -> None:
                    help="random archs timed block by block besides the covering ones (default 16)")
     p.add_argument("--clock", choices=("wall", "thread"), default="wall",
                    help="wall time, or the thread's CPU time (1 thread; robust on a shared machine)")
+    p.add_argument("--space", choices=("paper", "wide"), default="paper",
+                   help="'wide' also times the stride-8 (stage-2 output) neck and heads")
     p.set_defaults(func=_profile)
 
 
@@ -37,7 +39,7 @@ def _profile(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out {out}: directory {out.parent} does not exist")
     table = profile(args.backend, args.threads, args.repeats, args.warmup, args.search_size,
-                    args.clock, log=print, contexts=args.contexts)
+                    args.clock, log=print, contexts=args.contexts, space=args.space)
     table.save(out)
     load = table.machine.get("load_average")
     for name in ("smallest", "lighttrack-mobile", "largest"):

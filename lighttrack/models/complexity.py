@@ -1,7 +1,7 @@
 """Parameters and MACs of an architecture, as the paper counts them.
 
 ``count(arch)`` runs fvcore on the static model's *search branch* at 256x256 with the
-template features (1, C, 8, 8) given as an input (the template branch runs once per
+template features (1, C, 8, 8) (16x16 for a stride-8 output) given as an input (the template branch runs once per
 video, so it is not counted; the template-feature BN runs per frame and is). ``macs``
 is fvcore's default ``FlopCountAnalysis`` total in eval mode (conv + batch_norm +
 adaptive_avg_pool2d + matmul; one multiply-accumulate = one "FLOP"), which gives the
@@ -24,13 +24,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, MBCONV_OPS, NUM_BLOCKS, OUT_BLOCKS, Arch, HeadArch
+from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, MBCONV_OPS, NUM_BLOCKS, WIDE_OUT_BLOCKS, Arch, HeadArch
 from lighttrack.models.static import SearchBranch, StaticTracker
 
-__all__ = ["LayerCost", "Complexity", "count", "ComplexityTable", "parse_quantity", "format_quantity"]
+__all__ = ["LayerCost", "Complexity", "count", "ComplexityTable", "covering_archs", "parse_quantity", "format_quantity"]
 
 SEARCH_SIZE = 256
-TEMPLATE_FEATURE_SIZE = 8
 _CONV_OPS = ("conv", "matmul")
 TABLE_PATH = Path(__file__).with_name("complexity_table.json")
 
@@ -74,7 +73,8 @@ def _fvcore_layers(net: StaticTracker, search_size: int) -> tuple[dict[str, Laye
     from fvcore.nn import FlopCountAnalysis, parameter_count  # slow import; only needed here
 
     net = net.eval()
-    zf = torch.zeros(1, net.arch.out_channels, TEMPLATE_FEATURE_SIZE, TEMPLATE_FEATURE_SIZE)
+    side = net.arch.template_feature_size
+    zf = torch.zeros(1, net.arch.out_channels, side, side)
     x = torch.zeros(1, 3, search_size, search_size)
     with torch.no_grad():
         flops = (FlopCountAnalysis(SearchBranch(net), (zf, x))
@@ -118,49 +118,58 @@ def _cost(r: LayerCost) -> Cost:
     return (r.params, r.macs, r.conv_macs)
 
 
+def covering_archs() -> list[Arch]:
+    """Architectures that together run every per-decision cost (and latency) entry: per
+    output stride (16 at full depth, 8 cut after stage 2), six where every block is choice
+    j and both heads are C_j with kernel k_j everywhere; plus one cut after stage 3 (the
+    80-channel neck)."""
+    archs = []
+    for depth in (NUM_BLOCKS, WIDE_OUT_BLOCKS[3] + 1):  # stride 16, stride 8
+        for j in range(len(MBCONV_OPS)):
+            h = HeadArch(HEAD_CHANNELS[j % len(HEAD_CHANNELS)], (j // len(HEAD_CHANNELS),) * HEAD_LAYERS)
+            archs.append(Arch((j,) * depth, h, h))
+    archs.append(Arch((0,) * (NUM_BLOCKS - 4), archs[1].cls, archs[2].reg))
+    return archs
+
+
 class ComplexityTable:
-    """Per-decision costs: ``fixed`` (stem, DS block, neck CA + 1x1),
-    ``neck[C]`` (the two neck BNs and the correlation), ``block[i][c]``, ``head[branch][C][layer][k]``
-    (k3/k5 index 0/1; skip costs nothing) and ``out[branch][C]``; each a (params, macs,
-    conv_macs) triple at a 256x256 search image."""
+    """Per-decision costs: ``fixed`` (stem, DS block), ``neck[C]`` (the whole neck for
+    C-channel backbone features: BNs, correlation, channel attention, 1x1; C = 40 is the
+    stride-8 neck), ``block[i][c]``, ``head[s][branch][C][layer][k]`` (k3/k5 index 0/1;
+    skip costs nothing) and ``out[s][branch][C]`` at output stride s (16 or 8); each a
+    (params, macs, conv_macs) triple at a 256x256 search image."""
 
     def __init__(self, data: dict) -> None:
         self.fixed: Cost = tuple(data["fixed"])
         self.neck: dict[int, Cost] = {int(c): tuple(v) for c, v in data["neck"].items()}
         self.block: tuple[tuple[Cost, ...], ...] = tuple(tuple(tuple(c) for c in b) for b in data["block"])
-        self.head = {br: {int(c): tuple(tuple(tuple(k) for k in layer) for layer in layers)
-                          for c, layers in per_c.items()} for br, per_c in data["head"].items()}
-        self.out = {br: {int(c): tuple(v) for c, v in per_c.items()} for br, per_c in data["out"].items()}
+        self.head = {int(s): {br: {int(c): tuple(tuple(tuple(k) for k in layer) for layer in layers)
+                                   for c, layers in per_c.items()} for br, per_c in per_s.items()}
+                     for s, per_s in data["head"].items()}
+        self.out = {int(s): {br: {int(c): tuple(v) for c, v in per_c.items()} for br, per_c in per_s.items()}
+                    for s, per_s in data["out"].items()}
 
     # -- building ------------------------------------------------------------------------
     @classmethod
     def build(cls) -> "ComplexityTable":
-        """Count 7 covering architectures with fvcore and split them into per-decision costs."""
+        """Count the covering architectures with fvcore and split them into per-decision costs."""
         fixed, neck, block, head, out = None, {}, [[None] * len(MBCONV_OPS) for _ in range(NUM_BLOCKS)], {}, {}
-        covers = []
-        for j in range(2 * len(HEAD_CHANNELS)):  # every block choice, every (C, kernel) of each head
-            c, k = HEAD_CHANNELS[j % 3], j // 3
-            h = HeadArch(c, (k,) * HEAD_LAYERS)
-            covers.append(Arch((j % len(MBCONV_OPS),) * NUM_BLOCKS, h, h))
-        for depth in sorted({OUT_BLOCKS[i] + 1 for i in range(len(OUT_BLOCKS))}):
-            a = Arch((0,) * depth, covers[0].cls, covers[0].reg)
-            if a.out_channels not in {x.out_channels for x in covers}:
-                covers.append(a)  # a neck at another channel count
-        for a in covers:
+        for a in covering_archs():
             layers, _ = _fvcore_layers(StaticTracker.build(a), SEARCH_SIZE)
             key = f"c{a.out_channels}"
-            neck[a.out_channels] = _add(_add(_cost(layers[f"neck.bn_z.{key}"]), _cost(layers[f"neck.bn_x.{key}"])),
-                                        _cost(layers["neck.correlation"]))
+            n = (0, 0, 0)
+            for name in (f"neck.bn_z.{key}", f"neck.bn_x.{key}", "neck.correlation", "neck.ca", "neck.adjust"):
+                n = _add(n, _cost(layers[name]))
+            neck[a.out_channels] = n
             for i, choice in enumerate(a.backbone):
                 block[i][choice] = _cost(layers[f"backbone.blocks.{i}"])
             for br, h in (("cls", a.cls), ("reg", a.reg)):
-                per_c = head.setdefault(br, {}).setdefault(h.channels, [[None, None] for _ in range(HEAD_LAYERS)])
+                per_c = head.setdefault(a.stride, {}).setdefault(br, {}).setdefault(
+                    h.channels, [[None, None] for _ in range(HEAD_LAYERS)])
                 for i in range(HEAD_LAYERS):
                     per_c[i][h.ops[i]] = _cost(layers[f"{br}_head.layers.{i}"])
-                out.setdefault(br, {})[h.channels] = _cost(layers[f"{br}_head.out"])
-            f = (0, 0, 0)
-            for name in ("backbone.stem", "backbone.ds", "neck.ca", "neck.adjust"):
-                f = _add(f, _cost(layers[name]))
+                out.setdefault(a.stride, {}).setdefault(br, {})[h.channels] = _cost(layers[f"{br}_head.out"])
+            f = _add(_cost(layers["backbone.stem"]), _cost(layers["backbone.ds"]))
             if fixed is not None and f != fixed:
                 raise RuntimeError(f"fixed cost differs between covering archs: {f} vs {fixed}")
             fixed = f
@@ -173,10 +182,10 @@ class ComplexityTable:
         return _default_table()
 
     def to_dict(self) -> dict:
-        return {"search_size": SEARCH_SIZE, "fixed": self.fixed,
-                "neck": {str(c): v for c, v in self.neck.items()}, "block": self.block,
-                "head": {br: {str(c): v for c, v in per_c.items()} for br, per_c in self.head.items()},
-                "out": {br: {str(c): v for c, v in per_c.items()} for br, per_c in self.out.items()}}
+        def keys(d):  # JSON object keys are strings
+            return {str(k): keys(v) for k, v in d.items()} if isinstance(d, dict) else d
+        return {"search_size": SEARCH_SIZE, "fixed": self.fixed, "neck": keys(self.neck),
+                "block": self.block, "head": keys(self.head), "out": keys(self.out)}
 
     def save(self, path: Path = TABLE_PATH) -> None:
         Path(path).write_text(json.dumps(self.to_dict()) + "\n")
@@ -190,13 +199,14 @@ class ComplexityTable:
         for i, choice in enumerate(arch.backbone):
             bp, bm, bc = self.block[i][choice]
             p, m, c = p + bp, m + bm, c + bc
+        head, out = self.head[arch.stride], self.out[arch.stride]
         for br, h in (("cls", arch.cls), ("reg", arch.reg)):
-            layers = self.head[br][h.channels]
+            layers = head[br][h.channels]
             for i, op in enumerate(h.ops):
                 if op < 2:  # 2 = skip
                     lp, lm, lc = layers[i][op]
                     p, m, c = p + lp, m + lm, c + lc
-            op_, om, oc = self.out[br][h.channels]
+            op_, om, oc = out[br][h.channels]
             p, m, c = p + op_, m + om, c + oc
         return p, m, c
 

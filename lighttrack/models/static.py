@@ -18,7 +18,7 @@ from lighttrack.models.blocks import (
     BN_PAIRS, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual, init_backbone_,
 )
 from lighttrack.models.supernet import (
-    NECK_CHANNELS, STEM_CHANNELS, ClassSupernet, Neck, TrackSupernet, block_specs, head_output,
+    NECK_CHANNELS, STEM_CHANNELS, ClassSupernet, TrackSupernet, block_specs, head_output, neck_for,
 )
 
 __all__ = ["StaticBackbone", "StaticHead", "StaticTracker", "StaticClassifier", "SearchBranch", "extract",
@@ -67,7 +67,7 @@ class StaticTracker(nn.Module):
         super().__init__()
         self.arch = arch
         self.backbone = StaticBackbone(arch.backbone)
-        self.neck = Neck((arch.out_channels,))
+        self.neck = neck_for(arch)
         self.cls_head = StaticHead("cls", arch.cls)
         self.reg_head = StaticHead("reg", arch.reg)
 
@@ -77,12 +77,12 @@ class StaticTracker(nn.Module):
         return cls(arch)
 
     def template(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, 3, 128, 128) -> raw template features (B, C, 8, 8)."""
+        """z (B, 3, 128, 128) -> raw template features (B, C, 128/s, 128/s), s = arch.stride."""
         return self.backbone(z)
 
     def search(self, zf: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, 3, S, S) -> cls logits (B, 1, S/16, S/16), reg ltrb pixels (B, 4, S/16, S/16)."""
-        f = self.neck(zf, self.backbone(x))  # (B, 128, S/16, S/16)
+        """x (B, 3, S, S) -> cls logits (B, 1, S/s, S/s), reg ltrb pixels (B, 4, S/s, S/s)."""
+        f = self.neck(zf, self.backbone(x))  # (B, 128, S/s, S/s)
         return self.cls_head(f), self.reg_head(f)
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +137,7 @@ def extract(supernet: TrackSupernet, arch: Arch) -> StaticTracker:
     """A StaticTracker for ``arch`` with the supernet path's weights and BN statistics copied."""
     net = StaticTracker(arch).to(next(supernet.parameters()).device)
     _copy(net.backbone, supernet.backbone, _backbone_map(arch.backbone))
-    _copy(net.neck, supernet.neck, {n: n for n in ("bn_z", "bn_x", "ca", "adjust")})
+    _copy(net.neck, supernet.neck_of(arch), {n: n for n in ("bn_z", "bn_x", "ca", "adjust")})
     _copy(net.cls_head, supernet.cls_head, _head_map(arch.cls))
     _copy(net.reg_head, supernet.reg_head, _head_map(arch.reg))
     return net.train(supernet.training)

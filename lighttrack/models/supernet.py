@@ -14,7 +14,7 @@ from torch import nn
 
 from lighttrack.arch import (
     HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, IMAGENET_STAGE, MBCONV_OPS, NUM_BLOCKS,
-    OUT_BLOCKS, STAGE_BLOCKS, STAGE_CHANNELS, STAGE_STRIDES, Arch, HeadArch,
+    STAGE_BLOCKS, STAGE_CHANNELS, STAGE_STRIDES, Arch, HeadArch, Space, get_space,
 )
 from lighttrack.models.blocks import (
     ChannelAttention, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual,
@@ -23,13 +23,13 @@ from lighttrack.models.blocks import (
 
 __all__ = [
     "STEM_CHANNELS", "NECK_CHANNELS", "TEMPLATE_POSITIONS", "block_specs", "head_output",
-    "ChoiceBlock", "SupernetBackbone", "Neck", "HeadSupernet", "TrackSupernet", "SupernetPath",
+    "ChoiceBlock", "SupernetBackbone", "Neck", "neck_for", "HeadSupernet", "TrackSupernet", "SupernetPath",
     "ClassSupernet",
 ]
 
 STEM_CHANNELS = 16
 NECK_CHANNELS = 128  # the correlation map is projected to this many channels for the heads
-TEMPLATE_POSITIONS = 64  # 8x8 template feature positions = correlation channels
+TEMPLATE_POSITIONS = 64  # 8x8 template feature positions = correlation channels (stride 16)
 
 
 def block_specs(num_blocks: int = NUM_BLOCKS) -> list[tuple[int, int, int]]:
@@ -135,23 +135,27 @@ class Neck(nn.Module):
     channel attention, 1x1 conv to 128 channels.
 
     The BNs exist once per possible backbone output channel count (``channels``); the
-    one matching the features runs. A static subnet holds only its own.
+    one matching the features runs. A static subnet holds only its own. ``positions`` =
+    template feature positions = correlation channels: 64 (8x8) at stride 16, 256 (16x16)
+    at stride 8, so each stride has its own neck (as in the released supernet).
     """
 
-    def __init__(self, channels: Iterable[int]) -> None:
+    def __init__(self, channels: Iterable[int], positions: int = TEMPLATE_POSITIONS) -> None:
         super().__init__()
         channels = sorted(set(channels))
+        self.side = int(round(positions ** 0.5))
         self.bn_z = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
         self.bn_x = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
-        self.ca = ChannelAttention(TEMPLATE_POSITIONS)
-        self.adjust = nn.Conv2d(TEMPLATE_POSITIONS, NECK_CHANNELS, 1, bias=True)
+        self.ca = ChannelAttention(positions)
+        self.adjust = nn.Conv2d(positions, NECK_CHANNELS, 1, bias=True)
 
     def forward(self, zf: torch.Tensor, xf: torch.Tensor) -> torch.Tensor:
-        """zf (B, C, 8, 8) raw template features, xf (B, C, H, W) -> (B, 128, H, W)."""
+        """zf (B, C, s, s) raw template features (s = 8 or 16), xf (B, C, H, W) -> (B, 128, H, W)."""
         key = self._key(zf.shape[1])
-        if tuple(zf.shape[-2:]) != (8, 8):
-            raise ValueError(f"template features must be 8x8 (128x128 template), got {tuple(zf.shape)}")
-        corr = pixel_correlation(self.bn_z[key](zf), self.bn_x[key](xf))  # (B, 64, H, W)
+        if tuple(zf.shape[-2:]) != (self.side, self.side):
+            raise ValueError(f"template features must be {self.side}x{self.side} for this neck "
+                             f"(128x128 template), got {tuple(zf.shape)}")
+        corr = pixel_correlation(self.bn_z[key](zf), self.bn_x[key](xf))  # (B, s*s, H, W)
         return self.adjust(self.ca(corr))
 
     def _key(self, channels: int) -> str:
@@ -226,28 +230,55 @@ class HeadSupernet(nn.Module):
                 tower.inherit_from_(ref)
 
 
-# -- tracking supernet ------------------------------------------------------------------------
-class TrackSupernet(nn.Module):
-    """Backbone + neck + cls/reg heads holding every candidate of the search space.
+_ANY_HEADS = (HeadArch(HEAD_CHANNELS[0], (0,) * HEAD_LAYERS),) * 2
 
-    The template branch runs once per video; the search branch per frame.
+
+# -- tracking supernet ------------------------------------------------------------------------
+def neck_for(arch: Arch) -> Neck:
+    """A fresh neck for ``arch``'s output channels and stride."""
+    return Neck((arch.out_channels,), arch.template_feature_size ** 2)
+
+
+class TrackSupernet(nn.Module):
+    """Backbone + neck(s) + cls/reg heads holding every candidate of ``space``.
+
+    ``space`` 'paper' (output layer in stages 3-4, stride 16, one ``neck``) or 'wide'
+    (also stage 2 at stride 8, with its own ``neck_s8``; the heads are shared). The
+    template branch runs once per video; the search branch per frame.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, space: str | Space = "paper") -> None:
         super().__init__()
+        self.space = get_space(space)
         self.backbone = SupernetBackbone(NUM_BLOCKS)
-        out_channels = {block_specs()[b][1] for b in OUT_BLOCKS}
-        self.neck = Neck(out_channels)
+        outs = {}  # stride -> output channel counts
+        for b in self.space.out_blocks:
+            a = Arch((0,) * (b + 1), *_ANY_HEADS)
+            outs.setdefault(a.stride, set()).add(a.out_channels)
+        self.neck = Neck(outs[16])
+        if 8 in outs:
+            self.neck_s8 = Neck(outs[8], (128 // 8) ** 2)
         self.cls_head = HeadSupernet("cls")
         self.reg_head = HeadSupernet("reg")  # its own tower weights (the released code reused cls's)
 
+    @classmethod
+    def for_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> "TrackSupernet":
+        """An empty supernet of the space a checkpoint was trained on (a stride-8 neck = wide)."""
+        wide = any(k.removeprefix("module.").startswith("neck_s8.") for k in state_dict)
+        return cls("wide" if wide else "paper")
+
+    def neck_of(self, arch: Arch) -> Neck:
+        self.space.check(arch)
+        return self.neck_s8 if arch.stride == 8 else self.neck
+
     def template(self, z: torch.Tensor, arch: Arch) -> torch.Tensor:
-        """z (B, 3, 128, 128) normalised -> raw template features (B, arch.out_channels, 8, 8)."""
-        return self.backbone(z, arch.backbone)
+        """z (B, 3, 128, 128) normalised -> raw template features (B, C, 128/stride, 128/stride)."""
+        return self.backbone(z, self.space.check(arch).backbone)
 
     def search(self, zf: torch.Tensor, x: torch.Tensor, arch: Arch) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, 3, S, S), S a multiple of 16 -> cls logits (B, 1, S/16, S/16), reg ltrb (B, 4, ...)."""
-        f = self.neck(zf, self.backbone(x, arch.backbone))  # (B, 128, S/16, S/16)
+        """x (B, 3, S, S), S a multiple of 16 -> cls logits (B, 1, S/s, S/s), reg ltrb (B, 4, ...),
+        s = arch.stride (16, or 8 for stage-2 outputs)."""
+        f = self.neck_of(arch)(zf, self.backbone(x, arch.backbone))  # (B, 128, S/s, S/s)
         return self.cls_head(f, arch.cls), self.reg_head(f, arch.reg)
 
     def forward(self, z: torch.Tensor, x: torch.Tensor, arch: Arch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,7 +298,7 @@ class TrackSupernet(nn.Module):
 
     def path_modules(self, arch: Arch) -> list[nn.Module]:
         """The modules that run for ``arch`` (template and search branches together)."""
-        return (self.backbone.path_modules(arch.backbone) + self.neck.path_modules(arch.out_channels)
+        return (self.backbone.path_modules(arch.backbone) + self.neck_of(arch).path_modules(arch.out_channels)
                 + self.cls_head.path_modules(arch.cls) + self.reg_head.path_modules(arch.reg))
 
     def path_parameters(self, arch: Arch) -> list[nn.Parameter]:

@@ -57,7 +57,7 @@ def load_supernet(path: str | Path, device: str = "cpu") -> tuple[TrackSupernet,
     ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
     state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    net = TrackSupernet()
+    net = TrackSupernet.for_state_dict(state)
     net.load_state_dict(state)
     return net.to(device).eval(), cache.supernet_id(state)
 

@@ -21,7 +21,7 @@ import nevergrad as ng
 import numpy as np
 from nevergrad.optimization import base
 
-from lighttrack.arch import DECISIONS, Arch
+from lighttrack.arch import PAPER, Arch
 from lighttrack.search import space
 
 __all__ = ["LightTrackEvolution", "LightTrackRandom", "Lineage", "Infeasible"]
@@ -60,7 +60,8 @@ class _Evolution(base.Optimizer):
         self.population, self.topk = population, topk
         self.mutation_prob, self.crossover_prob = mutation_prob, crossover_prob
         self.feasible, self.unique, self.max_tries = feasible, unique, max_tries
-        self._arity = np.array([n for _, n in DECISIONS])
+        self.space = PAPER if isinstance(parametrization, int) else space.space_of(parametrization)
+        self._arity = np.array([n for _, n in self.space.decisions])
         self._results: list[tuple[float, int, str, tuple[int, ...]]] = []  # (loss, order, uid, choices)
         self._seen: set[tuple[int, ...]] = set()  # normalised choices asked or told
         self._random_asked = 0
@@ -68,9 +69,9 @@ class _Evolution(base.Optimizer):
 
     # -- helpers ------------------------------------------------------------------------
     def _ok(self, choices: tuple[int, ...]) -> bool:
-        if self.unique and space.normalize(choices) in self._seen:
+        if self.unique and space.normalize(choices, self.space) in self._seen:
             return False
-        return self.feasible is None or self.feasible(Arch.from_choices(choices))
+        return self.feasible is None or self.feasible(self.space.from_choices(choices))
 
     def _random(self) -> tuple[int, ...]:
         return tuple(int(self._rng.randint(n)) for n in self._arity)
@@ -110,14 +111,14 @@ class _Evolution(base.Optimizer):
         choices, lin = self.propose()
         if lin.kind == "random":
             self._random_asked += 1
-        self._seen.add(space.normalize(choices))
+        self._seen.add(space.normalize(choices, self.space))
         cand = self.parametrization.spawn_child(new_value=((), dict(zip(space.NAMES, choices))))
         self.lineage[cand.uid] = lin
         return cand
 
     def record(self, choices: tuple[int, ...], loss: float, uid: str) -> None:
         """Add a result to the population (what ``tell`` does)."""
-        self._seen.add(space.normalize(choices))
+        self._seen.add(space.normalize(choices, self.space))
         if math.isfinite(loss):
             self._results.append((float(loss), len(self._results), uid, tuple(choices)))
 

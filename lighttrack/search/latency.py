@@ -3,9 +3,9 @@
 ``profile()`` times, on the machine where it runs, every block choice of the search
 space at its real input shape in the per-frame *search branch* (the template branch runs
 once per video and is not counted, as for MACs): stem + DS block, each backbone MBConv
-choice at each of the 14 positions, the neck's BNs + correlation per backbone output
-channel count, the neck's channel attention + 1x1 conv, each head layer op (k3/k5) per
-channel count and position, and the output convs.
+choice at each of the 14 positions, the neck per backbone output channel count, each
+head layer op (k3/k5) per channel count and position, and the output convs, per output
+stride (16; and 8 when profiled for the wide space, whose stage-2 outputs give 32x32 maps).
 
 Why a sum of block timings matches the whole network: the blocks are timed *in
 sequence*, inside full forwards of a few covering architectures and of random ones (each
@@ -40,15 +40,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, MBCONV_OPS, NUM_BLOCKS, Arch, HeadArch, sample
+from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, MBCONV_OPS, NUM_BLOCKS, Arch, Space, get_space
 from lighttrack.models.blocks import pixel_correlation
+from lighttrack.models.complexity import covering_archs
 from lighttrack.models.static import SearchBranch, StaticTracker
 from lighttrack.models.supernet import head_output
 
 __all__ = ["FORMAT", "BACKENDS", "CLOCKS", "LatencyTable", "LatencyTableError", "profile",
            "measure_whole", "machine_info", "covering_archs", "make_runner"]
 
-FORMAT = "lighttrack-latency-table/1"
+FORMAT = "lighttrack-latency-table/2"  # /2: the neck is one entry; heads per output stride
 BACKENDS = ("torch", "onnxruntime")
 CLOCKS = ("wall", "thread")
 _KERNELS = tuple(k for k in HEAD_OPS if k is not None)  # head op index 0 -> k3, 1 -> k5
@@ -63,10 +64,11 @@ class LatencyTableError(ValueError):
 class LatencyTable:
     """Per-decision latencies in ms (search branch, batch 1, ``search_size`` square input).
 
-    ``block[i][c]`` MBConv choice c at position i; ``neck[C]`` BNs + correlation for
-    C-channel backbone features; ``head[branch][C][layer][k]`` (k 0 = k3, 1 = k5; skip
-    costs nothing); ``out[branch][C]`` output conv. ``fixed`` = stem + DS + neck channel
-    attention and 1x1 conv; ``overhead_ms`` = calibrated constant (see module docstring).
+    ``block[i][c]`` MBConv choice c at position i; ``neck[C]`` the whole neck for
+    C-channel backbone features (C = 40: the stride-8 neck); ``head[s][branch][C][layer][k]``
+    (k 0 = k3, 1 = k5; skip costs nothing) and ``out[s][branch][C]`` (output conv) at
+    output stride s. ``fixed`` = stem + DS block; ``overhead_ms`` = calibrated constant
+    (see module docstring).
     """
 
     backend: str
@@ -75,37 +77,46 @@ class LatencyTable:
     fixed: float
     neck: dict[int, float]
     block: list[list[float]]
-    head: dict[str, dict[int, list[list[float]]]]
-    out: dict[str, dict[int, float]]
+    head: dict[int, dict[str, dict[int, list[list[float]]]]]
+    out: dict[int, dict[str, dict[int, float]]]
     overhead_ms: float = 0.0
     clock: str = "wall"
     repeats: int = 0
     machine: dict[str, Any] = field(default_factory=dict)
     calibration: list[dict[str, Any]] = field(default_factory=list)
 
+    def _stride(self, arch: Arch) -> int:
+        if arch.stride not in self.head:
+            raise LatencyTableError(f"this latency table has no stride-{arch.stride} entries (profiled for "
+                                    f"strides {sorted(self.head)}); profile it with `--space wide` for {arch}")
+        return arch.stride
+
     def terms(self, arch: Arch) -> list[tuple[str, float]]:
         """(entry name, ms) of every table entry ``arch`` uses (without the overhead)."""
+        s = self._stride(arch)
         t = [("fixed", self.fixed), (f"neck.c{arch.out_channels}", self.neck[arch.out_channels])]
         t += [(f"block.{i}.{MBCONV_OPS[c]}", self.block[i][c]) for i, c in enumerate(arch.backbone)]
         for br, h in (("cls", arch.cls), ("reg", arch.reg)):
-            layers = self.head[br][h.channels]
-            t += [(f"{br}.c{h.channels}.{i}.k{HEAD_OPS[op]}", layers[i][op])
+            layers = self.head[s][br][h.channels]
+            t += [(f"s{s}.{br}.c{h.channels}.{i}.k{HEAD_OPS[op]}", layers[i][op])
                   for i, op in enumerate(h.ops) if HEAD_OPS[op] is not None]
-            t.append((f"{br}.out.c{h.channels}", self.out[br][h.channels]))
+            t.append((f"s{s}.{br}.out.c{h.channels}", self.out[s][br][h.channels]))
         return t
 
     def estimate(self, arch: Arch) -> float:
         """Estimated search-branch latency of ``arch`` in ms (sum of entries + overhead)."""
+        s = self._stride(arch)
         ms = self.fixed + self.neck[arch.out_channels] + self.overhead_ms
         block = self.block
         for i, c in enumerate(arch.backbone):
             ms += block[i][c]
+        head, out = self.head[s], self.out[s]
         for br, h in (("cls", arch.cls), ("reg", arch.reg)):
-            layers = self.head[br][h.channels]
+            layers = head[br][h.channels]
             for i, op in enumerate(h.ops):
                 if op < len(_KERNELS):  # the last op index is skip
                     ms += layers[i][op]
-            ms += self.out[br][h.channels]
+            ms += out[br][h.channels]
         return ms
 
     # -- files --------------------------------------------------------------------------
@@ -115,8 +126,10 @@ class LatencyTable:
                 "repeats": self.repeats, "machine": self.machine, "overhead_ms": self.overhead_ms,
                 "fixed": self.fixed, "neck": {str(c): v for c, v in self.neck.items()},
                 "block": self.block,
-                "head": {br: {str(c): v for c, v in per_c.items()} for br, per_c in self.head.items()},
-                "out": {br: {str(c): v for c, v in per_c.items()} for br, per_c in self.out.items()},
+                "head": {str(s): {br: {str(c): v for c, v in per_c.items()} for br, per_c in per_s.items()}
+                         for s, per_s in self.head.items()},
+                "out": {str(s): {br: {str(c): v for c, v in per_c.items()} for br, per_c in per_s.items()}
+                        for s, per_s in self.out.items()},
                 "calibration": self.calibration}
 
     def save(self, path: str | Path) -> None:
@@ -131,9 +144,10 @@ class LatencyTable:
             t = cls(backend=d["backend"], threads=int(d["threads"]), search_size=int(d["search_size"]),
                     fixed=float(d["fixed"]), neck={int(c): float(v) for c, v in d["neck"].items()},
                     block=[[float(x) for x in b] for b in d["block"]],
-                    head={br: {int(c): [[float(x) for x in layer] for layer in v] for c, v in per_c.items()}
-                          for br, per_c in d["head"].items()},
-                    out={br: {int(c): float(v) for c, v in per_c.items()} for br, per_c in d["out"].items()},
+                    head={int(s): {br: {int(c): [[float(x) for x in layer] for layer in v] for c, v in per_c.items()}
+                                   for br, per_c in per_s.items()} for s, per_s in d["head"].items()},
+                    out={int(s): {br: {int(c): float(v) for c, v in per_c.items()} for br, per_c in per_s.items()}
+                         for s, per_s in d["out"].items()},
                     overhead_ms=float(d.get("overhead_ms", 0.0)), clock=d.get("clock", "wall"),
                     repeats=int(d.get("repeats", 0)), machine=dict(d.get("machine", {})),
                     calibration=list(d.get("calibration", [])))
@@ -159,34 +173,28 @@ class LatencyTable:
 
         if len(self.block) != NUM_BLOCKS or any(len(b) != len(MBCONV_OPS) for b in self.block):
             raise bad(f"'block' must be {NUM_BLOCKS} lists of {len(MBCONV_OPS)} latencies")
-        for br in ("cls", "reg"):
-            if set(self.head.get(br, {})) != set(HEAD_CHANNELS) or set(self.out.get(br, {})) != set(HEAD_CHANNELS):
-                raise bad(f"'head'/'out' of {br!r} must cover channels {HEAD_CHANNELS}")
-            for c, layers in self.head[br].items():
-                if len(layers) != HEAD_LAYERS or any(len(k) != len(_KERNELS) for k in layers):
-                    raise bad(f"head {br} c{c}: expected {HEAD_LAYERS} layers x {len(_KERNELS)} kernels")
+        if 16 not in self.head or set(self.head) != set(self.out) or not set(self.head) <= {8, 16}:
+            raise bad(f"'head' and 'out' must hold output strides 16 (and 8 for the wide space), "
+                      f"got {sorted(self.head)} and {sorted(self.out)}")
+        for s in self.head:
+            for br in ("cls", "reg"):
+                if (set(self.head[s].get(br, {})) != set(HEAD_CHANNELS)
+                        or set(self.out[s].get(br, {})) != set(HEAD_CHANNELS)):
+                    raise bad(f"'head'/'out' of stride {s} {br!r} must cover channels {HEAD_CHANNELS}")
+                for c, layers in self.head[s][br].items():
+                    if len(layers) != HEAD_LAYERS or any(len(k) != len(_KERNELS) for k in layers):
+                        raise bad(f"head s{s} {br} c{c}: expected {HEAD_LAYERS} layers x {len(_KERNELS)} kernels")
         values = [self.fixed, *self.neck.values(), *(x for b in self.block for x in b),
-                  *(x for per_c in self.head.values() for ls in per_c.values() for k in ls for x in k),
-                  *(x for per_c in self.out.values() for x in per_c.values())]
+                  *(x for per_s in self.head.values() for per_c in per_s.values() for ls in per_c.values()
+                    for k in ls for x in k),
+                  *(x for per_s in self.out.values() for per_c in per_s.values() for x in per_c.values())]
         if not all(np.isfinite(v) and v >= 0 for v in values):
             raise bad("latencies must be finite and >= 0")
 
 
 # -- what gets timed ----------------------------------------------------------------------------
-def covering_archs() -> list[Arch]:
-    """Architectures that together run every table entry: six full-depth ones (all
-    blocks choice j; both heads at channels C_j with kernel k_j everywhere) and one cut
-    after stage 3 (80-channel neck)."""
-    archs = []
-    for j in range(len(MBCONV_OPS)):
-        h = HeadArch(HEAD_CHANNELS[j % len(HEAD_CHANNELS)], (j // len(HEAD_CHANNELS),) * HEAD_LAYERS)
-        archs.append(Arch((j,) * NUM_BLOCKS, h, h))
-    archs.append(Arch((0,) * (NUM_BLOCKS - 4), archs[1].cls, archs[2].reg))
-    return archs
-
-
 class _NeckCorr(nn.Module):
-    """The neck's BNs and correlation: zf (1, C, 8, 8), xf (1, C, H, W) -> (1, 64, H, W)."""
+    """The neck's BNs and correlation: zf (1, C, s, s), xf (1, C, H, W) -> (1, s*s, H, W)."""
 
     def __init__(self, bn_z: nn.Module, bn_x: nn.Module) -> None:
         super().__init__()
@@ -216,14 +224,14 @@ def _steps(net: StaticTracker) -> list[Step]:
     steps: list[Step] = [(("fixed",), nn.Sequential(bb.stem, bb.ds), ("x",), "y")]
     steps += [(("block", i, c), blk, ("y",), "y") for i, (c, blk) in enumerate(zip(a.backbone, bb.blocks))]
     steps += [(("neck", a.out_channels), _NeckCorr(neck.bn_z[key], neck.bn_x[key]), ("zf", "y"), "corr"),
-              (("fixed",), nn.Sequential(neck.ca, neck.adjust), ("corr",), "f")]
+              (("neck", a.out_channels), nn.Sequential(neck.ca, neck.adjust), ("corr",), "f")]
     for br, h, head in (("cls", a.cls, net.cls_head), ("reg", a.reg, net.reg_head)):
         src, j = "f", 0
         for i, op in enumerate(h.ops):
             if HEAD_OPS[op] is not None:
-                steps.append((("head", br, h.channels, i, op), head.layers[j], (src,), f"h_{br}"))
+                steps.append((("head", a.stride, br, h.channels, i, op), head.layers[j], (src,), f"h_{br}"))
                 src, j = f"h_{br}", j + 1
-        steps.append((("out", br, h.channels), _Out(br, head.out), (src,), f"out_{br}"))
+        steps.append((("out", a.stride, br, h.channels), _Out(br, head.out), (src,), f"out_{br}"))
     return steps
 
 
@@ -273,7 +281,8 @@ def _clock(clock: str, threads: int) -> Callable[[], float]:
 
 def _inputs(arch: Arch, search_size: int, backend: str) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
-    vals = {"zf": torch.randn(1, arch.out_channels, 8, 8, generator=g),
+    side = arch.template_feature_size
+    vals = {"zf": torch.randn(1, arch.out_channels, side, side, generator=g),
             "x": torch.randn(1, 3, search_size, search_size, generator=g)}
     return {k: v.numpy() for k, v in vals.items()} if backend == "onnxruntime" else vals
 
@@ -294,7 +303,8 @@ class _Prepared:
                 if not with_steps:
                     env[out] = mod(*(env[n] for n in ins))
                     continue
-                rkey = (key, id(mod)) if key == ("fixed",) else key  # the two fixed parts differ
+                # an entry timed in two parts (stem + DS; the neck) gets a runner per part
+                rkey = (key, id(mod)) if key[0] in ("fixed", "neck") else key
                 if rkey not in runners:
                     runners[rkey] = make_runner(mod, [env[n] for n in ins], backend, threads)
                 self.steps.append((key, runners[rkey], ins, out))
@@ -341,8 +351,9 @@ def machine_info() -> dict[str, Any]:
 def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup: int = 3,
             search_size: int = 256, clock: str = "wall", log: Callable[[str], None] | None = None,
             probes: Sequence[Arch] = (), probe_ms: dict[str, float] | None = None,
-            contexts: int = 16, seed: int = 0) -> LatencyTable:
-    """Measure every entry of the table on this machine (see module docstring).
+            contexts: int = 16, seed: int = 0, space: str | Space = "paper") -> LatencyTable:
+    """Measure every entry of the table on this machine (see module docstring); ``space``
+    'wide' adds the stride-8 entries (its stage-2 outputs).
 
     ``contexts``: random architectures timed block by block besides the covering ones, so
     each entry is a median over the neighbours it meets in real networks (a block between
@@ -365,7 +376,8 @@ def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup:
     t0 = time.time()
     runners: dict[tuple, Callable] = {}
     rng = np.random.default_rng(seed)
-    archs = covering_archs() + [sample(rng) for _ in range(contexts)]
+    space = get_space(space)
+    archs = [a for a in covering_archs() if space.contains(a)] + [space.sample(rng) for _ in range(contexts)]
     covers = [_Prepared(a, backend, threads, search_size, runners) for a in archs]
     extra = [_Prepared(a, backend, threads, search_size, with_steps=False) for a in probes]
     probe_times: list[list[float]] = [[] for _ in extra]
@@ -399,9 +411,11 @@ def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup:
         backend=backend, threads=threads, search_size=search_size, fixed=med[("fixed",)],
         neck={c: med[("neck", c)] for c in sorted({k[1] for k in med if k[0] == "neck"})},
         block=[[med[("block", i, c)] for c in range(len(MBCONV_OPS))] for i in range(NUM_BLOCKS)],
-        head={br: {c: [[med[("head", br, c, i, k)] for k in range(len(_KERNELS))] for i in range(HEAD_LAYERS)]
-                   for c in HEAD_CHANNELS} for br in ("cls", "reg")},
-        out={br: {c: med[("out", br, c)] for c in HEAD_CHANNELS} for br in ("cls", "reg")},
+        head={s: {br: {c: [[med[("head", s, br, c, i, k)] for k in range(len(_KERNELS))]
+                           for i in range(HEAD_LAYERS)] for c in HEAD_CHANNELS} for br in ("cls", "reg")}
+              for s in space.strides},
+        out={s: {br: {c: med[("out", s, br, c)] for c in HEAD_CHANNELS} for br in ("cls", "reg")}
+             for s in space.strides},
         clock=clock, repeats=repeats, machine=machine_info())
     # Overhead: what the whole network takes beyond its blocks, median over the covers.
     table.calibration = [{"arch": str(p.arch), "whole_ms": float(np.median(w)),

@@ -70,10 +70,11 @@ class CandidateSource:
     def seed(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Tell the optimizer every cached row that fits the budget; returns how many."""
         told = 0
+        sp = space.space_of(self.opt.parametrization)
         for row in rows:
             arch = parse(row["arch"])
             self.known.setdefault(str(arch), row)
-            if not self.check(arch):
+            if not sp.contains(arch) or not self.check(arch):
                 continue
             try:
                 self.opt.tell(space.candidate(self.opt.parametrization, arch), -float(row["ao"]))

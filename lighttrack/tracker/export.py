@@ -238,8 +238,11 @@ def write_card(out_dir: str | Path, *, arch, files: dict, params: TrackerParams,
                                                                   for k in files["onnx"] if k != "template")
             or [SEARCH_SIZE], "context": CONTEXT, "pad": "frame mean colour",
         },
-        "outputs": {"zf": "raw template features (1, C, 8, 8)",
-                    "cls": "logits (1, 1, S/16, S/16)", "reg": "ltrb distances in crop px (1, 4, S/16, S/16)"},
+        "stride": arch.stride,
+        "outputs": {"zf": f"raw template features (1, {arch.out_channels}, {arch.template_feature_size}, "
+                          f"{arch.template_feature_size})",
+                    "cls": f"logits (1, 1, S/{arch.stride}, S/{arch.stride})",
+                    "reg": f"ltrb distances in crop px (1, 4, S/{arch.stride}, S/{arch.stride})"},
         "source": source or {},
         "opset": OPSET,
         "versions": {"torch": torch.__version__},

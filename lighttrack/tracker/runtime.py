@@ -128,7 +128,7 @@ def load_torch_net(arch, checkpoint: str | Path | None = None) -> torch.nn.Modul
     if set(state) == set(net.state_dict()):
         net.load_state_dict(state)
         return net.eval()
-    supernet = TrackSupernet()
+    supernet = TrackSupernet.for_state_dict(state)
     missing, unexpected = supernet.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{checkpoint}: neither a StaticTracker for this architecture nor a TrackSupernet "

@@ -67,9 +67,10 @@ def size_change_penalty(pred_w: np.ndarray, pred_h: np.ndarray, last_w: float, l
 
 def decide(cls: np.ndarray, reg: np.ndarray, last_size: tuple[float, float], window: np.ndarray,
            params: TrackerParams, search_size: int) -> Decision:
-    """Pick the cell: sigmoid(cls) (S, S), reg ltrb (4, S, S) px, last size in crop px."""
+    """Pick the cell: sigmoid(cls) (S, S), reg ltrb (4, S, S) px, last size in crop px.
+    The stride is the crop over the map: 16, or 8 for a stage-2 output of the wide space."""
     score = 1.0 / (1.0 + np.exp(-cls.astype(np.float64)))  # (S, S)
-    box = ltrb_to_xyxy(reg.astype(np.float64), search_size, STRIDE)  # (4, S, S) x1 y1 x2 y2
+    box = ltrb_to_xyxy(reg.astype(np.float64), search_size, search_size // cls.shape[-1])  # (4, S, S) x1 y1 x2 y2
     pw = np.maximum(box[2] - box[0], _EPS)
     ph = np.maximum(box[3] - box[1], _EPS)
     penalty = size_change_penalty(pw, ph, last_size[0], last_size[1], params.penalty_k, params.context)
@@ -117,7 +118,7 @@ class Tracker:
         self.size = np.array([w, h])
         small = w * h / float(frame_w * frame_h) < p.small_target_ratio
         self.search_size = p.large_search_size if (p.large_search and small) else p.search_size
-        self.window = hanning_window(score_size(self.search_size, STRIDE))
+        self.window = hanning_window(score_size(self.search_size, STRIDE))  # stride 16 until a map says otherwise
         s_z = context_size(w, h, p.context)
         z = crop(image, tuple(self.center), s_z, TEMPLATE_SIZE, cv2.mean(image)[:3])
         self.zf = self.net.template(self._input(z))  # computed once per sequence
@@ -137,6 +138,8 @@ class Tracker:
         t1 = time.perf_counter()
         cls, reg = self.net.search(self.zf, x)  # (1, 1, S, S), (1, 4, S, S)
         t2 = time.perf_counter()
+        if self.window.shape != cls.shape[-2:]:  # a stride-8 net: a 2x finer map
+            self.window = hanning_window(cls.shape[-1])
         d = decide(np.asarray(cls)[0, 0], np.asarray(reg)[0], tuple(self.size * scale_z),
                    self.window, p, self.search_size)
         self.decision = d

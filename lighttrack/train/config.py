@@ -7,6 +7,7 @@ The full-size YAML files in ``configs/`` carry the paper's values (REFERENCE.md 
 """
 from __future__ import annotations
 
+from typing import Literal
 from dataclasses import dataclass, field
 
 from lighttrack.data.sampling import PairDataConfig  # tracking pair sources + crop processing
@@ -102,6 +103,9 @@ class SupernetConfig:
     """Phase 2: tracking supernet on tracking pairs."""
 
     init: str = ""               # phase-1 result: MLflow run id or checkpoint path ("" = from scratch)
+    # Output layers the supernet offers: "paper" (last 8 blocks, stride 16) or "wide" (also
+    # stage 2's 40-channel outputs at stride 8, with their own neck; 12 positions as released).
+    space: Literal["paper", "wide"] = "paper"
     epochs: int = 30
     batch_size: int = 32         # per worker (paper: 32 x 8 GPUs)
     steps_per_epoch: int = 0     # 0 = pairs per epoch / (batch_size x workers)

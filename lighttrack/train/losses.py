@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["weighted_bce", "iou_loss", "TrackingLoss", "tracking_loss"]
+from lighttrack.data.labels import make_labels
+
+__all__ = ["weighted_bce", "iou_loss", "TrackingLoss", "tracking_loss", "labels_for"]
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -68,12 +71,32 @@ class TrackingLoss:
     reg: torch.Tensor
 
 
+def labels_for(batch: dict, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(cls_label, reg_target, reg_mask) for a ``size`` x ``size`` score map.
+
+    The loader's labels are made for stride 16; a stride-8 path of the wide space
+    (32x32 maps at 256 px) gets its labels here, from the same ``search_box`` by the
+    same rule (:func:`lighttrack.data.labels.make_labels`, radius 1 cell).
+    """
+    label = batch["cls_label"]
+    if label.shape[-1] == size:
+        return label, batch["reg_target"], batch["reg_mask"]
+    search_size = batch["search"].shape[-1]
+    if search_size % size:
+        raise ValueError(f"score map {size}x{size} does not divide the {search_size}-pixel search crop")
+    boxes = batch["search_box"].detach().cpu().numpy()  # (B, 4) xywh crop px
+    parts = zip(*(make_labels(b, search_size, search_size // size) for b in boxes))
+    return tuple(torch.from_numpy(np.stack(p)).to(label.device) for p in parts)
+
+
 def tracking_loss(cls_logits: torch.Tensor, reg: torch.Tensor, batch: dict,
                   cls_weight: float = 1.0, reg_weight: float = 1.0) -> TrackingLoss:
     """Total = cls_weight * weighted BCE + reg_weight * IoU loss (1:1 as in Ocean).
 
-    ``batch`` holds ``cls_label`` (B, H, W), ``reg_target`` (B, 4, H, W), ``reg_mask`` (B, H, W).
+    ``batch`` holds ``cls_label`` (B, H, W), ``reg_target`` (B, 4, H, W), ``reg_mask`` (B, H, W)
+    for the loader's stride, and ``search_box``/``search`` to make them for another map size.
     """
-    c = weighted_bce(cls_logits, batch["cls_label"])
-    r = iou_loss(reg, batch["reg_target"], batch["reg_mask"])
+    cls_label, reg_target, reg_mask = labels_for(batch, cls_logits.shape[-1])
+    c = weighted_bce(cls_logits, cls_label)
+    r = iou_loss(reg, reg_target, reg_mask)
     return TrackingLoss(cls_weight * c + reg_weight * r, c, r)

@@ -12,7 +12,7 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from lighttrack.arch import Arch, sample, sample_backbone_path
+from lighttrack.arch import Arch, Space, get_space, sample_backbone_path
 
 __all__ = ["PathSampler", "LargestWarmup"]
 
@@ -23,17 +23,18 @@ _TRAIN, _EVAL = 0, 1
 
 
 class PathSampler:
-    """Deterministic uniform paths: ``arch(epoch, step)``, ``backbone_path(epoch, step)``."""
+    """Deterministic uniform paths: ``arch(epoch, step)`` (of ``space``), ``backbone_path(epoch, step)``."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, space: str | Space = "paper") -> None:
         self.seed = int(seed)
+        self.space = get_space(space)
 
     def _rng(self, *key: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, *(int(k) for k in key)])
 
     def arch(self, epoch: int, step: int) -> Arch:
         """Phase 2: backbone + output layer + both heads."""
-        return sample(self._rng(_TRAIN, epoch, step))
+        return self.space.sample(self._rng(_TRAIN, epoch, step))
 
     def backbone_path(self, epoch: int, step: int) -> tuple[int, ...]:
         """Phase 1: 18 MBConv choices (14 tracking blocks + 4 ImageNet-only)."""
@@ -42,7 +43,7 @@ class PathSampler:
     def eval_archs(self, n: int) -> list[Arch]:
         """``n`` fixed architectures, the same in every epoch, run and restart."""
         rng = self._rng(_EVAL)
-        return [sample(rng) for _ in range(n)]
+        return [self.space.sample(rng) for _ in range(n)]
 
     def eval_backbone_paths(self, n: int) -> list[tuple[int, ...]]:
         rng = self._rng(_EVAL)
