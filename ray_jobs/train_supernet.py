@@ -17,11 +17,12 @@ from lighttrack.train.config import SupernetConfig  # noqa: E402
 
 
 def eval_archs(cfg: SupernetConfig):
-    """The fixed paths whose val AO is tracked every epoch."""
-    from lighttrack.arch import resolve
+    """The fixed paths whose val AO is tracked every epoch (checked against ``cfg.space``
+    in the driver, so a stride-8 path on a paper-space supernet fails before training)."""
+    from lighttrack.arch import get_space, resolve
     from lighttrack.train.sampling import PathSampler
     if cfg.eval.paths:
-        return [resolve(p) for p in cfg.eval.paths]
+        return [get_space(cfg.space).check(resolve(p)) for p in cfg.eval.paths]
     return PathSampler(cfg.run.seed, cfg.space).eval_archs(cfg.eval.num_paths)
 
 
