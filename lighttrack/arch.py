@@ -23,6 +23,7 @@ is read by :func:`parse` too (see :func:`_parse_released`).
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -32,7 +33,7 @@ import numpy as np
 __all__ = [
     "ArchError", "HeadArch", "Arch", "MBCONV_OPS", "HEAD_OPS", "HEAD_CHANNELS",
     "STAGE_BLOCKS", "STAGE_CHANNELS", "STAGE_STRIDES", "NUM_BLOCKS", "OUT_BLOCKS",
-    "WIDE_OUT_BLOCKS", "IMAGENET_STAGE", "DECISIONS", "Space", "SPACES", "PAPER", "get_space",
+    "WIDE_OUT_BLOCKS", "IMAGENET_STAGE", "DECISIONS", "Space", "SPACES", "PAPER", "get_space", "output_of",
     "parse", "sample", "sample_backbone_path", "PRESETS", "resolve", "space_size",
 ]
 
@@ -77,6 +78,12 @@ def _stage_of(block: int) -> int:
         if block < end:
             return s
     raise ArchError(f"backbone block {block} is outside the {NUM_BLOCKS} searchable blocks")
+
+
+def output_of(block: int) -> tuple[int, int]:
+    """(channels, total stride) of the features after backbone block ``block``."""
+    stage = _stage_of(block)
+    return STAGE_CHANNELS[stage], STEM_STRIDE * int(np.prod(STAGE_STRIDES[:stage + 1]))
 
 
 @dataclass(frozen=True)
@@ -138,12 +145,12 @@ class Arch:
 
     @property
     def out_channels(self) -> int:
-        return STAGE_CHANNELS[_stage_of(self.out_block)]
+        return output_of(self.out_block)[0]
 
     @property
     def stride(self) -> int:
         """Total stride of the output features: 16 (stages 3-4) or 8 (stage 2)."""
-        return STEM_STRIDE * int(np.prod(STAGE_STRIDES[:_stage_of(self.out_block) + 1]))
+        return output_of(self.out_block)[1]
 
     @property
     def template_feature_size(self) -> int:
@@ -195,7 +202,7 @@ class Space:
     name: str
     out_blocks: tuple[int, ...]
 
-    @property
+    @functools.cached_property
     def decisions(self) -> tuple[tuple[str, int], ...]:
         """(name, number of options) of every decision, in to_choices() order."""
         d = [("out", len(self.out_blocks))]
@@ -208,8 +215,7 @@ class Space:
 
     @property
     def strides(self) -> tuple[int, ...]:
-        return tuple(sorted({self.from_choices([i] + [0] * (len(self.decisions) - 1)).stride
-                             for i in range(len(self.out_blocks))}))
+        return tuple(sorted({output_of(b)[1] for b in self.out_blocks}))
 
     def contains(self, arch: Arch) -> bool:
         return arch.out_block in self.out_blocks

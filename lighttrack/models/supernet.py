@@ -14,7 +14,7 @@ from torch import nn
 
 from lighttrack.arch import (
     HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, IMAGENET_STAGE, MBCONV_OPS, NUM_BLOCKS,
-    STAGE_BLOCKS, STAGE_CHANNELS, STAGE_STRIDES, Arch, HeadArch, Space, get_space,
+    STAGE_BLOCKS, STAGE_CHANNELS, STAGE_STRIDES, TEMPLATE_INPUT, Arch, HeadArch, Space, get_space, output_of,
 )
 from lighttrack.models.blocks import (
     ChannelAttention, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual,
@@ -230,9 +230,6 @@ class HeadSupernet(nn.Module):
                 tower.inherit_from_(ref)
 
 
-_ANY_HEADS = (HeadArch(HEAD_CHANNELS[0], (0,) * HEAD_LAYERS),) * 2
-
-
 # -- tracking supernet ------------------------------------------------------------------------
 def neck_for(arch: Arch) -> Neck:
     """A fresh neck for ``arch``'s output channels and stride."""
@@ -251,13 +248,13 @@ class TrackSupernet(nn.Module):
         super().__init__()
         self.space = get_space(space)
         self.backbone = SupernetBackbone(NUM_BLOCKS)
-        outs = {}  # stride -> output channel counts
+        outs: dict[int, set[int]] = {}  # stride -> output channel counts
         for b in self.space.out_blocks:
-            a = Arch((0,) * (b + 1), *_ANY_HEADS)
-            outs.setdefault(a.stride, set()).add(a.out_channels)
+            channels, stride = output_of(b)
+            outs.setdefault(stride, set()).add(channels)
         self.neck = Neck(outs[16])
         if 8 in outs:
-            self.neck_s8 = Neck(outs[8], (128 // 8) ** 2)
+            self.neck_s8 = Neck(outs[8], (TEMPLATE_INPUT // 8) ** 2)
         self.cls_head = HeadSupernet("cls")
         self.reg_head = HeadSupernet("reg")  # its own tower weights (the released code reused cls's)
 
