@@ -114,6 +114,13 @@ def setup_mlflow(experiment: str = DEFAULT_EXPERIMENT) -> str:
         if not db.parent.is_dir():
             raise OpsError(f"MLflow store {uri}: directory {db.parent} does not exist")
     mlflow.set_tracking_uri(uri)
+    if scheme == "sqlite" and mlflow.get_experiment_by_name(experiment) is None:
+        # Artifacts beside the database: MLflow's default is ./mlruns of whatever directory
+        # the job was started from (a checkout, a test's working directory).
+        try:
+            mlflow.create_experiment(experiment, artifact_location=(db.parent / "mlartifacts").resolve().as_uri())
+        except mlflow.exceptions.MlflowException:
+            pass  # created meanwhile by another process
     mlflow.set_experiment(experiment)
     return uri
 

@@ -45,6 +45,23 @@ def test_setup_mlflow_default_and_missing_sqlite_directory(monkeypatch, tmp_path
         common.setup_mlflow("x")
 
 
+def test_setup_mlflow_sqlite_keeps_artifacts_beside_the_database(monkeypatch, tmp_path):
+    """Not in ./mlruns of the directory the job was started from (MLflow's default)."""
+    (tmp_path / "store").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    try:
+        common.setup_mlflow("beside")
+        exp = mlflow.get_experiment_by_name("beside")
+        assert exp.artifact_location == (tmp_path / "store" / "mlartifacts").as_uri()
+        with mlflow.start_run():
+            mlflow.log_text("x", "a.txt")
+        assert (tmp_path / "store" / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()
+        common.setup_mlflow("beside")  # an existing experiment is kept as it is
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 @pytest.fixture()
 def tracking(mlflow_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)

@@ -19,7 +19,8 @@ def add_profile_parser(arch_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="runtime to time (default torch)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads, as deployed (default 1)")
     p.add_argument("--out", required=True, help="table JSON to write")
-    p.add_argument("--repeats", type=int, default=30, help="timed forwards per entry (median taken)")
+    p.add_argument("--repeats", type=int, default=30, help="timed forwards per entry (median taken); on a shared "
+                   "or noisy machine use ~100 (a 2-core VM with a 20-30%% spread needed it for 20/20 within 10%%)")
     p.add_argument("--warmup", type=int, default=3, help="untimed forwards first")
     p.add_argument("--search-size", type=int, default=256, help="search crop side (multiple of 16)")
     p.add_argument("--contexts", type=int, default=16,
