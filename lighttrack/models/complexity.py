@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, MBCONV_OPS, NUM_BLOCKS, WIDE_OUT_BLOCKS, Arch, HeadArch
+from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, MBCONV_OPS, NUM_BLOCKS, STAGE_BLOCKS, Arch, HeadArch
 from lighttrack.models.static import SearchBranch, StaticTracker
 
-__all__ = ["LayerCost", "Complexity", "count", "ComplexityTable", "covering_archs", "parse_quantity", "format_quantity"]
+__all__ = ["LayerCost", "Complexity", "count", "ComplexityTable", "covering_archs", "str_keys", "parse_quantity", "format_quantity"]
 
 SEARCH_SIZE = 256
 _CONV_OPS = ("conv", "matmul")
@@ -118,13 +118,18 @@ def _cost(r: LayerCost) -> Cost:
     return (r.params, r.macs, r.conv_macs)
 
 
+def str_keys(d):
+    """Nested dicts with every key a string (JSON objects), e.g. head[16]["cls"][256] -> "16"/"256"."""
+    return {str(k): str_keys(v) for k, v in d.items()} if isinstance(d, dict) else d
+
+
 def covering_archs() -> list[Arch]:
     """Architectures that together run every per-decision cost (and latency) entry: per
     output stride (16 at full depth, 8 cut after stage 2), six where every block is choice
     j and both heads are C_j with kernel k_j everywhere; plus one cut after stage 3 (the
     80-channel neck)."""
     archs = []
-    for depth in (NUM_BLOCKS, WIDE_OUT_BLOCKS[3] + 1):  # stride 16, stride 8
+    for depth in (NUM_BLOCKS, sum(STAGE_BLOCKS[:2])):  # full (stride 16), cut after stage 2 (stride 8)
         for j in range(len(MBCONV_OPS)):
             h = HeadArch(HEAD_CHANNELS[j % len(HEAD_CHANNELS)], (j // len(HEAD_CHANNELS),) * HEAD_LAYERS)
             archs.append(Arch((j,) * depth, h, h))
@@ -182,10 +187,8 @@ class ComplexityTable:
         return _default_table()
 
     def to_dict(self) -> dict:
-        def keys(d):  # JSON object keys are strings
-            return {str(k): keys(v) for k, v in d.items()} if isinstance(d, dict) else d
-        return {"search_size": SEARCH_SIZE, "fixed": self.fixed, "neck": keys(self.neck),
-                "block": self.block, "head": keys(self.head), "out": keys(self.out)}
+        return {"search_size": SEARCH_SIZE, "fixed": self.fixed, "neck": str_keys(self.neck),
+                "block": self.block, "head": str_keys(self.head), "out": str_keys(self.out)}
 
     def save(self, path: Path = TABLE_PATH) -> None:
         Path(path).write_text(json.dumps(self.to_dict()) + "\n")

@@ -18,7 +18,7 @@ from lighttrack.models.blocks import (
     BN_PAIRS, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual, init_backbone_,
 )
 from lighttrack.models.supernet import (
-    NECK_CHANNELS, STEM_CHANNELS, ClassSupernet, TrackSupernet, block_specs, head_output, neck_for,
+    NECK_CHANNELS, STEM_CHANNELS, ClassSupernet, Neck, TrackSupernet, block_specs, head_output,
 )
 
 __all__ = ["StaticBackbone", "StaticHead", "StaticTracker", "StaticClassifier", "SearchBranch", "extract",
@@ -67,7 +67,7 @@ class StaticTracker(nn.Module):
         super().__init__()
         self.arch = arch
         self.backbone = StaticBackbone(arch.backbone)
-        self.neck = neck_for(arch)
+        self.neck = Neck((arch.out_channels,), arch.stride)
         self.cls_head = StaticHead("cls", arch.cls)
         self.reg_head = StaticHead("reg", arch.reg)
 

@@ -22,14 +22,13 @@ from lighttrack.models.blocks import (
 )
 
 __all__ = [
-    "STEM_CHANNELS", "NECK_CHANNELS", "TEMPLATE_POSITIONS", "block_specs", "head_output",
-    "ChoiceBlock", "SupernetBackbone", "Neck", "neck_for", "HeadSupernet", "TrackSupernet", "SupernetPath",
+    "STEM_CHANNELS", "NECK_CHANNELS", "block_specs", "head_output",
+    "ChoiceBlock", "SupernetBackbone", "Neck", "HeadSupernet", "TrackSupernet", "SupernetPath",
     "ClassSupernet",
 ]
 
 STEM_CHANNELS = 16
 NECK_CHANNELS = 128  # the correlation map is projected to this many channels for the heads
-TEMPLATE_POSITIONS = 64  # 8x8 template feature positions = correlation channels (stride 16)
 
 
 def block_specs(num_blocks: int = NUM_BLOCKS) -> list[tuple[int, int, int]]:
@@ -135,15 +134,16 @@ class Neck(nn.Module):
     channel attention, 1x1 conv to 128 channels.
 
     The BNs exist once per possible backbone output channel count (``channels``); the
-    one matching the features runs. A static subnet holds only its own. ``positions`` =
-    template feature positions = correlation channels: 64 (8x8) at stride 16, 256 (16x16)
+    one matching the features runs. A static subnet holds only its own. The template
+    feature positions are the correlation channels: 64 (8x8) at ``stride`` 16, 256 (16x16)
     at stride 8, so each stride has its own neck (as in the released supernet).
     """
 
-    def __init__(self, channels: Iterable[int], positions: int = TEMPLATE_POSITIONS) -> None:
+    def __init__(self, channels: Iterable[int], stride: int = 16) -> None:
         super().__init__()
         channels = sorted(set(channels))
-        self.side = int(round(positions ** 0.5))
+        self.side = TEMPLATE_INPUT // stride  # template feature side
+        positions = self.side ** 2
         self.bn_z = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
         self.bn_x = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
         self.ca = ChannelAttention(positions)
@@ -231,11 +231,6 @@ class HeadSupernet(nn.Module):
 
 
 # -- tracking supernet ------------------------------------------------------------------------
-def neck_for(arch: Arch) -> Neck:
-    """A fresh neck for ``arch``'s output channels and stride."""
-    return Neck((arch.out_channels,), arch.template_feature_size ** 2)
-
-
 class TrackSupernet(nn.Module):
     """Backbone + neck(s) + cls/reg heads holding every candidate of ``space``.
 
@@ -254,7 +249,7 @@ class TrackSupernet(nn.Module):
             outs.setdefault(stride, set()).add(channels)
         self.neck = Neck(outs[16])
         if 8 in outs:
-            self.neck_s8 = Neck(outs[8], (TEMPLATE_INPUT // 8) ** 2)
+            self.neck_s8 = Neck(outs[8], stride=8)
         self.cls_head = HeadSupernet("cls")
         self.reg_head = HeadSupernet("reg")  # its own tower weights (the released code reused cls's)
 

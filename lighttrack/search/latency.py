@@ -48,7 +48,7 @@ from torch import nn
 
 from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, MBCONV_OPS, NUM_BLOCKS, Arch, Space, get_space
 from lighttrack.models.blocks import pixel_correlation
-from lighttrack.models.complexity import covering_archs
+from lighttrack.models.complexity import covering_archs, str_keys
 from lighttrack.models.static import SearchBranch, StaticTracker
 from lighttrack.models.supernet import head_output
 
@@ -130,12 +130,8 @@ class LatencyTable:
         return {"format": FORMAT, "unit": "ms", "backend": self.backend, "threads": self.threads,
                 "clock": self.clock, "search_size": self.search_size, "batch": 1,
                 "repeats": self.repeats, "machine": self.machine, "overhead_ms": self.overhead_ms,
-                "fixed": self.fixed, "neck": {str(c): v for c, v in self.neck.items()},
-                "block": self.block,
-                "head": {str(s): {br: {str(c): v for c, v in per_c.items()} for br, per_c in per_s.items()}
-                         for s, per_s in self.head.items()},
-                "out": {str(s): {br: {str(c): v for c, v in per_c.items()} for br, per_c in per_s.items()}
-                        for s, per_s in self.out.items()},
+                "fixed": self.fixed, "neck": str_keys(self.neck), "block": self.block,
+                "head": str_keys(self.head), "out": str_keys(self.out),
                 "calibration": self.calibration}
 
     def save(self, path: str | Path) -> None:
