@@ -77,6 +77,40 @@ def test_raw_input_net_equals_the_normalised_net():
     _close(reg.numpy(), reg0)
 
 
+def test_tiled_se_gates_are_exact():
+    from lighttrack.models.blocks import SqueezeExcite
+    from lighttrack.models.static import TiledGateSE, tile_se_gates
+
+    net = _net()
+    tiled = tile_se_gates(net)
+    n_se = sum(isinstance(m, SqueezeExcite) for m in net.modules())
+    assert n_se == 8 and sum(isinstance(m, TiledGateSE) for m in tiled.modules()) == n_se
+    assert not any(isinstance(m, TiledGateSE) for m in net.modules())  # the original is left as it was
+    z, x = _crops(5)
+    for a, b in zip(_reference(tiled, z, x), _reference(net, z, x)):
+        _close(a, b, 1e-6)
+
+
+def test_onnxruntime_keeps_the_se_products_in_its_blocked_layout(exported, tmp_path):
+    """ONNX Runtime's NCHWc layout has no product with a broadcast (1, C, 1, 1) gate; untiled,
+    every SE sent both operands out to NCHW and back (2-3 reorders per SE)."""
+    import onnx
+    import onnxruntime as ort
+
+    _, out, files, _ = exported
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(out / files["onnx"]["search_256"]), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    if "ReorderInput" not in ops and "ReorderOutput" not in ops:
+        pytest.skip("this CPU's ONNX Runtime does not use the NCHWc layout")
+    reorders = ops.count("ReorderInput") + ops.count("ReorderOutput")
+    assert ops.count("Upsample") + ops.count("Resize") == 8  # one tiled gate per SE
+    # what remains: into and out of the neck's correlation, and the two outputs
+    assert reorders <= 8, f"{reorders} reorders for 8 SE blocks"
+
+
 def test_onnx_outputs_equal_pytorch(exported):
     import onnx
 

@@ -38,10 +38,13 @@ class SqueezeExcite(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.conv_expand = nn.Conv2d(reduced_chs, chs, 1, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> per-channel gate in [0, 1], (B, C, 1, 1)."""
         s = self.avg_pool(x)  # (B, C, 1, 1)
-        s = self.conv_expand(self.act(self.conv_reduce(s)))
-        return x * F.hardsigmoid(s)
+        return F.hardsigmoid(self.conv_expand(self.act(self.conv_reduce(s))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
 
 
 class ConvBnAct(nn.Module):

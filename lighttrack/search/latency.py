@@ -49,7 +49,7 @@ from torch import nn
 from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, MBCONV_OPS, NUM_BLOCKS, Arch, Space, get_space
 from lighttrack.models.blocks import pixel_correlation
 from lighttrack.models.complexity import covering_archs, str_keys
-from lighttrack.models.static import SearchBranch, StaticTracker
+from lighttrack.models.static import SearchBranch, StaticTracker, tile_se_gates
 from lighttrack.models.supernet import head_output
 
 __all__ = ["FORMAT", "BACKENDS", "CLOCKS", "LatencyTable", "LatencyTableError", "profile",
@@ -239,19 +239,18 @@ def _steps(net: StaticTracker) -> list[Step]:
 
 # -- backends -----------------------------------------------------------------------------------
 def _onnx_session(module: nn.Module, example: Sequence[torch.Tensor], threads: int):
-    import onnxruntime as ort  # the optional `deploy` extra
+    from lighttrack.tracker.runtime import ort_session  # the optional `deploy` extra
 
     f = io.BytesIO()
     names = [f"in{i}" for i in range(len(example))]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        # The TorchScript exporter: fixed shapes, well under a second per block.
-        torch.onnx.export(module, tuple(example), f, input_names=names, opset_version=17, dynamo=False)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(f.getvalue(), opts, providers=["CPUExecutionProvider"]), names
+        # The TorchScript exporter: fixed shapes, well under a second per block. SE gates
+        # tiled and the session set up as in a deployed tracker (tracker/export.py), so the
+        # table times the graphs that a found tracker runs.
+        torch.onnx.export(tile_se_gates(module), tuple(example), f, input_names=names, opset_version=17,
+                          dynamo=False)
+    return ort_session(f.getvalue(), threads), names
 
 
 def make_runner(module: nn.Module, example: Sequence[torch.Tensor], backend: str,

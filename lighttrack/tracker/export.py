@@ -16,7 +16,6 @@ lazily. Files written to ``out_dir``::
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import warnings
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from lighttrack.geometry import CONTEXT, IMAGENET_MEAN, IMAGENET_STD, SEARCH_SIZE, TEMPLATE_SIZE
-from lighttrack.models.static import SearchBranch, fold_bn
+from lighttrack.models.static import SearchBranch, fold_bn, tile_se_gates
 from lighttrack.tracker.params import TrackerParams
 from lighttrack.tracker.runtime import CARD_NAME
 
@@ -51,7 +50,8 @@ def _stem_conv(net: nn.Module) -> nn.Conv2d:
 
 
 class RawInputNet(nn.Module):
-    """``net`` (BN folded) taking raw uint8 (B, H, W, 3) crops; normalisation in the stem.
+    """``net`` (BN folded) taking raw uint8 (B, H, W, 3) crops; normalisation in the stem,
+    SE gates tiled (``lighttrack.models.static.tile_se_gates``).
 
     conv(W, (x/255 - m)/s) = conv(W / (255 s), x - 255 m): the scale goes into the stem
     weights; the zero padding of the normalised image is the zero of ``x - 255 m``.
@@ -59,7 +59,7 @@ class RawInputNet(nn.Module):
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        self.net = copy.deepcopy(net).eval()
+        self.net = tile_se_gates(net)
         stem = _stem_conv(self.net)
         scale = torch.from_numpy(1.0 / (255.0 * IMAGENET_STD)).to(stem.weight)
         with torch.no_grad():
@@ -183,12 +183,12 @@ def quantize_int8(out_dir: str | Path, files: dict, crops: list[tuple[np.ndarray
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from lighttrack.tracker.runtime import _session
+    from lighttrack.tracker.runtime import ort_session
 
     out_dir = Path(out_dir)
     if not crops:
         raise ValueError("int8 quantisation needs at least one calibration crop pair")
-    template = _session(out_dir / files["onnx"]["template"], 1)
+    template = ort_session(out_dir / files["onnx"]["template"], 1)
     zfs = [template.run(None, {"z": z[None]})[0] for z, _ in crops]
     int8 = {}
     for name, fname in files["onnx"].items():

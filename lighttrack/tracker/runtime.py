@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["TorchNet", "OrtNet", "as_numpy_net", "load_torch_net", "load_net", "CARD_NAME"]
+__all__ = ["TorchNet", "OrtNet", "ort_session", "as_numpy_net", "load_torch_net", "load_net", "CARD_NAME"]
 
 CARD_NAME = "model_card.json"
 
@@ -50,7 +50,8 @@ def as_numpy_net(net):
     return net
 
 
-def _session(path: Path, threads: int):
+def ort_session(model: str | Path | bytes, threads: int):
+    """An ONNX Runtime CPU session over a model file (or its bytes), as the tracker runs it."""
     import onnxruntime as ort  # optional 'deploy' extra
 
     opts = ort.SessionOptions()
@@ -58,11 +59,17 @@ def _session(path: Path, threads: int):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    # no busy-waiting between runs: a tracker shares the CPU with decoding and cropping
-    # (bench/bench_tracker.py, 2 threads: the eager tracker interleaved with spinning
-    # sessions ran at 11 fps, at 27 fps once they stopped spinning)
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    # Spin while a run is in progress (the ~150 small ops hand work to the pool threads
+    # every few microseconds; without spinning every hand-off is a sleep and a wake-up,
+    # and 2 threads were slower than 1: 8.4 vs 7.4 ms, with spinning 4.2 ms), but stop
+    # spinning as soon as the run returns: a tracker shares the CPU with decoding and
+    # cropping, and threads left spinning between runs stole the eager tracker's cores
+    # in bench/bench_tracker.py (11 instead of 27 fps at 2 threads).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    opts.log_severity_level = 3
+    model = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 class OrtNet:
@@ -83,9 +90,9 @@ class OrtNet:
         files = self.card["files"]["onnx_int8" if int8 else "onnx"]
         if not files:
             raise FileNotFoundError(f"{card_path}: no {'int8 ' if int8 else ''}ONNX graphs were exported")
-        self._template = _session(directory / files["template"], threads)
+        self._template = ort_session(directory / files["template"], threads)
         # search graphs keyed by crop side, e.g. {256: session, 288: session}
-        self._search = {int(k.split("_")[1]): _session(directory / v, threads)
+        self._search = {int(k.split("_")[1]): ort_session(directory / v, threads)
                         for k, v in files.items() if k.startswith("search_")}
 
     def template(self, z: np.ndarray) -> np.ndarray:
