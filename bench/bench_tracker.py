@@ -2,11 +2,10 @@
 
 Every backend tracks the same synthetic video side by side in one process (whole passes
 in turn, ``--repeats`` rounds, so drift of the machine's speed hits all backends alike) at
-1 and 2 threads. Per backend
-it prints fps (crop + network + post-processing per frame, from the median frame and
-from the mean) and where the time goes. The eager tracker feeds normalised float
-crops to the torch module; the deployed trackers feed the raw uint8 crop to the
-exported graphs (BN and normalisation folded). int8 (ONNX Runtime static QDQ) is
+1 and 2 threads. Per backend it prints fps (crop + network + post-processing per frame,
+from the median frame and from the mean) and where the time goes. The eager tracker feeds
+normalised float crops to the torch module; the deployed trackers feed the raw uint8 crop
+to the exported graphs (BN, normalisation folded; SE gates tiled). int8 (ONNX Runtime static QDQ) is
 included with ``--int8``; its AO change needs trained weights and a split
 (``--checkpoint``, ``--dataset``), otherwise it is reported as not measured.
 
