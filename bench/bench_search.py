@@ -41,7 +41,7 @@ def plain(cfg: SearchConfig, ckpt: str, budget: Budget, costs: CostModel, n: int
     from ray_jobs.search import _optimizer_factory
     from ray_jobs.search_actors import _Evaluator
 
-    ev = _Evaluator(ckpt, cfg.eval, cache, None, cfg.threads)  # the actors' body, in this process
+    ev = _Evaluator(ckpt, cfg.eval, cache, costs, cfg.threads)  # the actors' body, in this process
     check = BudgetCheck(budget, costs)
     opt = _optimizer_factory(cfg, check)(space.parametrization(cfg.seed), budget=n, num_workers=1)
     source = CandidateSource(opt, check, n)
@@ -58,9 +58,8 @@ def tune(cfg: SearchConfig, ckpt: str, budget: Budget, costs: CostModel, workers
     from ray_jobs.search import run_search
 
     cfg.workers = workers
-    args = argparse.Namespace(use_gpu="false", storage_path=str(tmp / "ray"))
     with mlflow.start_run():
-        res = run_search(cfg, [budget], costs, ckpt, cache, f"bench-w{workers}", args)
+        res = run_search(cfg, [budget], costs, ckpt, cache, f"bench-w{workers}", str(tmp / "ray"))
     b = res["budgets"][budget.label]
     busy = sum(h["seconds"] for h in b["history"] if h["source"] == "trial")
     return b["seconds"], b["stats"]["trials"], res["supernet_loads"], busy

@@ -28,7 +28,7 @@ from lighttrack.config import ConfigError, load, to_dict
 
 __all__ = [
     "OpsError", "PHASES", "PHASE_TAG", "PARENT_TAG", "ARCH_TAG", "RUN_ID_PREFIX",
-    "add_common_args", "load_config", "setup_mlflow", "connect_ray", "use_gpu",
+    "add_common_args", "load_config", "setup_mlflow", "connect_ray", "Capacity", "cluster_capacity", "use_gpu",
     "RunInput", "resolve_run_input", "storage_path_check", "phase_run", "report_run_id",
     "run_job",
 ]
@@ -253,33 +253,68 @@ def connect_ray(address: str | None = None, timeout: float = 5.0, **init_kwargs:
     ray.init(address=address, **init_kwargs)
 
 
-def use_gpu(flag: str) -> bool:
-    """``--use-gpu``: auto is true when the connected cluster has GPUs."""
-    if flag != "auto":
-        return flag == "true"
+@dataclass(frozen=True)
+class Capacity:
+    """What the connected cluster has now or can scale to (live nodes + autoscaler node types)."""
+
+    live_nodes: int
+    max_nodes: int  # live nodes plus every worker node the autoscaler may still start
+    max_gpus: float  # GPUs on live nodes, or on the node types that can be started, whichever is more
+
+
+def cluster_capacity() -> Capacity:
+    """The connected cluster's :class:`Capacity`.
+
+    A cluster that autoscales from zero has only its head when a job starts, so live nodes
+    alone undercount: the autoscaler publishes its node types (resources, min/max count)
+    in the GCS, and Ray Train reads the same record. A node type with ``max_count == 1``
+    and the head's own resources is the head's, not another node.
+    """
     import ray
 
-    return ray.cluster_resources().get("GPU", 0) > 0
+    live = [n for n in ray.nodes() if n.get("Alive")]
+    head = next((n["Resources"] for n in live if "node:__internal_head__" in n["Resources"]), {})
+    gpus_live = sum(n["Resources"].get("GPU", 0) for n in live)
+    extra_nodes, gpus_types = 0, 0.0
+    try:
+        config = ray._private.state.state.get_cluster_config()
+    except Exception:  # noqa: BLE001  (an older GCS without the record: live nodes only)
+        config = None
+    for group in (config.node_group_configs if config else []):
+        res = dict(group.resources)
+        if group.max_count <= 0:
+            continue
+        if group.max_count == 1 and all(head.get(k) == v for k, v in res.items() if k in ("CPU", "GPU")):
+            continue  # the head's own node type
+        extra_nodes += group.max_count
+        gpus_types += res.get("GPU", 0) * min(group.max_count, 1 << 16)
+    return Capacity(len(live), len(live) + extra_nodes, max(gpus_live, gpus_types))
+
+
+def use_gpu(flag: str, capacity: Capacity | None = None) -> bool:
+    """``--use-gpu``: auto is true when the cluster has GPUs or can start GPU nodes."""
+    if flag != "auto":
+        return flag == "true"
+    return (capacity or cluster_capacity()).max_gpus > 0
 
 
 def storage_path_check(path: str | None, num_nodes: int | None = None) -> str | None:
     """Validate ``--storage-path`` for the connected cluster; returns it normalised.
 
     A URI (``s3://``, ``gs://``, ``file://`` for a shared mount) is passed through. A plain
-    local path is made absolute, and is an :class:`OpsError` on a multi-node cluster (the
-    workers would write checkpoints the driver never sees). ``None`` keeps Ray's default,
-    which is local too, so it is likewise refused on more than one node.
+    local path is made absolute, and is an :class:`OpsError` on a cluster that has or can
+    have more than one node (the workers would write checkpoints the driver never sees).
+    ``None`` keeps Ray's default, which is local too, so it is likewise refused there.
+    ``num_nodes`` defaults to :func:`cluster_capacity`'s ``max_nodes``.
     """
     if path and "://" in path:
         return path
     if num_nodes is None:
-        import ray
-
-        num_nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        num_nodes = cluster_capacity().max_nodes
     if num_nodes > 1:
         what = f"--storage-path {path!r} is a local path" if path else "no --storage-path was given"
-        raise OpsError(f"{what}, but the Ray cluster has {num_nodes} nodes: checkpoints must go "
-                       "to storage every node sees (s3://bucket/prefix, gs://bucket/prefix, or "
+        raise OpsError(f"{what}, but the Ray cluster has or can scale to {num_nodes} nodes: checkpoints "
+                       "must go to storage every node sees (s3://bucket/prefix, gs://bucket/prefix, or "
                        "file:///mnt/shared for a shared file system)")
     return str(Path(path).expanduser().resolve()) if path else None
 

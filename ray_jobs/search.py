@@ -58,25 +58,65 @@ def resolve_budgets(args, cfg):
     return budgets
 
 
-def _cache_location(args, cfg, supernet) -> tuple[str, str | None]:
-    """(location, supernet run id to upload to at the end when the artifact store is remote)."""
-    if args.cache or cfg.cache:
-        return args.cache or cfg.cache, None
+def _cache_location(args, cfg, supernet, storage: str | None, multi_node: bool) -> tuple[str, str | None]:
+    """(cache location every evaluator can open, supernet run id to upload the cache to at the end).
+
+    The evaluators write rows wherever they run and the driver reads them, so on a cluster
+    that has or can have a second node the cache must be a URI (``s3://``, ``gs://``,
+    ``file://`` of a shared mount): the supernet run's artifact store when it is one,
+    else ``<storage>/eval_cache``. A proxied MLflow store (``mlflow-artifacts:``) cannot
+    be written by path: the cache then lives at the storage path, seeded from the
+    supernet run's ``eval_cache`` artifact, and is uploaded back to it when the search ends.
+    """
+    from lighttrack.data import fs
+
+    explicit = args.cache or cfg.cache
+    if explicit:
+        if multi_node and not fs.is_uri(explicit):
+            raise common.OpsError(f"--cache {explicit!r} is a local path, but the evaluators may run on other "
+                                  "nodes: give a URI every node sees (s3://..., gs://..., file:///mnt/shared/...)")
+        return explicit, None
     if supernet.run_id is None:
-        return str(Path(supernet.path).parent / "eval_cache"), None
+        if not multi_node:
+            return str(Path(supernet.path).parent / "eval_cache"), None
+        return fs.join(storage, "eval_cache"), None
     import mlflow
 
     art = mlflow.get_run(supernet.run_id).info.artifact_uri
-    if art.startswith(("file://", "s3://", "gs://", "/")):
+    if art.startswith(("s3://", "gs://")) or (not multi_node and art.startswith(("file://", "/"))):
         return art.rstrip("/") + "/eval_cache", None
-    # Proxied artifacts (mlflow-artifacts:): work on a local copy, upload at the end.
-    local = Path(tempfile.mkdtemp(prefix="lt-cache-")) / "eval_cache"
-    try:
-        mlflow.artifacts.download_artifacts(run_id=supernet.run_id, artifact_path="eval_cache",
-                                            dst_path=str(local.parent))
-    except Exception:  # no cache yet  # noqa: BLE001
-        pass
-    return str(local), supernet.run_id
+    if storage:
+        location = fs.join(storage, "eval_cache", supernet.run_id)
+    else:  # one node, Ray's default storage: a local folder is seen by every evaluator
+        location = str(Path(tempfile.mkdtemp(prefix="lt-cache-")) / "eval_cache")
+    _seed_cache(supernet.run_id, location)
+    return location, supernet.run_id
+
+
+def _seed_cache(run_id: str, location: str) -> None:
+    """Copy the part files of run ``run_id``'s ``eval_cache`` artifact into ``location``."""
+    import mlflow
+
+    from lighttrack.search.cache import EvalCache
+
+    with tempfile.TemporaryDirectory(prefix="lt-cache-seed-") as tmp:
+        try:
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="eval_cache", dst_path=tmp)
+        except Exception:  # no cache yet  # noqa: BLE001
+            return
+        copied = EvalCache(str(Path(tmp) / "eval_cache")).copy_parts(location)
+    print(f"search: evaluation cache {location}: {copied} part file(s) from run {run_id}", flush=True)
+
+
+def _upload_cache(location: str, run_id: str) -> None:
+    """Log the part files at ``location`` as run ``run_id``'s ``eval_cache`` artifact."""
+    import mlflow
+
+    from lighttrack.search.cache import EvalCache
+
+    with tempfile.TemporaryDirectory(prefix="lt-cache-up-") as tmp:
+        EvalCache(location).copy_parts(tmp)
+        mlflow.tracking.MlflowClient().log_artifacts(run_id, tmp, "eval_cache")
 
 
 def _open_run(name: str, args, cfg, supernet):
@@ -137,20 +177,32 @@ def main(argv=None) -> int:
     if not ckpt.is_file():
         raise FileNotFoundError(f"supernet checkpoint not found: {ckpt}")
     common.connect_ray(args.address)
-    cache_location, upload_to = _cache_location(args, cfg, supernet)
+    capacity = common.cluster_capacity()
+    storage = common.storage_path_check(args.storage_path, capacity.max_nodes)
+    cache_location, upload_to = _cache_location(args, cfg, supernet, storage, capacity.max_nodes > 1)
+    cfg.cache = cache_location
+    cfg.budgets = [b.label for b in budgets]  # what runs, --budget/--flops-max included, as MLflow params
     name = args.name or f"search-{'+'.join(b.label for b in budgets)}-seed{cfg.seed}"
+    gpus = cfg.gpus_per_worker if common.use_gpu(args.use_gpu, capacity) else 0
 
+    import ray
+    # The evaluators may run on any node: the weights travel through the object store
+    # (one copy, fetched by each actor's node), never as a path of the driver's disk.
+    weights = ray.put(ckpt.read_bytes())
     with _open_run(name, args, cfg, supernet) as run:
         import mlflow
 
         mlflow.set_tags({SEARCH_NAME_TAG: name, "lighttrack.supernet": cfg.supernet,
                          "lighttrack.optimizer": cfg.optimizer.name,
                          "lighttrack.budgets": ";".join(b.label for b in budgets)})
+        mlflow.log_params({"run.workers": cfg.workers, "run.gpus_per_evaluator": gpus,
+                           "run.cpus_per_evaluator": cfg.cpus_per_worker, "run.storage": storage,
+                           "run.latency_max_ms": args.latency_max})
         try:
-            results = run_search(cfg, budgets, costs, str(ckpt), cache_location, name, args)
+            results = run_search(cfg, budgets, costs, weights, cache_location, name, storage, gpus)
         finally:
             if upload_to:
-                mlflow.tracking.MlflowClient().log_artifacts(upload_to, cache_location, "eval_cache")
+                _upload_cache(cache_location, upload_to)
         log_results(results, budgets, name)
     return 0
 
@@ -173,7 +225,7 @@ def _optimizer_factory(cfg, check):
     return ng.optimizers.registry[o.name]
 
 
-def run_search(cfg, budgets, costs, ckpt, cache_location, name, args) -> dict:
+def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None, gpus: float = 0) -> dict:
     import mlflow
     import ray
     from ray import tune
@@ -184,10 +236,9 @@ def run_search(cfg, budgets, costs, ckpt, cache_location, name, args) -> dict:
     from lighttrack.search.searcher import CandidateSource
     from ray_jobs.search_actors import Evaluator, LightTrackSearcher, trial, wait_ready
 
-    gpus = cfg.gpus_per_worker if common.use_gpu(args.use_gpu) else 0
     t_start = time.time()
     actors = [Evaluator.options(num_cpus=cfg.cpus_per_worker, num_gpus=gpus).remote(
-        ckpt, cfg.eval, cache_location, cfg.latency_table or None, cfg.threads) for _ in range(cfg.workers)]
+        weights, cfg.eval, cache_location, costs, cfg.threads) for _ in range(cfg.workers)]
     infos = wait_ready(actors)
     sid, eid = infos[0]["supernet_id"], infos[0]["settings_id"]
     search_space = infos[0]["space"]  # the supernet's: 'paper', or 'wide' (stride-8 outputs too)
@@ -226,7 +277,7 @@ def run_search(cfg, budgets, costs, ckpt, cache_location, name, args) -> dict:
                                 {"cpu": 0.01}),  # the work runs on the evaluators
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=max(1, max_eval - done),
                                         max_concurrent_trials=cfg.workers, reuse_actors=True),
-            run_config=tune.RunConfig(name=f"{name}-{b.label}", storage_path=args.storage_path,
+            run_config=tune.RunConfig(name=f"{name}-{b.label}", storage_path=storage,
                                       verbose=0))
         if not source.finished:
             tuner.fit()

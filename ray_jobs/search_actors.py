@@ -51,8 +51,11 @@ def from_report(result: dict) -> dict:
 class _Evaluator:
     """Body of the evaluator actor (a plain class, so a plain loop can use it too)."""
 
-    def __init__(self, checkpoint: str, eval_cfg: Any, cache_location: str,
-                 latency_table: str | None = None, threads: int = 1) -> None:
+    def __init__(self, checkpoint: bytes | str, eval_cfg: Any, cache_location: str,
+                 costs: CostModel | None = None, threads: int = 1) -> None:
+        """``checkpoint``: the supernet's ``checkpoint.pt`` as bytes (through the object store,
+        so an actor on any node has it) or a path; ``costs`` as the driver built them (the
+        latency table travels inside); ``cache_location`` a URI every node can open."""
         import torch
 
         from lighttrack.search.evaluate import CandidateEvaluator, load_supernet
@@ -61,11 +64,7 @@ class _Evaluator:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         net, sid = load_supernet(checkpoint, device)
         self.loads = 1  # weights are loaded here and nowhere else
-        lat = None
-        if latency_table:
-            from lighttrack.search.latency import LatencyTable
-            lat = LatencyTable.load(latency_table)
-        self.ev = CandidateEvaluator(net, sid, eval_cfg, CostModel(latency=lat))
+        self.ev = CandidateEvaluator(net, sid, eval_cfg, costs or CostModel())
         self.cache = EvalCache(cache_location)
         self.evaluated = 0
         self.cache_answers = 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -25,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["free_port", "LocalRay", "LocalMlflow", "ServiceError", "submit_job"]
+__all__ = ["free_port", "LocalRay", "LocalNode", "LocalMlflow", "LocalS3", "ServiceError", "submit_job"]
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent  # the venv's bin/: ray, mlflow
@@ -122,6 +123,7 @@ class LocalRay:
     num_cpus: int = 2
     object_store_mb: int = 200
     root: Path | None = None  # where temp dir, token and log go (short path: unix sockets)
+    extra_env: dict[str, str] = field(default_factory=dict)  # for the head's processes (e.g. S3 endpoint)
     address: str = ""  # GCS address for ray.init(address=...)
     dashboard_url: str = ""  # for `ray job submit --address`
     env: dict[str, str] = field(default_factory=dict)  # client environment (auth token)
@@ -163,7 +165,7 @@ class LocalRay:
         # RAY_ADDRESS: Ray's own helper processes (e.g. Ray Train's placement-group
         # cleaner) call ray.init() without an address and must find this head even when
         # other local heads run beside it.
-        env = {**os.environ, **self.env, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0",
+        env = {**os.environ, **self.extra_env, **self.env, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0",
                "RAY_ADDRESS": self.address}
         with open(log, "wb") as f:
             self._proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
@@ -192,10 +194,166 @@ class LocalRay:
 
 
 @dataclass
+class LocalNode:
+    """A Ray worker node on this machine that, like a second machine, cannot see local files.
+
+    ``ray start --address <head> --block`` runs inside its own mount namespace
+    (``unshare --mount --propagation private``, which needs root) with a private tmpfs over
+    ``/tmp`` and over every folder in ``hide`` (the project's ``runs/`` and ``data/``):
+    whatever the driver or another node wrote there is invisible to it, and what it writes
+    there is invisible to them. The network is shared, so it reaches the head, the MLflow
+    server and the S3 server on 127.0.0.1. Worker ports come from a range of its own
+    (``port_base`` .. +999), so several nodes on one IP never collide.
+    """
+
+    head: LocalRay
+    num_cpus: int = 1
+    port_base: int = 30000
+    hide: tuple[Path, ...] = ()
+    object_store_mb: int = 150
+    extra_env: dict[str, str] = field(default_factory=dict)
+    log: Path | None = None
+    _proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> "LocalNode":
+        import ray  # noqa: F401  (fail here, not in the namespace, when Ray is missing)
+
+        ports = [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+                 f"--min-worker-port={self.port_base}", f"--max-worker-port={self.port_base + 999}",
+                 f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                 f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+        # Ray rewrites a loopback --address to the machine's routable IP (what a real second
+        # machine needs); a private /etc/hosts names the head lt-ray-head = 127.0.0.1 instead.
+        head_port = self.head.address.rsplit(":", 1)[1]
+        ray_cmd = [str(BIN / "ray"), "start", f"--address=lt-ray-head:{head_port}", "--block",
+                   f"--node-ip-address={HOST}", f"--num-cpus={self.num_cpus}", "--num-gpus=0",
+                   f"--object-store-memory={self.object_store_mb * 1024 * 1024}",
+                   "--disable-usage-stats", *ports]
+        hidden = [str(Path(h).resolve()) for h in self.hide if Path(h).is_dir()]
+        # The token file lies under the head's /tmp folder, which the node's own /tmp hides:
+        # read it before mounting, write it into the private /tmp after.
+        script = (
+            'set -e; tok=$(cat "$LT_TOKEN_SRC"); mount -t tmpfs tmpfs /tmp; '
+            'for d in "$@"; do mount -t tmpfs tmpfs "$d"; done; '
+            '{ cat /etc/hosts; echo "127.0.0.1 lt-ray-head"; } > /tmp/hosts; mount --bind /tmp/hosts /etc/hosts; '
+            'umask 077; printf %s "$tok" > /tmp/auth_token; export RAY_AUTH_TOKEN_PATH=/tmp/auth_token; '
+            f'exec {" ".join(shlex.quote(c) for c in ray_cmd)}')
+        cmd = ["unshare", "--mount", "--propagation", "private", "bash", "-c", script, "lt-node", *hidden]
+        path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (the head's loopback-only switch) would refuse
+        # to join a cluster; --node-ip-address keeps this node on 127.0.0.1 all the same.
+        env = {**os.environ, **self.extra_env, **self.head.env, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0",
+               "LT_TOKEN_SRC": self.head.env["RAY_AUTH_TOKEN_PATH"], "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+        env.pop("RAY_ADDRESS", None)
+        self.log = self.head.root / f"node-{self.port_base}.log"
+        with open(self.log, "wb") as f:
+            self._proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                          start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # joined once the head lists a node with our ports
+            if self._proc.poll() is not None:
+                raise ServiceError(f"worker node exited with {self._proc.returncode}; log {self.log}:\n"
+                                   f"{_tail(self.log)}")
+            if "Ray runtime started" in _tail(self.log, 200):
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise ServiceError(f"worker node did not start within {timeout:.0f} s; log {self.log}:\n{_tail(self.log)}")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def processes(self) -> list[tuple[int, str]]:
+        """(pid, command name) of every process of this node's session."""
+        if self._proc is None:
+            return []
+        out = subprocess.run(["ps", "-o", "pid=,comm=", "--sid", str(self._proc.pid)],
+                             capture_output=True, text=True).stdout
+        return [(int(p), c) for p, c in (line.split(None, 1) for line in out.splitlines() if line.strip())]
+
+    def kill(self) -> None:
+        """Lose the node at once, as a machine that disappears: SIGKILL to all its processes."""
+        if self._proc is not None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        _stop(self._proc, leader_only=True)
+        self._proc = None
+
+
+@dataclass
+class LocalS3:
+    """An S3-compatible server on 127.0.0.1 (moto's server mode, in memory) with one bucket.
+
+    ``env`` is what a client needs (endpoint, dummy credentials, region): pyarrow.fs, boto3
+    (the MLflow server's artifact store) and Ray's storage all read ``AWS_ENDPOINT_URL``.
+    """
+
+    root: Path  # holds the log
+    bucket: str = "lighttrack"
+    endpoint: str = ""
+    _proc: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ENDPOINT_URL_S3": self.endpoint,
+                "MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([f"s3://{self.bucket}", *(p.strip("/") for p in parts)])
+
+    def start(self, timeout: float = 60.0) -> "LocalS3":
+        self.root.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.endpoint = f"http://{HOST}:{port}"
+        log = self.root / "s3-server.log"
+        with open(log, "ab") as f:
+            self._proc = subprocess.Popen([str(BIN / "moto_server"), "-H", HOST, "-p", str(port)],
+                                          stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_http(f"{self.endpoint}/moto-api/data.json", timeout, self._proc, log)
+            self.filesystem().create_dir(self.bucket)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def filesystem(self):
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(endpoint_override=self.endpoint, access_key="testing",
+                                 secret_key="testing", region="us-east-1", scheme="http",
+                                 allow_bucket_creation=True)
+
+    def upload(self, local: Path, *parts: str) -> str:
+        """Copy the folder ``local`` to ``s3://bucket/<parts>``; returns that URI."""
+        import pyarrow.fs as pafs
+
+        dest = self.uri(*parts)
+        pafs.copy_files(str(Path(local).resolve()), dest[len("s3://"):], source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=self.filesystem(), use_threads=True)
+        return dest
+
+    def stop(self) -> None:
+        _stop(self._proc, leader_only=False)
+        self._proc = None
+
+
+@dataclass
 class LocalMlflow:
-    """``mlflow server`` with a sqlite backend and a local artifact store on 127.0.0.1."""
+    """``mlflow server`` with a sqlite backend on 127.0.0.1; artifacts proxied to a local
+    folder (default) or to ``artifacts`` (e.g. ``s3://bucket/mlflow``, with ``extra_env``)."""
 
     root: Path  # holds mlflow.db, artifacts/ and the log
+    artifacts: str = ""  # artifact destination; default root/artifacts
+    extra_env: dict[str, str] = field(default_factory=dict)
     uri: str = ""
     _proc: subprocess.Popen | None = None
 
@@ -206,13 +364,13 @@ class LocalMlflow:
         cmd = [
             str(BIN / "mlflow"), "server",
             "--backend-store-uri", f"sqlite:///{(self.root / 'mlflow.db').resolve()}",
-            "--artifacts-destination", str((self.root / "artifacts").resolve()),
+            "--artifacts-destination", self.artifacts or str((self.root / "artifacts").resolve()),
             "--host", HOST, "--port", str(port), "--workers", "1",
         ]
         log = self.root / "mlflow-server.log"
         # The server's job runner (a pool of huey consumers) serves GenAI features we do
         # not use and would take cores from training on a 2-core machine.
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {**os.environ, **self.extra_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         with open(log, "ab") as f:
             self._proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
                                           start_new_session=True, env=env)

@@ -192,7 +192,7 @@ def test_storage_path_check():
     assert common.storage_path_check("file:///mnt/shared", num_nodes=4) == "file:///mnt/shared"
     assert common.storage_path_check("runs/x", num_nodes=1) == str(Path("runs/x").resolve())
     assert common.storage_path_check(None, num_nodes=1) is None
-    with pytest.raises(OpsError, match="'/tmp/ckpt' is a local path, but the Ray cluster has 3 nodes"):
+    with pytest.raises(OpsError, match="'/tmp/ckpt' is a local path, but the Ray cluster has or can scale to 3 nodes"):
         common.storage_path_check("/tmp/ckpt", num_nodes=3)
     with pytest.raises(OpsError, match="no --storage-path was given"):
         common.storage_path_check(None, num_nodes=2)

@@ -48,10 +48,11 @@ def eval_transform(size: int) -> v2.Compose:
 
 
 class ImageFolderCV(datasets.ImageFolder):
-    """``ImageFolder`` whose listing and decoding go through pyarrow.fs and OpenCV (RGB)."""
+    """``ImageFolder`` whose listing and reading go through pyarrow.fs; decoded with OpenCV
+    (RGB ndarray) unless another ``loader(location)`` is given."""
 
-    def __init__(self, root: str, transform=None):
-        super().__init__(str(root), transform=transform, loader=fs.read_image)
+    def __init__(self, root: str, transform=None, loader=fs.read_image):
+        super().__init__(str(root), transform=transform, loader=loader)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         classes = [c for c in fs.list_dir(directory) if fs.is_dir(fs.join(directory, c))]

@@ -182,5 +182,29 @@ class EvalCache:
         self.refresh()
         return path
 
+    def copy_parts(self, location: str) -> int:
+        """Copy the part files that ``location`` (a cache dir or URI) lacks there; returns how many.
+
+        Parts never change once written, so a part of the same name is the same part: the
+        copy moves a cache between stores (an MLflow run's artifacts, a bucket) without
+        reading its rows, and copying twice adds nothing.
+        """
+        dest = EvalCache(location)
+        if self._fs.get_file_info(self._root).type != pafs.FileType.Directory:
+            return 0
+        have = set()
+        if dest._fs.get_file_info(dest._root).type == pafs.FileType.Directory:
+            have = {f.base_name for f in dest._fs.get_file_info(pafs.FileSelector(dest._root))}
+        dest._fs.create_dir(dest._root, recursive=True)
+        copied = 0
+        for f in self._fs.get_file_info(pafs.FileSelector(self._root)):
+            if not (f.base_name.startswith("part-") and f.base_name.endswith(".parquet")) or f.base_name in have:
+                continue
+            tmp = f"{dest._root}/.tmp-{f.base_name}"
+            pafs.copy_files(f.path, tmp, source_filesystem=self._fs, destination_filesystem=dest._fs)
+            dest._fs.move(tmp, f"{dest._root}/{f.base_name}")
+            copied += 1
+        return copied
+
     def table(self, supernet: str | None = None, settings: str | None = None) -> pa.Table:
         return pa.Table.from_pylist(self.rows(supernet, settings), schema=SCHEMA)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from lighttrack.arch import Arch
 from lighttrack.models import TrackSupernet, recalibrate_bn
 from lighttrack.search import cache
 from lighttrack.search.budget import CostModel
+from lighttrack.tracker.runtime import TorchNet
 
 __all__ = ["EvalConfig", "CandidateEvaluator", "load_supernet", "recal_batches"]
 
@@ -52,9 +54,11 @@ class EvalConfig:
     seed: int = 0  # picks the recalibration pairs
 
 
-def load_supernet(path: str | Path, device: str = "cpu") -> tuple[TrackSupernet, str]:
-    """A TrackSupernet from ``checkpoint.pt`` (dict with ``model``) and its content id."""
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+def load_supernet(path: str | Path | bytes, device: str = "cpu") -> tuple[TrackSupernet, str]:
+    """A TrackSupernet from ``checkpoint.pt`` (dict with ``model``; a path or the file's
+    bytes) and its content id."""
+    ckpt = torch.load(io.BytesIO(path) if isinstance(path, bytes) else str(path), map_location="cpu",
+                      weights_only=False)
     state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
     state = {k.removeprefix("module."): v for k, v in state.items()}
     net = TrackSupernet.for_state_dict(state)
@@ -77,24 +81,6 @@ def recal_batches(cfg: EvalConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out.append((torch.as_tensor(np.stack([it["template"] for it in chunk])),
                     torch.as_tensor(np.stack([it["search"] for it in chunk]))))
     return out
-
-
-class _DeviceNet:
-    """template/search on NumPy crops for the tracker, running on ``device``."""
-
-    takes_raw_crops = False
-
-    def __init__(self, module: nn.Module, device: torch.device) -> None:
-        self.module, self.device = module, device
-
-    def template(self, z: np.ndarray) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.module.template(torch.from_numpy(z).to(self.device))
-
-    def search(self, zf: torch.Tensor, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            cls, reg = self.module.search(zf, torch.from_numpy(x).to(self.device))
-        return cls.cpu().numpy(), reg.cpu().numpy()
 
 
 class CandidateEvaluator:
@@ -136,7 +122,7 @@ class CandidateEvaluator:
             recalibrate_bn(lambda b: path(b[0].to(dev), b[1].to(dev)), self.batches)
         path.eval()
         out = self.work_dir / f"eval{self.evaluations:05d}"
-        scores = _evaluate_split(_DeviceNet(path, self.device), self.val, out, self.params)
+        scores = _evaluate_split(TorchNet(path, self.device), self.val, out, self.params)
         c = self.costs(arch)
         self.evaluations += 1
         return {"supernet_id": self.supernet_id, "settings_id": self.settings_id, "arch": str(arch),

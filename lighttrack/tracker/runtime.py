@@ -20,25 +20,31 @@ CARD_NAME = "model_card.json"
 
 
 class TorchNet:
-    """A torch module with ``template``/``search`` run under inference mode on NumPy arrays."""
+    """A torch module with ``template``/``search`` run under inference mode on NumPy arrays.
+
+    Crops go to the module's device (its parameters' device unless ``device`` is given)
+    and the maps come back to host memory, so a CUDA model tracks like a CPU one.
+    """
 
     takes_raw_crops = False
 
-    def __init__(self, module: torch.nn.Module):
+    def __init__(self, module: torch.nn.Module, device: torch.device | str | None = None):
         # BN in training mode would normalise each crop by its own statistics: refuse.
         if any(m.training for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
             raise ValueError(f"{type(module).__name__} has BatchNorm layers in training mode; "
                              "call .eval() before tracking")
-        self.module = module
+        if device is None:
+            device = next((p.device for p in module.parameters()), torch.device("cpu"))
+        self.module, self.device = module, torch.device(device)
 
     def template(self, z: np.ndarray) -> torch.Tensor:
         with torch.inference_mode():
-            return self.module.template(torch.from_numpy(z))  # (1, C, 8, 8) kept as a tensor
+            return self.module.template(torch.from_numpy(z).to(self.device))  # (1, C, 8, 8) kept on the device
 
     def search(self, zf: torch.Tensor, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            cls, reg = self.module.search(zf, torch.from_numpy(x))
-        return cls.numpy(), reg.numpy()
+            cls, reg = self.module.search(zf, torch.from_numpy(x).to(self.device))
+        return cls.float().cpu().numpy(), reg.float().cpu().numpy()
 
 
 def as_numpy_net(net):

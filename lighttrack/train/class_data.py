@@ -6,10 +6,14 @@ the ImageNet mean/std (REFERENCE.md §3).
 """
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import datasets, transforms
+from torchvision import transforms
+
+from lighttrack.data import fs
+from lighttrack.data.classification import ImageFolderCV
 
 __all__ = ["class_transforms", "class_dataset"]
 
@@ -27,8 +31,18 @@ def class_transforms(image_size: int, train: bool, autoaugment: bool = False) ->
 
 
 def class_dataset(root: str, split: str, image_size: int, train: bool, autoaugment: bool = False) -> Dataset:
-    """``root/<split>/<class>/*.JPEG`` -> (image (3, S, S) f32, label) items."""
-    folder = Path(root) / split
-    if not folder.is_dir():
+    """``root/<split>/<class>/*.JPEG`` -> (image (3, S, S) f32, label) items.
+
+    ``root`` is a local path or a pyarrow.fs URI (``s3://bucket/imagenet``): every node of
+    a cluster reads the same bucket. Images are decoded with PIL, as torchvision's
+    ``ImageFolder`` does, so the transforms see the same pixels either way.
+    """
+    folder = fs.join(root, split)
+    if not fs.is_dir(folder):
         raise FileNotFoundError(f"{folder}: no such folder (expected ImageNet layout <root>/{split}/<class>/*.JPEG)")
-    return datasets.ImageFolder(str(folder), transform=class_transforms(image_size, train, autoaugment))
+    return ImageFolderCV(folder, class_transforms(image_size, train, autoaugment), loader=_pil_rgb)
+
+
+def _pil_rgb(location: str) -> Image.Image:
+    with Image.open(io.BytesIO(fs.read_bytes(location))) as img:
+        return img.convert("RGB")
