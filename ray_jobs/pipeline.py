@@ -56,19 +56,25 @@ def _is_data_key(key: str) -> bool:
     return key == "root" or key.endswith("_root")
 
 
-def absolute_data_overrides(config: Path, base: Path) -> list[str]:
+def absolute_data_overrides(config: Path, base: Path | str) -> list[str]:
     """``key=value`` overrides that make every relative data root in ``config`` absolute.
 
     ``data/`` is git-ignored, so a job's uploaded working dir does not contain it: the
-    jobs must read the data where the driver made it. A root inside a list (e.g.
-    ``data.sources``) is handled by overriding the whole list (JSON is YAML).
+    jobs must read the data where the driver made it, or where it was copied to (``base``
+    may be a bucket URI, ``s3://bucket/prefix``, holding ``data/synth/...``). A root inside
+    a list (e.g. ``data.sources``) is handled by overriding the whole list (JSON is YAML).
     """
+    from lighttrack.data import fs
+
+    def absolute(v: str) -> str:
+        return fs.join(str(base), v) if fs.is_uri(str(base)) else str((Path(base) / v).resolve())
+
     def fix(node):  # -> (changed, new node)
         if isinstance(node, dict):
             out, changed = {}, False
             for k, v in node.items():
                 if _is_data_key(k) and isinstance(v, str) and v and "://" not in v and not Path(v).is_absolute():
-                    out[k], changed = str((base / v).resolve()), True
+                    out[k], changed = absolute(v), True
                 else:
                     c, out[k] = fix(v)
                     changed |= c
@@ -100,12 +106,15 @@ def _say(msg: str) -> None:
 
 
 def run_phases(submit: Callable[[Phase, list[str]], str], size: str, names: list[str],
-               stamp: str, storage: Path, data_base: Path = ROOT) -> dict[str, str]:
+               stamp: str, storage: Path | str, data_base: Path | str = ROOT,
+               extra: dict[str, list[str]] | None = None) -> dict[str, str]:
     """Submit each phase in ``names`` (in pipeline order); returns {phase: MLflow run id}.
 
     ``submit(phase, args)`` runs ``python <phase.script> *args`` as a Ray job and returns
     its logs (raising on failure). Relative data roots of the configs are resolved against
-    ``data_base`` (the repo root: ``data/synth/...``). A phase is skipped, with a message, when its script or
+    ``data_base`` (the repo root: ``data/synth/...``, or a bucket URI holding the same
+    tree); ``storage`` is every job's ``--storage-path`` (a URI on a cluster); ``extra``
+    adds arguments per phase name. A phase is skipped, with a message, when its script or
     config is missing or an input phase produced no run.
     """
     runs: dict[str, str] = {}
@@ -125,7 +134,7 @@ def run_phases(submit: Callable[[Phase, list[str]], str], size: str, names: list
         for key, src in phase.inputs:
             # Quoted: YAML would read an all-digit id (or one like 123e45...) as a number.
             args += ["--set", f"{key}='{runs[src]}'"]
-        args += phase.extra
+        args += [*phase.extra, *(extra or {}).get(phase.name, [])]
         _say(f"phase {phase.name}: {phase.script} {' '.join(args)}")
         t0 = time.monotonic()
         logs = submit(phase, args)

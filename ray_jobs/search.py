@@ -277,8 +277,10 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
                                 {"cpu": 0.01}),  # the work runs on the evaluators
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=max(1, max_eval - done),
                                         max_concurrent_trials=cfg.workers, reuse_actors=True),
-            run_config=tune.RunConfig(name=f"{name}-{b.label}", storage_path=storage,
-                                      verbose=0))
+            # A trial stub lost with its node is run again; the evaluator's cache check then
+            # answers it if its candidate was finished before.
+            run_config=tune.RunConfig(name=f"{name}-{b.label}", storage_path=storage, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=3)))
         if not source.finished:
             tuner.fit()
         s = source.stats.as_dict()

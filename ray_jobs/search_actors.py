@@ -81,7 +81,8 @@ class _Evaluator:
             self.cache_answers += 1
             return {**hit, "cached": True}
         row = self.ev.evaluate(parse(arch))
-        row.update(search=search, budget=budget, worker=f"pid{os.getpid()}", trial=trial_id)
+        node = ray.get_runtime_context().get_node_id()[:8]
+        row.update(search=search, budget=budget, worker=f"{node}:pid{os.getpid()}", trial=trial_id)
         self.cache.append([row])
         self.evaluated += 1
         return {**row, "cached": False}
@@ -91,10 +92,24 @@ Evaluator = ray.remote(_Evaluator)
 
 
 def trial(config: dict, evaluators: list, search: str, budget: str) -> None:
-    """Tune trainable: score ``config['arch']`` on the evaluator the searcher picked."""
+    """Tune trainable: score ``config['arch']`` on the evaluator the searcher picked.
+
+    An evaluator lost with its node hands the candidate to the next one (whose cache
+    check answers it if the lost one had finished it), so a lost node costs no candidate
+    and evaluates none twice; only when every evaluator is gone does the trial fail.
+    """
     ctx = tune.get_context()
-    row = ray.get(evaluators[config["worker"]].evaluate.remote(
-        config["arch"], search, budget, ctx.get_trial_id() or ""))
+    first = config["worker"]
+    order = [evaluators[(first + i) % len(evaluators)] for i in range(len(evaluators))]
+    for i, ev in enumerate(order):
+        try:
+            row = ray.get(ev.evaluate.remote(config["arch"], search, budget, ctx.get_trial_id() or ""))
+            break
+        except ray.exceptions.RayActorError as e:
+            if i == len(order) - 1:
+                raise
+            print(f"search: evaluator {(first + i) % len(evaluators)} lost ({type(e).__name__}); "
+                  f"{config['arch']} goes to the next one", flush=True)
     tune.report(to_report(row))
 
 

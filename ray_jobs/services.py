@@ -20,13 +20,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-__all__ = ["free_port", "LocalRay", "LocalNode", "LocalMlflow", "LocalS3", "ServiceError", "submit_job"]
+__all__ = ["free_port", "LocalRay", "LocalNode", "LocalMlflow", "LocalS3", "LocalCluster", "ServiceError",
+           "submit_job"]
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent  # the venv's bin/: ray, mlflow
@@ -265,21 +268,25 @@ class LocalNode:
         return self._proc.pid if self._proc else None
 
     def processes(self) -> list[tuple[int, str]]:
-        """(pid, command name) of every process of this node's session."""
+        """(pid, command line) of every process of this node's session; Ray's workers show
+        their role there (``ray::RayTrainWorker...``, ``ray::_Evaluator...``)."""
         if self._proc is None:
             return []
-        out = subprocess.run(["ps", "-o", "pid=,comm=", "--sid", str(self._proc.pid)],
+        out = subprocess.run(["ps", "-o", "pid=,args=", "--sid", str(self._proc.pid)],
                              capture_output=True, text=True).stdout
         return [(int(p), c) for p, c in (line.split(None, 1) for line in out.splitlines() if line.strip())]
 
     def kill(self) -> None:
-        """Lose the node at once, as a machine that disappears: SIGKILL to all its processes."""
-        if self._proc is not None:
+        """Lose the node at once, as a machine that disappears: SIGKILL to every process of
+        its session (raylet, object store, workers), by PID."""
+        if self._proc is None:
+            return
+        for pid, _ in self.processes():
             try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self._proc.wait(timeout=30)
+        self._proc.wait(timeout=30)
 
     def stop(self) -> None:
         _stop(self._proc, leader_only=True)
@@ -386,13 +393,73 @@ class LocalMlflow:
         self._proc = None
 
 
+@dataclass
+class LocalCluster:
+    """A cluster of real parts on this machine, shaped like the ones in ``cluster/``.
+
+    A Ray head with no CPUs (the job drivers run there, as on an autoscaling cluster),
+    ``nodes`` worker nodes that see none of this machine's local files (:class:`LocalNode`,
+    hiding ``hide`` too), an S3 server (:class:`LocalS3`) for data, Ray storage and MLflow
+    artifacts, and an MLflow server whose artifact store is that bucket. Everything binds to
+    127.0.0.1 and stops by the ids of the processes it started.
+    """
+
+    root: Path
+    nodes: int = 2
+    cpus_per_node: int = 1
+    hide: tuple[Path, ...] = ()
+    s3: LocalS3 | None = None
+    head: LocalRay | None = None
+    workers: list[LocalNode] = field(default_factory=list)
+    mlflow: LocalMlflow | None = None
+    _owns_s3: bool = False
+
+    def start(self) -> "LocalCluster":
+        """Start what is missing (an ``s3`` given from outside is used, and left running)."""
+        try:
+            if self.s3 is None:
+                self.s3, self._owns_s3 = LocalS3(self.root / "s3").start(), True
+            self.head = LocalRay(num_cpus=0, root=Path(tempfile.mkdtemp(prefix="lt-ray-", dir="/tmp")),
+                                 extra_env=self.s3.env).start()
+            for _ in range(self.nodes):
+                self.add_node()
+            self.mlflow = LocalMlflow(self.root / "mlflow", artifacts=self.s3.uri("mlflow"),
+                                      extra_env=self.s3.env).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def add_node(self) -> LocalNode:
+        """Start one more worker node (ports of its own) and return it."""
+        port_base = 30000 + 1000 * (len(self.workers) % 30)
+        node = LocalNode(self.head, self.cpus_per_node, port_base, self.hide, extra_env=self.s3.env).start()
+        self.workers.append(node)
+        return node
+
+    @property
+    def job_env(self) -> dict[str, str]:
+        """What a job's runtime environment needs: the S3 endpoint and credentials, MLflow."""
+        return {**self.s3.env, "MLFLOW_TRACKING_URI": self.mlflow.uri}
+
+    def stop(self) -> None:
+        for service in [self.mlflow, *self.workers, self.head, self.s3 if self._owns_s3 else None]:
+            if service is not None:
+                service.stop()
+        self.workers = []
+        if self.head is not None and self.head.root is not None:
+            shutil.rmtree(self.head.root, ignore_errors=True)
+
+
 def submit_job(ray: LocalRay | str, entrypoint: list[str], *, working_dir: str | Path = ".",
                env: dict[str, str] | None = None, runtime_env_json: str | None = None,
-               timeout: float = 600.0, check: bool = True) -> str:
+               timeout: float = 600.0, check: bool = True,
+               on_line: Callable[[str], None] | None = None) -> str:
     """``ray job submit --address ... --working-dir ... -- <entrypoint>``; returns the logs.
 
     ``ray`` is a :class:`LocalRay` (its dashboard URL and token are used) or a dashboard URL.
-    Raises :class:`ServiceError` with the logs when the job fails and ``check`` is set.
+    ``on_line(line)`` sees each line of the job's output as it comes (a test acting while
+    the job runs). Raises :class:`ServiceError` with the logs when the job fails and ``check``.
     """
     url = ray.dashboard_url if isinstance(ray, LocalRay) else ray
     client_env = ray.client_env() if isinstance(ray, LocalRay) else os.environ.copy()
@@ -402,13 +469,37 @@ def submit_job(ray: LocalRay | str, entrypoint: list[str], *, working_dir: str |
         cmd += ["--runtime-env-json", runtime_env_json]
     cmd += ["--", *entrypoint]
     for attempt in range(3):
-        proc = subprocess.run(cmd, env=client_env, capture_output=True, text=True, timeout=timeout)
-        logs = proc.stdout + proc.stderr
+        returncode, logs = _run_streaming(cmd, client_env, timeout, on_line)
         # A dashboard that has just come up may drop the upload connection once; retry
         # only when the job was certainly not created.
-        if proc.returncode == 0 or "submitted successfully" in logs or "ConnectionError" not in logs:
+        if returncode == 0 or "submitted successfully" in logs or "ConnectionError" not in logs:
             break
         time.sleep(3)
-    if check and proc.returncode != 0:
-        raise ServiceError(f"job {' '.join(entrypoint)} failed (exit {proc.returncode}):\n{logs[-6000:]}")
+    if check and returncode != 0:
+        raise ServiceError(f"job {' '.join(entrypoint)} failed (exit {returncode}):\n{logs[-6000:]}")
     return logs
+
+
+def _run_streaming(cmd: list[str], env: dict[str, str], timeout: float,
+                   on_line: Callable[[str], None] | None) -> tuple[int, str]:
+    """Run ``cmd``, passing each output line to ``on_line``; (exit code, output)."""
+    lines: list[str] = []
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
+        fired = threading.Event()
+        # also when the job prints nothing for long
+        timer = threading.Timer(timeout, lambda: (fired.set(), proc.kill()))
+        timer.start()
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            timer.cancel()
+    if fired.is_set():
+        raise subprocess.TimeoutExpired(cmd, timeout, "".join(lines))
+    return proc.returncode, "".join(lines)

@@ -80,3 +80,17 @@ def submit_job(ray_cluster, mlflow_server) -> Callable[..., str]:
                        runtime_env_json=runtime_env, timeout=timeout, check=check)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1 with the bucket
+    ``lighttrack``; ``.env`` is what a client needs, ``.upload(folder, prefix)`` fills it."""
+    from ray_jobs.services import LocalS3
+
+    server = LocalS3(tmp_path_factory.mktemp("s3"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
