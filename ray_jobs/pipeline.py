@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import signal
@@ -25,7 +26,7 @@ from typing import Callable
 import yaml
 
 from lighttrack.data.synth import SIZES
-from ray_jobs.common import PHASE_TAG, RUN_ID_PREFIX
+from ray_jobs.common import PHASE_TAG, RUN_ID_PREFIX, OpsError
 from ray_jobs.services import BIN, LocalMlflow, LocalRay, ServiceError
 
 __all__ = ["Phase", "PHASES", "absolute_data_overrides", "ensure_data", "run_phases", "summarize", "main"]
@@ -236,35 +237,43 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     t0 = time.monotonic()
-    ensure_data(ROOT)
+    ensure_data(ROOT, "tiny" if args.size == "micro" else "default")  # micro: the smoke test's data
     out = args.out.resolve()
-    head, tracking = LocalRay(num_cpus=2), LocalMlflow(out / "mlflow")
+    # A team's tracking server, when the user has one: log there and start none.
+    given = os.environ.get("MLFLOW_TRACKING_URI", "")
+    head, tracking = LocalRay(num_cpus=2), (None if given else LocalMlflow(out / "mlflow"))
     try:
-        _say("starting Ray head (127.0.0.1, token auth) and MLflow server (127.0.0.1, sqlite)")
+        if given:
+            from ray_jobs.common import setup_mlflow
+            setup_mlflow()  # reachable? (one clear line, before any work)
+            _say(f"starting Ray head (127.0.0.1, token auth); MLflow: MLFLOW_TRACKING_URI={given}")
+        else:
+            _say("starting Ray head (127.0.0.1, token auth) and MLflow server (127.0.0.1, sqlite)")
         head.start()
-        tracking.start()
-        _say(f"Ray dashboard {head.dashboard_url}   MLflow UI {tracking.uri}")
+        uri = given or tracking.start().uri
+        _say(f"Ray dashboard {head.dashboard_url}   MLflow UI {uri}")
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        runs = run_phases(_stream_submit(head, tracking.uri), args.size, names, stamp, out / "ray")
-        _say(f"finished in {(time.monotonic() - t0) / 60:.1f} min\n{summarize(runs, tracking.uri)}")
-        _say(f"MLflow UI was {tracking.uri}; browse the runs again with:\n"
-             f"  .venv/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "
-             f"sqlite:///{out / 'mlflow' / 'mlflow.db'} --artifacts-destination {out / 'mlflow' / 'artifacts'}")
+        runs = run_phases(_stream_submit(head, uri), args.size, names, stamp, out / "ray")
+        _say(f"finished in {(time.monotonic() - t0) / 60:.1f} min\n{summarize(runs, uri)}")
+        if tracking is not None:
+            _say(f"MLflow UI was {uri}; browse the runs again with:\n"
+                 f"  .venv/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "
+                 f"sqlite:///{out / 'mlflow' / 'mlflow.db'} --artifacts-destination {out / 'mlflow' / 'artifacts'}")
         return 0
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
-    except ServiceError as e:
+    except (ServiceError, OpsError) as e:
         _say(f"FAILED: {e}")
         return 1
     finally:
         # A second Ctrl-C must not cut the clean-up short and leave services behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _say("stopping Ray head and MLflow server")
+        _say("stopping Ray head" + (" and MLflow server" if tracking is not None else ""))
         head.stop()
-        tracking.stop()
-
+        if tracking is not None:
+            tracking.stop()
 
 if __name__ == "__main__":
     sys.exit(main())

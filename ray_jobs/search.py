@@ -288,7 +288,13 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
               f"{s['infeasible']} infeasible rejected, {time.time() - t0:.1f} s", flush=True)
         out["budgets"][b.label] = {"stats": s, "seconds": time.time() - t0, "seeded": seeded,
                                    "history": list(source.history)}
-    infos = ray.get([a.info.remote() for a in actors])
+    infos = []
+    for a in actors:  # an evaluator lost with its node has nothing to report
+        try:
+            infos.append(ray.get(a.info.remote(), timeout=60))
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            pass
+    out["evaluators_lost"] = len(actors) - len(infos)
     out["supernet_loads"] = sum(i["loads"] for i in infos)
     out["evaluator_answers_from_cache"] = sum(i["cache_answers"] for i in infos)
     out["rows"] = cache.rows(sid, eid)
@@ -341,13 +347,15 @@ def log_results(res: dict, budgets, name: str) -> None:
     plot_progress({k: [h["ao"] for h in v["history"]] for k, v in res["budgets"].items()},
                   out / "progress.png")
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in res["budgets"].items()}
-    summary.update(supernet_loads=res["supernet_loads"], seconds=res["seconds"])
+    summary.update(supernet_loads=res["supernet_loads"], evaluators_lost=res["evaluators_lost"],
+                   seconds=res["seconds"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     mlflow.log_artifacts(str(out))
     trials = sum(v["stats"]["trials"] for v in res["budgets"].values())
     mlflow.log_metrics({"trials": len(mine), "trials_this_run": trials,
                         "cache_answers": sum(v["stats"]["cache_hits"] for v in res["budgets"].values()),
-                        "supernet_loads": res["supernet_loads"], "search_seconds": res["seconds"]})
+                        "supernet_loads": res["supernet_loads"], "evaluators_lost": res["evaluators_lost"],
+                        "search_seconds": res["seconds"]})
     print(f"search: {trials} trials this run, {len(mine)} evaluations by this search in total, "
           f"supernet loaded {res['supernet_loads']} time(s), {res['seconds']:.1f} s", flush=True)
 

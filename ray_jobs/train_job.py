@@ -248,13 +248,18 @@ class Reporter:
             if self.client is not None and (step % self.log_every == 0 or "step" not in metrics):
                 self._log(metrics, step)
             return
-        # epoch end: checkpoint (rank 0 writes it) + collective report on every rank
+        # epoch end: checkpoint (rank 0 writes it) + collective report on every rank, and only
+        # then the epoch's metrics: a node lost before the report resumes from the previous
+        # checkpoint and logs this epoch once, when it is done again; lost after, it resumes
+        # from this one.
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:
                 torch.save(state, Path(tmp) / CHECKPOINT_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report({self.prefix + k: v for k, v in numeric.items()}, checkpoint=checkpoint)
+            if self.rank == 0:
                 self._log(metrics, step)
                 # the latest checkpoint is in MLflow after every epoch (replacing the previous
                 # one), so an interrupted run's progress is visible and downloadable there too
@@ -269,7 +274,6 @@ class Reporter:
                 out.write(f"[{self.name}] {self.prefix}epoch {epoch + 1}/{self.epochs} "
                           f"{numeric.get('epoch_time_s', 0):.1f}s {extra} ETA {_hms(eta)}\n")
                 out.flush()
-            ray.train.report({self.prefix + k: v for k, v in numeric.items()}, checkpoint=checkpoint)
 
 
 def _hms(seconds: float) -> str:

@@ -157,7 +157,7 @@ def test_phase2_resumes_when_a_worker_node_is_lost(smoke, cluster):
     killed: list[str] = []
 
     def on_line(line: str) -> None:
-        if "epoch 2/4" in line and not killed:  # epoch 1's checkpoint is in storage by now
+        if "epoch 2/4" in line and not killed:  # printed once epoch 2's checkpoint is in storage
             node = _node_running(cluster, "ray::RayTrainWorker")
             assert node is not None, "no node runs a Train worker"
             node.kill()
@@ -224,3 +224,6 @@ def test_search_loses_no_candidate_when_an_evaluators_node_is_lost(smoke, cluste
     assert len({r["arch"] for r in mine}) == 8  # none evaluated twice
     summary = [line for line in logs.splitlines() if line.startswith("search 700M_3M:") and "trials," in line]
     assert summary and "8 trials" in summary[-1], summary
+    run_id = logs.split("LIGHTTRACK_RUN_ID=")[-1].split()[0]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["evaluators_lost"] == 1

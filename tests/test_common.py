@@ -247,3 +247,41 @@ def test_training_job_config_paths_become_absolute(tmp_path, monkeypatch):
     assert out["init"] == "0123abcd" * 4  # an MLflow run id, not a path
     assert out["eval"]["root"] == "missing/folder"  # left for the reader's own clear error
     assert out["name"] == "data"  # only path fields change
+
+
+@pytest.mark.services
+def test_capacity_counts_the_autoscalers_node_types_not_only_live_nodes(tmp_path):
+    """A cluster scaled to zero has its head only: the node types the autoscaler publishes
+    decide --use-gpu auto and the local-storage check (a private head: the record stays)."""
+    from ray_jobs.services import LocalRay
+
+    head = LocalRay(num_cpus=1).start()
+    code = f"""
+import ray
+from ray.core.generated import autoscaler_pb2
+from ray.experimental.internal_kv import _internal_kv_put
+from ray_jobs.common import OpsError, cluster_capacity, connect_ray, storage_path_check, use_gpu
+connect_ray('{head.address}')
+print('BEFORE', cluster_capacity(), use_gpu('auto'), storage_path_check('/tmp/x'))
+config = autoscaler_pb2.ClusterConfig(node_group_configs=[
+    autoscaler_pb2.NodeGroupConfig(name='head', resources={{'CPU': 1}}, min_count=1, max_count=1),
+    autoscaler_pb2.NodeGroupConfig(name='gpu', resources={{'CPU': 8, 'GPU': 1}}, min_count=0, max_count=4),
+    autoscaler_pb2.NodeGroupConfig(name='unused', resources={{'CPU': 8}}, min_count=0, max_count=0)])
+_internal_kv_put(ray._raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY.encode(), config.SerializeToString(),
+                 namespace=ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode())
+print('AFTER', cluster_capacity(), use_gpu('auto'), use_gpu('false'))
+try:
+    storage_path_check('/tmp/x')
+except OpsError as e:
+    print('REFUSED', e)
+"""
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=head.client_env(), cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        head.stop()
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "BEFORE Capacity(live_nodes=1, max_nodes=1, max_gpus=0) False /tmp/x" in out.stdout, out.stdout
+    assert "AFTER Capacity(live_nodes=1, max_nodes=5, max_gpus=4.0) True False" in out.stdout, out.stdout
+    assert "REFUSED --storage-path '/tmp/x' is a local path, but the Ray cluster has or can scale to 5 nodes" \
+        in out.stdout

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,34 @@ def test_run_phases_hands_run_ids_on_and_skips_missing(tmp_path, monkeypatch):
 
     with pytest.raises(ServiceError, match="printed no LIGHTTRACK_RUN_ID"):
         pipeline.run_phases(lambda ph, a: "no id here", "micro", ["pretrain"], "s", tmp_path, tmp_path)
+
+
+def test_absolute_data_overrides_into_a_bucket(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data_root: data/synth/imagenet\neval: {root: /abs/got10k}\n")
+    got = parse_overrides(pipeline.absolute_data_overrides(cfg, "s3://bucket/prefix"))
+    assert got == {"data_root": "s3://bucket/prefix/data/synth/imagenet"}
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_pipeline_logs_to_the_users_tracking_server_and_starts_none(mlflow_server, tmp_path):
+    """MLFLOW_TRACKING_URI set: every run goes to that server, and no server of ours starts."""
+    import os
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": mlflow_server.uri}
+    out = subprocess.run([sys.executable, "-m", "ray_jobs.pipeline", "--size", "micro", "--phases", "pretrain",
+                          "--out", str(tmp_path / "out")], cwd=pipeline.ROOT, env=env, capture_output=True,
+                         text=True, timeout=900)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    assert f"MLFLOW_TRACKING_URI={mlflow_server.uri}" in log
+    assert not (tmp_path / "out" / "mlflow").exists()  # no sqlite store, no server of ours
+    run_id = re.findall(r"phase pretrain done in \d+ s: MLflow run ([0-9a-f]{32})", log)
+    assert run_id, log[-4000:]
+    run = MlflowClient(mlflow_server.uri).get_run(run_id[-1])
+    assert run.info.status == "FINISHED" and run.data.tags["lighttrack.phase"] == "pretrain"

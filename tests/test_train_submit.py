@@ -51,3 +51,41 @@ def test_pretrain_micro_via_ray_job_submit(submit_job, mlflow_server, tiny_data,
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 4  # the last epoch's checkpoint
     ClassSupernet(10).load_state_dict(ckpt["model"])  # strict
+
+
+def test_job_uploads_the_source_only_whatever_the_folder_holds(ray_cluster, tmp_path):
+    """`... | tee run.log` in the project folder: a file growing during the upload, a
+    database and a folder of logs beside the source never travel with a job."""
+    import threading
+
+    from ray_jobs.pipeline import ROOT
+    from ray_jobs.services import submit_job
+
+    strays = [ROOT / "lt-test-growing.log", ROOT / "lt-test.db", ROOT / "lt-test-logs"]
+    strays[2].mkdir(exist_ok=True)
+    (strays[2] / "old.log").write_text("x" * 1000)
+    strays[1].write_bytes(b"\0" * 100_000)
+    stop = threading.Event()
+
+    def grow() -> None:
+        with open(strays[0], "a") as f:
+            while not stop.is_set():
+                f.write("a log line that keeps coming\n")
+                f.flush()
+                time.sleep(0.005)
+
+    writer = threading.Thread(target=grow, daemon=True)
+    writer.start()
+    try:
+        logs = submit_job(ray_cluster, ["python", "-c", "import os; print('LISTING', sorted(os.listdir('.')))"],
+                          working_dir=ROOT, timeout=300)
+    finally:
+        stop.set()
+        writer.join()
+        strays[0].unlink(missing_ok=True)
+        strays[1].unlink(missing_ok=True)
+        import shutil
+        shutil.rmtree(strays[2], ignore_errors=True)
+    listing = re.findall(r"^LISTING (.*)$", logs, re.M)
+    assert listing, logs[-3000:]
+    assert listing[-1] == "['configs', 'lighttrack', 'pyproject.toml', 'ray_jobs']"

@@ -16,12 +16,13 @@ __all__ = ["register", "add_net_arguments", "build_net", "tracker_params"]
 
 
 def add_net_arguments(p: argparse.ArgumentParser) -> None:
-    """--arch, --checkpoint, --backend, --threads, --int8, --tracker, --set."""
+    """--arch, --checkpoint, --backend, --device, --threads, --int8, --tracker, --set."""
     p.add_argument("--arch", required=True, help="preset name (lighttrack-mobile, ...) or architecture string")
     p.add_argument("--checkpoint", default=None,
                    help="local weights file, or an export directory for --backend onnxruntime "
                         "(none: fresh weights)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the network")
     p.add_argument("--int8", action="store_true", help="onnxruntime: use the int8 graphs of the export")
     p.add_argument("--tracker", default="vot2019", help="tracker preset (vot2019, released) or YAML file")
@@ -35,7 +36,11 @@ def build_net(args: argparse.Namespace):
     from lighttrack.tracker.runtime import load_net
 
     torch.set_num_threads(args.threads)
-    return load_net(resolve(args.arch), args.checkpoint, args.backend, args.threads, args.int8)
+    if args.backend != "torch" and args.device != "cpu":
+        raise SystemExit(f"error: --device {args.device} needs --backend torch (onnxruntime runs on the CPU)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device}: this machine has no CUDA device")
+    return load_net(resolve(args.arch), args.checkpoint, args.backend, args.threads, args.int8, device=args.device)
 
 
 def tracker_params(args: argparse.Namespace):

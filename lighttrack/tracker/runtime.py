@@ -150,14 +150,14 @@ def load_torch_net(arch, checkpoint: str | Path | None = None) -> torch.nn.Modul
 
 
 def load_net(arch, checkpoint: str | Path | None = None, backend: str = "torch", threads: int = 1,
-             int8: bool = False, work_dir: str | Path | None = None):
-    """A tracker network on ``backend`` (``torch`` or ``onnxruntime``).
+             int8: bool = False, work_dir: str | Path | None = None, device: str = "cpu"):
+    """A tracker network on ``backend`` (``torch``, on ``device``, or ``onnxruntime``).
 
     For onnxruntime, ``checkpoint`` may be an export directory (with model_card.json);
     otherwise the torch net is exported on the fly into ``work_dir`` (a temporary one if None).
     """
     if backend == "torch":
-        return load_torch_net(arch, checkpoint)
+        return load_torch_net(arch, checkpoint).to(device)
     if backend != "onnxruntime":
         raise ValueError(f"unknown backend {backend!r}; use torch or onnxruntime")
     if checkpoint is not None and (Path(checkpoint) / CARD_NAME).is_file():

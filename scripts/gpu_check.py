@@ -1,0 +1,243 @@
+"""The library's own code on an accelerator, without Ray or MLflow (a bare GPU machine).
+
+    python scripts/gpu_check.py --devices cuda cpu --out OUT_DIR [--steps 20]
+
+For each device, side by side in one run, on the embedded data set (written to a
+temporary folder): a few training steps of phase 1 (backbone supernet), phase 2 (tracking
+supernet) and phase 4 (retrain + fine-tune of LightTrack-Mobile), with bf16 autocast on
+CUDA; BN recalibration and one candidate evaluation (the search's trial); the tracker on
+a 1280x720 synthetic video; and an ONNX export of the weights trained on that device,
+checked against the torch outputs under ONNX Runtime. Prints one line per figure and
+writes them all to OUT_DIR/gpu_check.json. ``scripts/gpu_check.sh`` is the entry point.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # a bare machine: the checkout, not an installed package
+
+from lighttrack.arch import resolve  # noqa: E402
+from lighttrack.config import load  # noqa: E402
+from lighttrack.train.common import Dist, make_loader  # noqa: E402
+
+MOBILE = resolve("lighttrack-mobile")
+
+
+class Steps:
+    """A ``report`` callback that keeps each step's wall time (the first two are warm-up)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.last = time.perf_counter()
+        self.metrics: dict = {}
+
+    def __call__(self, metrics: dict, state: dict | None = None) -> None:
+        now = time.perf_counter()
+        if state is None and "step" in metrics:
+            self.times.append(now - self.last)
+        self.metrics |= {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        self.last = now
+
+    def step_ms(self) -> float:
+        t = self.times[2:] or self.times
+        return 1000 * float(np.median(t)) if t else float("nan")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def phase1(data: Path, device: torch.device, steps: int, batch: int) -> tuple[dict, torch.nn.Module]:
+    from lighttrack.models import ClassSupernet
+    from lighttrack.train.class_data import class_dataset
+    from lighttrack.train.config import PretrainConfig
+    from lighttrack.train.pretrain import train_backbone_supernet
+
+    cfg = load(PretrainConfig, ROOT / "configs/pretrain_micro.yaml",
+               [f"data_root={data / 'imagenet'}", "epochs=1", f"steps_per_epoch={steps}", f"batch_size={batch}",
+                "model.image_size=128", f"run.amp={'bf16' if device.type == 'cuda' else 'off'}"])
+    torch.manual_seed(0)
+    model = ClassSupernet(cfg.model.num_classes, cfg.model.dropout)
+    train = make_loader(class_dataset(cfg.data_root, "train", 128, train=True), batch, Dist(device=device),
+                        shuffle=True, workers=2)
+    rep = Steps()
+    train_backbone_supernet(model, train, None, cfg, rep, Dist(device=device))
+    _sync(device)
+    return {"step_ms": rep.step_ms(), "images_per_s": batch / rep.step_ms() * 1000, "batch": batch}, model
+
+
+def phase2(data: Path, device: torch.device, steps: int, batch: int, backbone) -> tuple[dict, torch.nn.Module]:
+    from lighttrack.data.sampling import build_pair_dataset
+    from lighttrack.models import TrackSupernet
+    from lighttrack.train.config import SupernetConfig
+    from lighttrack.train.sampling import PathSampler
+    from lighttrack.train.tracking import train_tracking
+
+    got10k = data / "got10k"
+    cfg = load(SupernetConfig, ROOT / "configs/supernet_micro.yaml",
+               [f"data.sources=[{{root: {got10k}, kind: got10k, split: train, pairs_per_epoch: {steps * batch}}}]",
+                "epochs=1", f"steps_per_epoch={steps}", f"batch_size={batch}", "backbone_freeze_epochs=0",
+                "eval.num_paths=0", "eval.before_training=false",
+                f"run.amp={'bf16' if device.type == 'cuda' else 'off'}"])
+    torch.manual_seed(0)
+    model = TrackSupernet()
+    model.load_backbone(backbone.state_dict())
+    loader = make_loader(build_pair_dataset(cfg.data), batch, Dist(device=device), shuffle=True, workers=2)
+    rep = Steps()
+    train_tracking(model, loader, cfg, cfg.run, rep, Dist(device=device), sampler=PathSampler(0))
+    _sync(device)
+    return {"step_ms": rep.step_ms(), "pairs_per_s": batch / rep.step_ms() * 1000, "batch": batch,
+            "loss": rep.metrics.get("train_loss")}, model
+
+
+def candidate(data: Path, device: torch.device, supernet) -> dict:
+    from lighttrack.search.cache import supernet_id
+    from lighttrack.search.evaluate import CandidateEvaluator, EvalConfig
+
+    cfg = EvalConfig(val_root=str(data / "got10k"), recal_root=str(data / "got10k"), recal_batches=4,
+                     recal_batch_size=16)
+    ev = CandidateEvaluator(supernet.to(device).eval(), supernet_id(supernet.state_dict()), cfg)
+    ev.evaluate(MOBILE)  # warm-up (cudnn autotuning, allocator)
+    _sync(device)
+    t0 = time.perf_counter()
+    row = ev.evaluate(MOBILE)
+    _sync(device)
+    frames = sum(len(ev.val.sequence(i).frames) for i in range(len(ev.val)))
+    return {"seconds": time.perf_counter() - t0, "ao": row["ao"], "val_frames": frames,
+            "recal_pairs": cfg.recal_batches * cfg.recal_batch_size}
+
+
+def phase4(data: Path, device: torch.device, steps: int, batch: int, supernet) -> tuple[dict, torch.nn.Module]:
+    from lighttrack.data.sampling import build_pair_dataset
+    from lighttrack.models import extract
+    from lighttrack.models.static import StaticClassifier
+    from lighttrack.train.class_data import class_dataset
+    from lighttrack.train.config import RetrainConfig
+    from lighttrack.train.retrain import copy_backbone, train_classifier
+    from lighttrack.train.tracking import train_tracking
+
+    got10k = data / "got10k"
+    amp = "bf16" if device.type == "cuda" else "off"
+    cfg = load(RetrainConfig, ROOT / "configs/retrain_micro.yaml",
+               [f"retrain.data_root={data / 'imagenet'}", f"retrain.steps_per_epoch={steps}",
+                f"retrain.batch_size={batch}", "retrain.model.image_size=128", f"finetune.steps_per_epoch={steps}",
+                f"finetune.batch_size={batch}", f"run.amp={amp}",
+                f"finetune.data.sources=[{{root: {got10k}, kind: got10k, split: train, "
+                f"pairs_per_epoch: {steps * batch}}}]"])
+    dist = Dist(device=device)
+    supernet = supernet.cpu()
+    classifier = StaticClassifier(MOBILE.backbone, cfg.retrain.model.num_classes, 0.0)
+    copy_backbone(classifier, extract(supernet.eval(), MOBILE))
+    train = make_loader(class_dataset(cfg.retrain.data_root, "train", 128, True, cfg.retrain.autoaugment),
+                        batch, dist, shuffle=True, workers=2)
+    rep_r = Steps()
+    _, backbone = train_classifier(classifier, train, None, cfg.retrain, cfg.run, rep_r, dist)
+    tracker = extract(supernet, MOBILE)
+    copy_backbone(tracker, backbone)
+    loader = make_loader(build_pair_dataset(cfg.finetune.data), batch, dist, shuffle=True, workers=2)
+    rep_f = Steps()
+    train_tracking(tracker, loader, cfg.finetune, cfg.run, rep_f, dist)
+    _sync(device)
+    return {"retrain_step_ms": rep_r.step_ms(), "finetune_step_ms": rep_f.step_ms(),
+            "finetune_pairs_per_s": batch / rep_f.step_ms() * 1000, "batch": batch}, tracker
+
+
+def tracker_fps(device: torch.device, tracker: torch.nn.Module, frames: int = 60) -> dict:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_tracker import synthetic_video
+
+    from lighttrack.tracker import PRESETS, Tracker
+
+    video, boxes = synthetic_video(frames, (1280, 720))
+    t = Tracker(tracker.to(device).eval(), PRESETS["vot2019"])
+    t.initialize(video[0], boxes[0])
+    for f in video[1:6]:  # warm-up
+        t.track(f)
+    _sync(device)
+    t0 = time.perf_counter()
+    for f in video[6:]:
+        t.track(f)
+    _sync(device)
+    return {"fps": (len(video) - 6) / (time.perf_counter() - t0), "frames": len(video) - 6}
+
+
+def export_check(tracker: torch.nn.Module, out: Path) -> dict:
+    """ONNX export of weights trained on the device; ORT against torch on the same crops."""
+    from lighttrack.tracker.export import export_tracker, write_card
+    from lighttrack.tracker.params import TrackerParams
+    from lighttrack.tracker.runtime import OrtNet, TorchNet
+
+    net = tracker.cpu().eval()
+    files = export_tracker(net, out, torch_export=False)
+    write_card(out, arch=MOBILE, files=files, params=TrackerParams(), source={"gpu_check": True})
+    rng = np.random.default_rng(0)
+    z = rng.integers(0, 255, (1, 128, 128, 3), dtype=np.uint8)
+    x = rng.integers(0, 255, (1, 256, 256, 3), dtype=np.uint8)
+    ort = OrtNet(out, 1)
+    cls_o, reg_o = ort.search(ort.template(z), x)
+    from lighttrack.geometry import IMAGENET_MEAN, IMAGENET_STD
+
+    def norm(a):  # the eager tracker's input: normalised float NCHW
+        a = (a.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        return np.ascontiguousarray(a.transpose(0, 3, 1, 2), np.float32)
+
+    tn = TorchNet(net)
+    cls_t, reg_t = tn.search(tn.template(norm(z)), norm(x))
+    return {"max_abs_diff_cls": float(np.abs(cls_o - cls_t).max()),
+            "max_abs_diff_reg": float(np.abs(reg_o - reg_t).max()), "files": sorted(files)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--devices", nargs="+", default=["cuda", "cpu"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=20, help="training steps per phase and device")
+    p.add_argument("--batch", type=int, default=32)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    from lighttrack.data.synth import write
+
+    report = {"torch": torch.__version__, "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
+              "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "devices": {}}
+    with tempfile.TemporaryDirectory(prefix="lt-gpu-check-") as tmp:
+        data = Path(tmp) / "synth"
+        write(data, seed=0, size="tiny", workers=2)
+        for name in args.devices:
+            if name.startswith("cuda") and not torch.cuda.is_available():
+                print(f"[gpu_check] {name}: no CUDA device here, skipped", flush=True)
+                continue
+            device = torch.device(name)
+            if device.type == "cuda":
+                torch.backends.cudnn.benchmark = True
+            r: dict = {}
+            t0 = time.perf_counter()
+            r["phase1"], backbone = phase1(data, device, args.steps, args.batch)
+            r["phase2"], supernet = phase2(data, device, args.steps, args.batch, backbone)
+            r["candidate"] = candidate(data, device, supernet)
+            r["phase4"], tracker = phase4(data, device, args.steps, args.batch, supernet)
+            r["tracker"] = tracker_fps(device, tracker)
+            r["export"] = export_check(tracker, args.out / f"export-{device.type}")
+            r["seconds"] = time.perf_counter() - t0
+            if device.type == "cuda":
+                r["max_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+            report["devices"][name] = r
+            for section, vals in r.items():
+                print(f"[gpu_check] {name} {section}: {json.dumps(vals)}", flush=True)
+    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    print(f"[gpu_check] wrote {args.out / 'gpu_check.json'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
