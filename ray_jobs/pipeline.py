@@ -27,7 +27,7 @@ import yaml
 
 from lighttrack.data.synth import SIZES
 from ray_jobs.common import PHASE_TAG, RUN_ID_PREFIX, OpsError
-from ray_jobs.services import BIN, LocalMlflow, LocalRay, ServiceError
+from ray_jobs.services import BIN, LocalCluster, LocalMlflow, LocalRay, ServiceError
 
 __all__ = ["Phase", "PHASES", "absolute_data_overrides", "ensure_data", "run_phases", "summarize", "main"]
 
@@ -147,9 +147,9 @@ def run_phases(submit: Callable[[Phase, list[str]], str], size: str, names: list
     return runs
 
 
-def _stream_submit(head: LocalRay, mlflow_uri: str) -> Callable[[Phase, list[str]], str]:
-    """``ray job submit`` that shows the job's output live and returns it."""
-    runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": mlflow_uri}})
+def _stream_submit(head: LocalRay, env: dict[str, str]) -> Callable[[Phase, list[str]], str]:
+    """``ray job submit`` (``env``: the jobs' environment) that shows the job's output live and returns it."""
+    runtime_env = json.dumps({"env_vars": env})
 
     def submit(phase: Phase, args: list[str]) -> str:
         cmd = [str(BIN / "ray"), "job", "submit", "--address", head.dashboard_url,
@@ -227,35 +227,60 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated subset, in pipeline order")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "pipeline",
                    help="MLflow store (mlflow.db, artifacts) and Ray Train storage")
+    p.add_argument("--local-nodes", type=int, default=0, metavar="N",
+                   help="run on a local multi-node cluster (needs root): a head with no CPUs, N worker "
+                        "nodes that see none of this machine's files, data, storage and MLflow artifacts "
+                        "in a local S3 server (cluster/README.md)")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.phases.split(",") if n.strip()]
     unknown = sorted(set(names) - {ph.name for ph in PHASES})
     if unknown:
         p.error(f"unknown phase(s) {unknown}")
+    if args.local_nodes < 0:
+        p.error(f"--local-nodes {args.local_nodes}: give 0 (one node) or a number of worker nodes")
 
     # Also SIGINT: a shell that starts us in the background would otherwise ignore Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     t0 = time.monotonic()
-    ensure_data(ROOT, "tiny" if args.size == "micro" else "default")  # micro: the smoke test's data
+    data = ensure_data(ROOT, "tiny" if args.size == "micro" else "default")  # micro: the smoke test's data
     out = args.out.resolve()
     # A team's tracking server, when the user has one: log there and start none.
     given = os.environ.get("MLFLOW_TRACKING_URI", "")
-    head, tracking = LocalRay(num_cpus=2), (None if given else LocalMlflow(out / "mlflow"))
+    services: list = []
     try:
         if given:
             from ray_jobs.common import setup_mlflow
             setup_mlflow()  # reachable? (one clear line, before any work)
-            _say(f"starting Ray head (127.0.0.1, token auth); MLflow: MLFLOW_TRACKING_URI={given}")
-        else:
-            _say("starting Ray head (127.0.0.1, token auth) and MLflow server (127.0.0.1, sqlite)")
-        head.start()
-        uri = given or tracking.start().uri
-        _say(f"Ray dashboard {head.dashboard_url}   MLflow UI {uri}")
+            _say(f"MLflow: MLFLOW_TRACKING_URI={given} (no local MLflow server)")
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        runs = run_phases(_stream_submit(head, uri), args.size, names, stamp, out / "ray")
+        if args.local_nodes:
+            _say(f"starting a local cluster: S3 server, Ray head (no CPUs), {args.local_nodes} worker node(s)"
+                 + ("" if given else ", MLflow server (artifacts in S3)"))
+            cluster = LocalCluster(out / "cluster", nodes=args.local_nodes,
+                                   cpus_per_node=max(1, (os.cpu_count() or 2) // args.local_nodes),
+                                   hide=(ROOT / "runs", ROOT / "data"), tracking_uri=given)
+            services.append(cluster)
+            cluster.start()
+            cluster.s3.upload(data, "pipeline", "data", "synth")
+            head, uri, env = cluster.head, cluster.tracking_uri, cluster.job_env
+            storage, data_base = cluster.s3.uri("pipeline", "runs"), cluster.s3.uri("pipeline")
+            extra = {"supernet": ["--num-workers", str(args.local_nodes)], "search": ["--workers", str(args.local_nodes)]}
+        else:
+            _say("starting Ray head (127.0.0.1, token auth)" + ("" if given else " and MLflow server (127.0.0.1, sqlite)"))
+            head = LocalRay(num_cpus=2)
+            services.append(head)
+            head.start()
+            if not given:
+                tracking = LocalMlflow(out / "mlflow")
+                services.append(tracking)
+                tracking.start()
+            uri = given or tracking.uri
+            env, storage, data_base, extra = {"MLFLOW_TRACKING_URI": uri}, out / "ray", ROOT, {}
+        _say(f"Ray dashboard {head.dashboard_url}   MLflow UI {uri}")
+        runs = run_phases(_stream_submit(head, env), args.size, names, stamp, storage, data_base, extra)
         _say(f"finished in {(time.monotonic() - t0) / 60:.1f} min\n{summarize(runs, uri)}")
-        if tracking is not None:
+        if not given and not args.local_nodes:
             _say(f"MLflow UI was {uri}; browse the runs again with:\n"
                  f"  .venv/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "
                  f"sqlite:///{out / 'mlflow' / 'mlflow.db'} --artifacts-destination {out / 'mlflow' / 'artifacts'}")
@@ -270,10 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         # A second Ctrl-C must not cut the clean-up short and leave services behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _say("stopping Ray head" + (" and MLflow server" if tracking is not None else ""))
-        head.stop()
-        if tracking is not None:
-            tracking.stop()
+        _say("stopping the services it started")
+        for service in reversed(services):
+            service.stop()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,8 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ray_jobs.train_job import (  # noqa: E402
-    PARENT_TAG, Reporter, ddp_wrap, load_checkpoint_ref, parse_args, resume_state, run_job, tracking_uri,
-    worker_dist,
+    PARENT_TAG, Reporter, ddp_wrap, input_state, parse_args, resume_state, run_job, tracking_uri, worker_dist,
 )
 from lighttrack.train.config import RetrainConfig  # noqa: E402
 
@@ -80,7 +79,7 @@ def worker(loop_config: dict) -> None:
     torch.manual_seed(cfg.run.seed)
     supernet = None
     if loop_config["supernet"]:
-        sn_state = load_checkpoint_ref(loop_config["supernet"], loop_config["tracking_uri"], "supernet")[0]["model"]
+        sn_state = input_state(loop_config, "supernet")["model"]
         supernet = TrackSupernet.for_state_dict(sn_state)
         supernet.load_state_dict(sn_state)
     state = resume_state()
@@ -139,11 +138,10 @@ def main(argv: list[str] | None = None) -> dict:
     needs = (cfg.retrain.enabled and cfg.retrain.init == "supernet") or cfg.finetune.head_init == "supernet"
     if needs and not supernet:
         raise SystemExit("error: the config starts from the supernet; give --set supernet=<phase-2 run id or path>")
-    if supernet:
-        tags |= {f"lighttrack.supernet_{k.rsplit('.', 1)[-1]}": v for k, v in load_checkpoint_ref(supernet, phase="supernet")[1].items()}
     tags["lighttrack.arch"] = arch
     loop_extra = {"arch": arch, "supernet": supernet}
-    return run_job(args, RetrainConfig, "retrain", _bind(worker, loop_extra), lambda c: tags)
+    return run_job(args, RetrainConfig, "retrain", _bind(worker, loop_extra), lambda c: tags,
+                   inputs=lambda c: {"supernet": (supernet, "supernet")} if supernet else {})
 
 
 def _bind(fn, extra: dict):

@@ -412,6 +412,7 @@ class LocalCluster:
     head: LocalRay | None = None
     workers: list[LocalNode] = field(default_factory=list)
     mlflow: LocalMlflow | None = None
+    tracking_uri: str = ""  # a tracking server of the user's: then no MLflow server is started
     _owns_s3: bool = False
 
     def start(self) -> "LocalCluster":
@@ -423,8 +424,10 @@ class LocalCluster:
                                  extra_env=self.s3.env).start()
             for _ in range(self.nodes):
                 self.add_node()
-            self.mlflow = LocalMlflow(self.root / "mlflow", artifacts=self.s3.uri("mlflow"),
-                                      extra_env=self.s3.env).start()
+            if not self.tracking_uri:
+                self.mlflow = LocalMlflow(self.root / "mlflow", artifacts=self.s3.uri("mlflow"),
+                                          extra_env=self.s3.env).start()
+                self.tracking_uri = self.mlflow.uri
         except BaseException:
             self.stop()
             raise
@@ -440,7 +443,7 @@ class LocalCluster:
     @property
     def job_env(self) -> dict[str, str]:
         """What a job's runtime environment needs: the S3 endpoint and credentials, MLflow."""
-        return {**self.s3.env, "MLFLOW_TRACKING_URI": self.mlflow.uri}
+        return {**self.s3.env, "MLFLOW_TRACKING_URI": self.tracking_uri}
 
     def stop(self) -> None:
         for service in [self.mlflow, *self.workers, self.head, self.s3 if self._owns_s3 else None]:

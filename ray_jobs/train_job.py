@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:  # direct `python ray_jobs/x.py` from a checkout w
 
 from lighttrack.config import ConfigError, load, to_dict  # noqa: E402
 
-__all__ = ["parse_args", "run_job", "Reporter", "worker_dist", "load_checkpoint_ref", "CHECKPOINT_FILE"]
+__all__ = ["parse_args", "run_job", "Reporter", "worker_dist", "input_state", "load_checkpoint_ref", "CHECKPOINT_FILE"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 JOB_TAG, STORAGE_TAG = "lighttrack.job", "lighttrack.storage"  # find the job's run again on a re-run
@@ -117,8 +117,17 @@ def find_or_create_run(name: str, storage_path: str, experiment: str, phase: str
 
 
 def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Callable[[dict], None],
-            lineage: Callable[[Any], dict[str, str]] = lambda cfg: {}) -> dict:
-    """Build the TorchTrainer for ``worker_fn`` and fit it; returns the final metrics."""
+            lineage: Callable[[Any], dict[str, str]] = lambda cfg: {},
+            inputs: Callable[[Any], dict[str, tuple[str, str]]] = lambda cfg: {}) -> dict:
+    """Build the TorchTrainer for ``worker_fn`` and fit it; returns the final metrics.
+
+    ``inputs(cfg)`` names the checkpoints the workers start from, ``{name: (reference,
+    phase)}`` (a path or a run id, see :func:`load_checkpoint_ref`). The driver loads each
+    once, before any work, and hands it to the workers through Ray's object store
+    (:func:`input_state`), so a worker on any node gets it, whether the reference was a run
+    id or a file on the driver's disk. Their lineage tags join the run's (``init``'s as
+    they are, another input's as ``lighttrack.<name>_<tag>``).
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray_jobs.common import connect_ray, setup_mlflow, storage_path_check, use_gpu as gpu_flag
@@ -131,13 +140,20 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
     setup_mlflow(args.experiment)
     connect_ray(args.address)
     storage = storage_path_check(args.storage_path)
-    tags = lineage(cfg)  # resolves parents (and fails early on a bad reference)
+    import ray
+    tags = lineage(cfg)
+    refs = {}
+    for key, (ref, ref_phase) in inputs(cfg).items():  # resolves parents (and fails early on a bad one)
+        state, ref_tags = load_checkpoint_ref(ref, phase=ref_phase)
+        refs[key] = ray.put({"model": state["model"]})  # the weights only, not the optimizer state
+        tags |= ref_tags if key == "init" else {f"lighttrack.{key}_{k.rsplit('.', 1)[-1]}": v
+                                                 for k, v in ref_tags.items()}
     run_id = find_or_create_run(args.name, storage, args.experiment, phase, cfg, tags)
     use_gpu = gpu_flag(cfg.run.use_gpu)
     trainer = TorchTrainer(
         worker_fn,
         train_loop_config={"config": absolute_paths(to_dict(cfg)), "config_path": args.config, "overrides": args.overrides,
-                           "run_id": run_id, "tracking_uri": tracking_uri(), "name": args.name},
+                           "run_id": run_id, "tracking_uri": tracking_uri(), "name": args.name, "inputs": refs},
         scaling_config=ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.run.cpus_per_worker}),
         run_config=RunConfig(name=args.name, storage_path=storage,
@@ -182,6 +198,13 @@ def load_checkpoint_ref(ref: str, tracking: str | None = None, phase: str = "pre
 
 
 # -- worker -----------------------------------------------------------------------------------
+def input_state(loop_config: dict, name: str) -> dict | None:
+    """The checkpoint the driver loaded for input ``name`` (see ``run_job(inputs=...)``), or None."""
+    import ray
+    ref = loop_config.get("inputs", {}).get(name)
+    return None if ref is None else ray.get(ref)
+
+
 def worker_dist():
     """This Ray Train worker's Dist (rank, world size, device)."""
     import ray.train

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ray_jobs.train_job import (  # noqa: E402
-    Reporter, ddp_wrap, load_checkpoint_ref, parse_args, resume_state, run_job, worker_dist,
+    Reporter, ddp_wrap, input_state, parse_args, resume_state, run_job, worker_dist,
 )
 from lighttrack.train.config import SupernetConfig  # noqa: E402
 
@@ -44,8 +44,7 @@ def worker(loop_config: dict) -> None:
     model = TrackSupernet(cfg.space)
     state = resume_state()
     if state is None and cfg.init:
-        parent, _ = load_checkpoint_ref(cfg.init, loop_config["tracking_uri"])
-        model.load_backbone(parent["model"])
+        model.load_backbone(input_state(loop_config, "init")["model"])
     data = build_pair_dataset(cfg.data)
     loader = make_loader(data, cfg.batch_size, dist, shuffle=True, workers=cfg.run.loader_workers,
                          seed=cfg.run.seed)
@@ -60,15 +59,13 @@ def worker(loop_config: dict) -> None:
 
 
 def lineage(cfg: SupernetConfig) -> dict[str, str]:
-    tags = {"lighttrack.eval_archs": " ".join(str(a) for a in eval_archs(cfg))[:5000]}
-    if cfg.init:
-        tags |= load_checkpoint_ref(cfg.init)[1]
-    return tags
+    return {"lighttrack.eval_archs": " ".join(str(a) for a in eval_archs(cfg))[:5000]}
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(__doc__.splitlines()[0], "configs/supernet.yaml", argv)
-    return run_job(args, SupernetConfig, "supernet", worker, lineage)
+    return run_job(args, SupernetConfig, "supernet", worker, lineage,
+                   inputs=lambda cfg: {"init": (cfg.init, "pretrain")} if cfg.init else {})
 
 
 if __name__ == "__main__":

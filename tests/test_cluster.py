@@ -149,11 +149,13 @@ def _node_running(cluster: LocalCluster, title: str):
     return None
 
 
-def test_phase2_resumes_when_a_worker_node_is_lost(smoke, cluster):
+def test_phase2_resumes_when_a_worker_node_is_lost(smoke, cluster, tmp_path):
     """The node of the only Train worker dies after epoch 2's checkpoint: the worker group
     restarts on the other node from that checkpoint, and the job ends as one MLflow run
-    with every epoch logged once."""
+    with every epoch logged once. Its input is a file on the driver's disk, which no worker
+    node can see: the driver hands the weights over through the object store."""
     runs, client, _ = smoke
+    init = Path(client.download_artifacts(runs["pretrain"], "checkpoint/checkpoint.pt", str(tmp_path)))
     killed: list[str] = []
 
     def on_line(line: str) -> None:
@@ -168,7 +170,7 @@ def test_phase2_resumes_when_a_worker_node_is_lost(smoke, cluster):
     try:
         logs = _submit(cluster, "ray_jobs/train_supernet.py", "--config", "configs/supernet_micro.yaml",
                        "--name", name, "--storage-path", cluster.s3.uri("cluster", "runs"),
-                       "--set", f"init='{runs['pretrain']}'", "--set", "epochs=4", "--set", "eval.num_paths=0",
+                       "--set", f"init={init}", "--set", "epochs=4", "--set", "eval.num_paths=0",
                        "--set", f"data.sources=[{{root: {got10k}, kind: got10k, split: train, pairs_per_epoch: 8}}]",
                        on_line=on_line)
     finally:
@@ -181,6 +183,7 @@ def test_phase2_resumes_when_a_worker_node_is_lost(smoke, cluster):
     assert len(found) == 1
     run = found[0]
     assert run.info.status == "FINISHED"
+    assert run.data.tags["lighttrack.parent_path"] == str(init.resolve())
     hist = client.get_metric_history(run.info.run_id, "train_loss")  # logged once per epoch
     assert sorted(m.step for m in hist) == [2, 4, 6, 8], [(m.step, m.value) for m in hist]
 

@@ -50,6 +50,9 @@ class Amp:
         if mode not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(f"run.amp = {mode!r}; expected auto, bf16, fp16 or off")
         self.dtype: torch.dtype | None = None
+        if device.type == "cuda":
+            # fixed crop and image sizes: let cuDNN pick the fastest kernels once per shape
+            torch.backends.cudnn.benchmark = True
         if device.type == "cuda" and mode != "off":
             if mode == "auto":
                 mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
