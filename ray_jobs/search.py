@@ -275,7 +275,8 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trial, evaluators=actors, search=name, budget=b.label),
                                 {"cpu": 0.01}),  # the work runs on the evaluators
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=max(1, max_eval - done),
+            # Room for retried candidates; the searcher ends the search when it has enough.
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=max(1, max_eval - done) * 2 + cfg.workers,
                                         max_concurrent_trials=cfg.workers, reuse_actors=True),
             # A trial stub lost with its node is run again; the evaluator's cache check then
             # answers it if its candidate was finished before.

@@ -168,7 +168,9 @@ class LightTrackSearcher(NevergradSearch):
         if arch is None:
             return
         if error or not result or "ao" not in result:
-            self.source.fail(arch)
+            # a trial lost with its node errors too: try the candidate again (a bounded
+            # number of times; the evaluator's cache check answers it if it was finished)
+            self.source.fail(arch, retry=True)
             return
         row = from_report(result)
         self.source.complete(arch, row)

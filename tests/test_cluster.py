@@ -188,7 +188,7 @@ def test_phase2_resumes_when_a_worker_node_is_lost(smoke, cluster, tmp_path):
     assert sorted(m.step for m in hist) == [2, 4, 6, 8], [(m.step, m.value) for m in hist]
 
 
-def test_search_loses_no_candidate_when_an_evaluators_node_is_lost(smoke, cluster):
+def test_search_loses_no_candidate_when_an_evaluators_node_is_lost(smoke, cluster, tmp_path):
     """Two evaluators, one per node; one node dies after the first result: every candidate
     is still evaluated, elsewhere, none twice (counted from the cache)."""
     runs, client, _ = smoke
@@ -221,9 +221,11 @@ def test_search_loses_no_candidate_when_an_evaluators_node_is_lost(smoke, cluste
         cluster.workers = [n for n in cluster.workers if str(n.port_base) not in killed]
         while len(cluster.workers) < 2:
             cluster.add_node()
+    (tmp_path / "search.log").write_text(logs)
+    why = "\n".join(line for line in logs.splitlines() if "lost" in line or "rror" in line)[-4000:]
     assert killed, logs[-3000:]
     mine = [r for r in _cache_rows(cluster, runs["supernet"]) if r["search"] == name]
-    assert len(mine) == 8, (len(mine), logs[-3000:])  # population 4 x 2 generations: none lost
+    assert len(mine) == 8, (len(mine), why, tmp_path)  # population 4 x 2 generations: none lost
     assert len({r["arch"] for r in mine}) == 8  # none evaluated twice
     summary = [line for line in logs.splitlines() if line.startswith("search 700M_3M:") and "trials," in line]
     assert summary and "8 trials" in summary[-1], summary

@@ -222,3 +222,26 @@ def test_wide_space_search_proposes_stride8_archs_and_seeds_only_its_space(costs
     assert all(space.to_arch(space.candidate(param, a)) == a for a in evaluated)
     paper = CandidateSource(LightTrackRandom(feasible=check)(space.parametrization(3), budget=5), check, 5)
     assert paper.seed(rows) == 30 - n8
+
+
+def test_a_failed_evaluation_is_retried_then_given_up(costs):
+    """A candidate lost with its node comes back from next() as it was, counted once; a
+    candidate that keeps failing is told the penalty after max_retries attempts."""
+    check = BudgetCheck(Budget(600_000_000, 2_000_000), costs)
+    opt = LightTrackRandom(feasible=check)(space.parametrization(3))
+    source = CandidateSource(opt, check, max_evaluations=3, max_retries=2)
+    a = source.next()
+    source.fail(a, retry=True)  # e.g. its evaluator's node was lost
+    assert source.next() == a and source.stats.retried == 1 and opt.num_tell == 0
+    source.complete(a, fake_ao(a))
+    b = source.next()
+    for _ in range(2):
+        source.fail(b, retry=True)
+        assert source.next() == b
+    source.fail(b, retry=True)  # the third failure: given up
+    assert source.stats.failed == 1 and source.stats.retried == 3 and opt.num_tell == 2
+    for _ in range(2):  # a failure counts no evaluation: two more for the 3 asked
+        c = source.next()
+        assert c not in (a, b)
+        source.complete(c, fake_ao(c))
+    assert source.next() is None and source.stats.trials == 3

@@ -34,7 +34,8 @@ class SearchStats:
     trials: int = 0  # evaluations actually run (completed)
     infeasible: int = 0  # asked candidates rejected by the budget check
     duplicates: int = 0  # asked candidates equal to one in flight
-    failed: int = 0
+    failed: int = 0  # given up on (told the penalty)
+    retried: int = 0  # failed attempts handed out again (a lost node, a lost evaluator)
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -56,8 +57,11 @@ class CandidateSource:
 
     def __init__(self, optimizer: ng.optimizers.base.Optimizer, check: BudgetCheck,
                  max_evaluations: int, known: Mapping[str, Mapping[str, Any]] | None = None,
-                 done: int = 0, penalty: float = 1.0, max_asks: int = 100_000) -> None:
+                 done: int = 0, penalty: float = 1.0, max_asks: int = 100_000, max_retries: int = 2) -> None:
         self.opt, self.check = optimizer, check
+        self.max_retries = max_retries
+        self.requeued: list[str] = []  # pending candidates whose evaluation failed, to hand out again
+        self.attempts: dict[str, int] = {}
         self.max_evaluations, self.done = max_evaluations, done
         self.penalty, self.max_asks = penalty, max_asks
         self.known: dict[str, Mapping[str, Any]] = dict(known or {})
@@ -95,6 +99,8 @@ class CandidateSource:
 
     def next(self) -> Arch | None:
         """The next architecture to evaluate, or None when the search has enough results."""
+        if self.requeued:  # still pending: it counts once, however often it is tried
+            return parse(self.requeued.pop(0))
         for _ in range(self.max_asks):
             if self.finished:
                 return None
@@ -132,9 +138,18 @@ class CandidateSource:
         self.stats.trials += 1
         self._record(key, row, "trial")
 
-    def fail(self, arch: Arch | str) -> None:
-        """An evaluation failed: tell the penalty so the optimizer moves on."""
-        pending = self.pending.pop(str(arch))
+    def fail(self, arch: Arch | str, retry: bool = False) -> None:
+        """An evaluation failed. With ``retry`` (the failure may be the machine's, such as a
+        lost node) the same architecture is handed out again by :meth:`next`, up to
+        ``max_retries`` times; then, or without ``retry``, the penalty is told so the
+        optimizer moves on."""
+        key = str(arch)
+        if retry and self.attempts.get(key, 0) < self.max_retries:
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            self.requeued.append(key)
+            self.stats.retried += 1
+            return
+        pending = self.pending.pop(key)
         for cand in pending.candidates:
             self.opt.tell(cand, self.penalty)
         self.stats.failed += 1
