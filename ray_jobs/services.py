@@ -33,6 +33,7 @@ __all__ = ["free_port", "LocalRay", "LocalNode", "LocalMlflow", "LocalS3", "Loca
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent  # the venv's bin/: ray, mlflow
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
 
 
 class ServiceError(RuntimeError):
@@ -235,8 +236,16 @@ class LocalNode:
         hidden = [str(Path(h).resolve()) for h in self.hide if Path(h).is_dir()]
         # The token file lies under the head's /tmp folder, which the node's own /tmp hides:
         # read it before mounting, write it into the private /tmp after.
+        # A checkout (and its venv) under /tmp, as CI may clone it, is bound back into the
+        # private /tmp: the node needs Ray's binaries, as a real node has them installed.
+        keep = sorted({str(p) for p in (Path(sys.prefix).resolve(), ROOT) if str(p).startswith("/tmp/")})
         script = (
-            'set -e; tok=$(cat "$LT_TOKEN_SRC"); mount -t tmpfs tmpfs /tmp; '
+            'set -e; tok=$(cat "$LT_TOKEN_SRC"); '
+            'if [ -n "$LT_KEEP" ]; then mount -t tmpfs tmpfs /mnt; mkdir /mnt/host-tmp; '
+            'mount --bind /tmp /mnt/host-tmp; fi; '
+            'mount -t tmpfs tmpfs /tmp; '
+            'IFS=: read -ra keep <<< "$LT_KEEP"; for k in "${keep[@]}"; do '
+            'mkdir -p "$k"; mount --bind "/mnt/host-tmp/${k#/tmp/}" "$k"; done; '
             'for d in "$@"; do mount -t tmpfs tmpfs "$d"; done; '
             '{ cat /etc/hosts; echo "127.0.0.1 lt-ray-head"; } > /tmp/hosts; mount --bind /tmp/hosts /etc/hosts; '
             'umask 077; printf %s "$tok" > /tmp/auth_token; export RAY_AUTH_TOKEN_PATH=/tmp/auth_token; '
@@ -246,7 +255,8 @@ class LocalNode:
         # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (the head's loopback-only switch) would refuse
         # to join a cluster; --node-ip-address keeps this node on 127.0.0.1 all the same.
         env = {**os.environ, **self.extra_env, **self.head.env, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0",
-               "LT_TOKEN_SRC": self.head.env["RAY_AUTH_TOKEN_PATH"], "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+               "LT_TOKEN_SRC": self.head.env["RAY_AUTH_TOKEN_PATH"], "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+               "LT_KEEP": ":".join(keep)}
         env.pop("RAY_ADDRESS", None)
         self.log = self.head.root / f"node-{self.port_base}.log"
         with open(self.log, "wb") as f:
