@@ -130,7 +130,7 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    from ray_jobs.common import connect_ray, setup_mlflow, storage_path_check, use_gpu as gpu_flag
+    from ray_jobs.common import cluster_capacity, connect_ray, setup_mlflow, storage_path_check, use_gpu as gpu_flag
     overrides = list(args.overrides)
     if args.num_workers is not None:
         overrides.append(f"run.num_workers={args.num_workers}")
@@ -139,7 +139,8 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
     cfg = load(cfg_cls, args.config, overrides)
     setup_mlflow(args.experiment)
     connect_ray(args.address)
-    storage = storage_path_check(args.storage_path)
+    capacity = cluster_capacity()  # read once: the storage check and --use-gpu auto both need it
+    storage = storage_path_check(args.storage_path, capacity.max_nodes)
     import ray
     tags = lineage(cfg)
     refs = {}
@@ -149,7 +150,7 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
         tags |= ref_tags if key == "init" else {f"lighttrack.{key}_{k.rsplit('.', 1)[-1]}": v
                                                  for k, v in ref_tags.items()}
     run_id = find_or_create_run(args.name, storage, args.experiment, phase, cfg, tags)
-    use_gpu = gpu_flag(cfg.run.use_gpu)
+    use_gpu = gpu_flag(cfg.run.use_gpu, capacity)
     trainer = TorchTrainer(
         worker_fn,
         train_loop_config={"config": absolute_paths(to_dict(cfg)), "config_path": args.config, "overrides": args.overrides,
@@ -179,7 +180,7 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
 
 
 # -- parent references ------------------------------------------------------------------------
-def load_checkpoint_ref(ref: str, tracking: str | None = None, phase: str = "pretrain") -> tuple[dict, dict[str, str]]:
+def load_checkpoint_ref(ref: str, phase: str = "pretrain") -> tuple[dict, dict[str, str]]:
     """A training checkpoint from a path (file, checkpoint folder or Ray run folder) or the
     MLflow run id of a finished ``phase`` run. Returns (state dict, lineage tags)."""
     p = Path(ref)
@@ -192,7 +193,7 @@ def load_checkpoint_ref(ref: str, tracking: str | None = None, phase: str = "pre
         return torch.load(p, map_location="cpu", weights_only=False), {"lighttrack.parent_path": str(p.resolve())}
     import mlflow
     from ray_jobs.common import resolve_run_input
-    mlflow.set_tracking_uri(tracking or tracking_uri())
+    mlflow.set_tracking_uri(tracking_uri())
     got = resolve_run_input(ref, phase, f"checkpoint/{CHECKPOINT_FILE}")
     return torch.load(got.path, map_location="cpu", weights_only=False), {PARENT_TAG: ref}
 

@@ -127,14 +127,7 @@ class EvalCache:
     # -- reading ----------------------------------------------------------------------------
     def refresh(self) -> int:
         """Read part files not read before; returns the number of new rows."""
-        info = self._fs.get_file_info(self._root)
-        if info.type == pafs.FileType.NotFound:
-            return 0
-        if info.type != pafs.FileType.Directory:
-            raise NotADirectoryError(f"evaluation cache {self.location} is not a directory")
-        parts = sorted(f.path for f in self._fs.get_file_info(pafs.FileSelector(self._root))
-                       if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")
-                       and f.path not in self._read)
+        parts = sorted(f.path for f in self._parts() if f.path not in self._read)
         new = 0
         for path in parts:
             table = pq.read_table(path, filesystem=self._fs, schema=SCHEMA)
@@ -145,6 +138,16 @@ class EvalCache:
                     new += 1
             self._read.add(path)
         return new
+
+    def _parts(self) -> list[pafs.FileInfo]:
+        """The part files in the cache directory ([] before the first append)."""
+        info = self._fs.get_file_info(self._root)
+        if info.type == pafs.FileType.NotFound:
+            return []
+        if info.type != pafs.FileType.Directory:
+            raise NotADirectoryError(f"evaluation cache {self.location} is not a directory")
+        return [f for f in self._fs.get_file_info(pafs.FileSelector(self._root))
+                if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")]
 
     def get(self, supernet: str, settings: str, arch: str, refresh: bool = False) -> dict | None:
         if refresh:
@@ -189,16 +192,15 @@ class EvalCache:
         copy moves a cache between stores (an MLflow run's artifacts, a bucket) without
         reading its rows, and copying twice adds nothing.
         """
-        dest = EvalCache(location)
-        if self._fs.get_file_info(self._root).type != pafs.FileType.Directory:
+        parts = self._parts()
+        if not parts:
             return 0
-        have = set()
-        if dest._fs.get_file_info(dest._root).type == pafs.FileType.Directory:
-            have = {f.base_name for f in dest._fs.get_file_info(pafs.FileSelector(dest._root))}
+        dest = EvalCache(location)
+        have = {f.base_name for f in dest._parts()}
         dest._fs.create_dir(dest._root, recursive=True)
         copied = 0
-        for f in self._fs.get_file_info(pafs.FileSelector(self._root)):
-            if not (f.base_name.startswith("part-") and f.base_name.endswith(".parquet")) or f.base_name in have:
+        for f in parts:
+            if f.base_name in have:
                 continue
             tmp = f"{dest._root}/.tmp-{f.base_name}"
             pafs.copy_files(f.path, tmp, source_filesystem=self._fs, destination_filesystem=dest._fs)
