@@ -93,7 +93,18 @@ def ltrb_to_xyxy(ltrb: np.ndarray, search_size: int = SEARCH_SIZE, stride: int =
     return np.stack([gx - ltrb[0], gy - ltrb[1], gx + ltrb[2], gy + ltrb[3]])
 
 
+# (3, 256) float32: channel c's value v normalised, computed in the same order as the formula.
+_NORMALIZED = ((np.arange(256, dtype=np.float32)[None] / np.float32(255.0) - IMAGENET_MEAN[:, None])
+               / IMAGENET_STD[:, None]).astype(np.float32)
+
+
 def normalize(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``(..., H, W, 3)`` -> float32 ``(..., 3, H, W)`` with ImageNet mean/std."""
-    x = (images.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+    """uint8 RGB ``(..., H, W, 3)`` -> float32 ``(..., 3, H, W)`` with ImageNet mean/std
+    (a table look-up per channel: the same values as the float formula, half the time)."""
+    if images.dtype != np.uint8:
+        x = (images.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+    out = np.empty(images.shape[:-3] + (3,) + images.shape[-3:-1], np.float32)
+    for c in range(3):
+        np.take(_NORMALIZED[c], images[..., c], out=out[..., c, :, :])
+    return out

@@ -9,7 +9,7 @@ import torch
 
 from lighttrack import geometry
 from lighttrack.data.labels import center_cell, make_labels
-from lighttrack.data.processing import CropAugment, PairProcessor, ProcessingConfig, augmented_crop
+from lighttrack.data.processing import CropAugment, PairProcessor, ProcessingConfig, augmented_crop, normalize_images
 
 torch.set_num_threads(1)
 
@@ -130,8 +130,7 @@ def test_labels_positive_cells_sit_on_shifted_and_scaled_object():
     moved = set()
     for seed in range(30):
         item = proc(img, (100, 60, 24, 24), img, (100, 60, 24, 24), np.random.default_rng(seed))
-        x_uint8 = ((item["search"].numpy().transpose(1, 2, 0) * geometry.IMAGENET_STD + geometry.IMAGENET_MEAN)
-                   * 255).round()
+        x_uint8 = item["search"].numpy().transpose(1, 2, 0)
         bx, by, bw, bh = bright_box(x_uint8)
         cx, cy = bx + bw / 2, by + bh / 2  # object centre measured on pixels
         cls = item["cls_label"].numpy()
@@ -172,8 +171,12 @@ def test_item_layout_and_normalisation():
     assert item["template"].shape == (3, 128, 128) and item["search"].shape == (3, 256, 256)
     assert item["cls_label"].shape == (16, 16) and item["reg_target"].shape == (4, 16, 16)
     assert item["reg_mask"].shape == (16, 16) and item["search_box"].shape == (4,)
-    assert all(v.dtype == torch.float32 for v in item.values())
+    assert item["template"].dtype == item["search"].dtype == torch.uint8  # normalised on the device
+    assert all(v.dtype == torch.float32 for k, v in item.items() if k not in ("template", "search"))
     black = (0 - geometry.IMAGENET_MEAN) / geometry.IMAGENET_STD
     # A black pixel far from the object (the crop is inside the black frame) normalises to -mean/std.
-    t = item["template"].numpy()
+    t = normalize_images(item["template"]).numpy()
     np.testing.assert_allclose(t[:, 0, 0], black, atol=1e-5)
+    # normalize_images (torch, on the device) gives the values of geometry.normalize (NumPy).
+    z = item["template"].numpy().transpose(1, 2, 0)
+    assert np.array_equal(normalize_images(item["template"]).numpy(), geometry.normalize(z))

@@ -9,6 +9,13 @@ import time
 __all__ = ["register"]
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _synth(args: argparse.Namespace) -> int:
     from lighttrack.data import synth
     if args.size not in synth.SIZES:
@@ -34,6 +41,31 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace) -> int:
+    from lighttrack.data import fs, index
+    start = time.perf_counter()
+    if args.kind == "imagenet":
+        splits = [args.split] if args.split else ["train", "val"]
+        for split in splits:
+            table = index.build_class_index(fs.join(args.root, split))
+            out = args.out if args.out and len(splits) == 1 else index.default_index(args.root, "imagenet", split)
+            index.write_index(table, out)
+            print(f"{out}: {table.num_rows} images in {len(set(table['label'].to_pylist()))} classes")
+    else:
+        table = index.build_index(args.kind, args.root, args.split, args.workers, args.skip_bad,
+                                  progress=not args.quiet)
+        out = args.out or index.default_index(args.root, args.kind, args.split)
+        index.write_index(table, out)
+        import json
+        meta = json.loads(table.schema.metadata[b"lighttrack.index"])
+        frames = sum(len(f) for f in table["files"].to_pylist()) if table.num_rows < 200_000 else None
+        print(f"{out}: {table.num_rows} tracks from {meta['units']} units"
+              + (f", {frames} frames" if frames is not None else "")
+              + (f", {len(meta['skipped'])} unit(s) skipped" if meta["skipped"] else ""))
+    print(f"indexed in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="write the embedded dataset or check a dataset")
     sub = parser.add_subparsers(dest="data_command", required=True)
@@ -47,3 +79,15 @@ def register(subparsers) -> None:
     p.add_argument("root", help="dataset folder or pyarrow.fs URI")
     p.add_argument("--quick", action="store_true", help="do not decode every image")
     p.set_defaults(func=_check)
+    from lighttrack.data.index import TRACKING_KINDS
+    p = sub.add_parser("index", help="build the Parquet index of a dataset split (read by every job)")
+    p.add_argument("root", help="dataset root: local path or pyarrow.fs URI")
+    p.add_argument("--kind", default="got10k", choices=(*TRACKING_KINDS, "imagenet"))
+    p.add_argument("--split", default="train",
+                   help="split (GOT-10k/VID/DET: train, val; COCO: train2017; crop511: the JSON's name; "
+                        "imagenet: train or val, both when empty)")
+    p.add_argument("--out", default="", help="index location (default <root>/.index/<kind>-<split>.parquet)")
+    p.add_argument("--workers", type=_positive, default=min(8, os.cpu_count() or 1), help="parser processes")
+    p.add_argument("--skip-bad", action="store_true", help="leave out units with problems (listed) instead of failing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_index)

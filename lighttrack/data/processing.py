@@ -19,7 +19,7 @@ import torch
 from .. import geometry
 from .labels import make_labels
 
-__all__ = ["CropAugment", "ProcessingConfig", "PairProcessor", "augmented_crop"]
+__all__ = ["CropAugment", "ProcessingConfig", "PairProcessor", "augmented_crop", "normalize_images"]
 
 
 @dataclass
@@ -41,6 +41,7 @@ class ProcessingConfig:
     stride: int = geometry.STRIDE  # total network stride (score map = search_size / stride)
     radius: int = 1  # Manhattan radius of the positive cells
     flip: float = 0.0  # probability of mirroring template and search together
+    reduced_decode: bool = True  # decode a frame at 1/2, 1/4 or 1/8 size when its crop shrinks it that much
     template: CropAugment = field(default_factory=lambda: CropAugment(shift=4, scale=0.05))
     search: CropAugment = field(default_factory=lambda: CropAugment(shift=64, scale=0.18, blur=0.2))
 
@@ -68,9 +69,12 @@ def _photometric(img: np.ndarray, aug: CropAugment, rng: np.random.Generator) ->
     brightness, contrast = rng.uniform(-25, 25), rng.uniform(0.75, 1.25)
     sigma = rng.uniform(0.5, 2.0)
     if do_color:
-        f = img.astype(np.float32) * gains
-        f = (f - f.mean()) * contrast + f.mean() + brightness
-        img = np.clip(f, 0, 255).astype(np.uint8)
+        # gain, contrast about the gained image's mean, brightness: one affine map per channel,
+        # applied as a 256-entry table (5x faster than float arithmetic on the whole crop).
+        mean = float((np.array(cv2.mean(img)[:3]) * gains).mean())
+        levels = np.arange(256, dtype=np.float64)[:, None] * gains
+        table = np.clip((levels - mean) * contrast + mean + brightness, 0, 255).astype(np.uint8)
+        img = cv2.LUT(img, table.reshape(256, 1, 3))
     if do_blur:
         img = cv2.GaussianBlur(img, (0, 0), sigma)
     if do_gray:
@@ -90,6 +94,20 @@ class PairProcessor:
     def __init__(self, cfg: ProcessingConfig | None = None):
         self.cfg = cfg or ProcessingConfig()
 
+    def reduction(self, box, search: bool) -> int:
+        """The largest JPEG decode reduction (1, 2, 4, 8) that still gives the crop of ``box`` at
+        least one source pixel per output pixel, whatever the scale augmentation draws."""
+        c = self.cfg
+        if not c.reduced_decode:
+            return 1
+        aug, out = (c.search, c.search_size) if search else (c.template, c.template_size)
+        factor = c.search_size / c.template_size if search else 1.0
+        side = geometry.context_size(float(box[2]), float(box[3]), c.context) * factor * (1 - aug.scale)
+        r = 1
+        while r < 8 and side / out >= 2 * r:
+            r *= 2
+        return r
+
     def crops(self, z_img: np.ndarray, z_box, x_img: np.ndarray, x_box,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Augmented uint8 crops and their boxes: (z (T,T,3), z_box, x (S,S,3), x_box)."""
@@ -107,15 +125,29 @@ class PairProcessor:
         c = self.cfg
         z, zb, x, xb = self.crops(z_img, z_box, x_img, x_box, rng)
         cls, reg, mask = make_labels(xb, c.search_size, c.stride, c.radius)
+        # Crops stay uint8 (a quarter of the bytes to collate, pin and copy to the device);
+        # the consumer normalises them there with normalize_images.
         return {
-            "template": torch.from_numpy(geometry.normalize(z)),  # (3, T, T)
-            "search": torch.from_numpy(geometry.normalize(x)),  # (3, S, S)
+            "template": torch.from_numpy(np.ascontiguousarray(z.transpose(2, 0, 1))),  # (3, T, T) uint8
+            "search": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))),  # (3, S, S) uint8
             "cls_label": torch.from_numpy(cls),  # (S/16, S/16) {0, 1}
             "reg_target": torch.from_numpy(reg),  # (4, S/16, S/16) ltrb crop px
             "reg_mask": torch.from_numpy(mask),  # (S/16, S/16)
             "search_box": torch.from_numpy(xb.astype(np.float32)),  # (4,) xywh crop px
             "template_box": torch.from_numpy(zb.astype(np.float32)),  # (4,) xywh crop px
         }
+
+
+_MEAN = torch.from_numpy(geometry.IMAGENET_MEAN).view(3, 1, 1)
+_STD = torch.from_numpy(geometry.IMAGENET_STD).view(3, 1, 1)
+
+
+def normalize_images(x: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(..., 3, H, W)`` crops -> float32 with ImageNet mean/std, on ``x``'s device
+    (the same values as :func:`lighttrack.geometry.normalize`); float input is returned as is."""
+    if x.dtype != torch.uint8:
+        return x
+    return (x.float() / 255.0 - _MEAN.to(x.device)) / _STD.to(x.device)
 
 
 def _mean(img: np.ndarray) -> tuple[float, float, float]:

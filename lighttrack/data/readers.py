@@ -129,8 +129,10 @@ class _Reader:
         n = len(self.get_sequence_info(i)["bbox"])
         return [self._frame(i, k) for k in range(n)]
 
-    def get_frames(self, i: int, frame_ids: Seq[int]) -> list[np.ndarray]:
-        return [fs.read_image(self._frame(i, int(k))) for k in frame_ids]
+    def get_frames(self, i: int, frame_ids: Seq[int], reduce: Seq[int] | None = None) -> list[np.ndarray]:
+        """Frames of sequence ``i``; ``reduce[j]`` (1, 2, 4, 8) decodes frame j at that fraction."""
+        reduce = reduce or [1] * len(frame_ids)
+        return [fs.read_image(self._frame(i, int(k)), r) for k, r in zip(frame_ids, reduce)]
 
     def meta(self, i: int) -> dict:
         return {}

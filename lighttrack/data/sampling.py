@@ -4,23 +4,30 @@ An epoch has ``sum(pairs_per_epoch)`` items. Item ``k`` of epoch ``e`` is fully 
 ``(seed, e, k)``: the epoch's interleaving of sources is a permutation drawn from
 ``(seed, e)`` and the pair itself (sequence, frames, augmentation) from
 ``np.random.default_rng((seed, e, k))``. So the data does not depend on the number of
-DataLoader workers or on which worker draws which item. Call ``set_epoch(e)`` before building
-the epoch's iterator (with ``persistent_workers=True`` workers keep the epoch they started with).
+DataLoader workers or on which worker draws which item. The epoch is ``set_epoch(e)``'s, or
+travels with the index as ``dataset[(e, k)]``: that is how persistent DataLoader workers,
+which keep their copy of the dataset, learn it (``lighttrack.train.common.make_loader``).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 from torch.utils.data import Dataset
 
+from . import fs
 from .check import check_reader
 from .fs import DataError
+from .index import build_index, default_index, open_layout, parse_all, read_index, write_index
 from .processing import PairProcessor, ProcessingConfig
 from .readers import open_tracking
+from .tracks import TrackReader
 
-__all__ = ["SourceConfig", "PairDataConfig", "PairSource", "PairDataset", "OCEAN_MIX", "build_pair_dataset"]
+__all__ = ["SourceConfig", "PairDataConfig", "PairSource", "PairDataset", "OCEAN_MIX", "build_pair_dataset",
+           "open_source", "index_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +43,9 @@ OCEAN_MIX: dict[str, tuple[int, int]] = {
 class SourceConfig:
     """One tracking dataset in the mix."""
     root: str = "data/synth/got10k"  # dataset root: local path or pyarrow.fs URI
-    kind: str = "got10k"  # got10k | lasot | folder
-    split: str = "train"  # GOT-10k split
+    kind: str = "got10k"  # got10k | lasot | folder | vid | det | coco | crop511
+    split: str = "train"  # split (GOT-10k, VID, DET: train/val; COCO: train2017; crop511: its JSON name)
+    index: str = ""  # Parquet index (lighttrack data index); "" = <root>/.index/ if there, else read directly
     frame_range: int = 100  # max |search frame - template frame|
     pairs_per_epoch: int = 1000  # items drawn from this dataset per epoch
 
@@ -83,11 +91,11 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return sum(s.pairs_per_epoch for s in self.sources)
 
-    def _source(self, index: int) -> int:
-        if self._order_epoch != self.epoch:
+    def _source(self, index: int, epoch: int) -> int:
+        if self._order_epoch != epoch:
             ids = np.repeat(np.arange(len(self.sources)), [s.pairs_per_epoch for s in self.sources])
-            self._source_of = np.random.default_rng((self.seed, self.epoch)).permutation(ids)
-            self._order_epoch = self.epoch
+            self._source_of = np.random.default_rng((self.seed, epoch)).permutation(ids)
+            self._order_epoch = epoch
         return int(self._source_of[index])
 
     def _info(self, si: int, i: int) -> dict:
@@ -96,11 +104,13 @@ class PairDataset(Dataset):
             self._infos[key] = self.sources[si].reader.get_sequence_info(i)
         return self._infos[key]
 
-    def sample(self, index: int) -> tuple[int, int, int, int]:
-        """(source, sequence, template frame, search frame) of item ``index`` this epoch."""
-        si = self._source(index)
+    def sample(self, index: int, epoch: int | None = None) -> tuple[int, int, int, int]:
+        """(source, sequence, template frame, search frame) of item ``index`` of ``epoch``
+        (default: this epoch)."""
+        epoch = self.epoch if epoch is None else epoch
+        si = self._source(index, epoch)
         src = self.sources[si]
-        rng = np.random.default_rng((self.seed, self.epoch, index, 0))
+        rng = np.random.default_rng((self.seed, epoch, index, 0))
         for _ in range(self.max_tries):
             i = int(rng.integers(len(src.reader)))
             visible = np.flatnonzero(self._info(si, i)["visible"])
@@ -111,38 +121,77 @@ class PairDataset(Dataset):
             return si, i, t, int(rng.choice(near))
         raise DataError(f"source {src.name}: no visible frame found in {self.max_tries} sequences")
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         if not 0 <= index < len(self):
             raise IndexError(index)
-        si, i, t, s = self.sample(index)
+        si, i, t, s = self.sample(index, epoch)
         reader = self.sources[si].reader
         boxes = self._info(si, i)["bbox"]
-        frames = reader.get_frames(i, [t] if t == s else [t, s])
+        proc = self.processor
+        rz, rx = proc.reduction(boxes[t], search=False), proc.reduction(boxes[s], search=True)
+        if t == s:  # one frame (DET, COCO): decoded once, at the finer of the two sizes
+            rz = rx = min(rz, rx)
+        frames = reader.get_frames(i, [t] if t == s else [t, s], [rz] if t == s else [rz, rx])
         z_img, x_img = frames[0], frames[-1]
-        rng = np.random.default_rng((self.seed, self.epoch, index, 1))
-        return self.processor(z_img, boxes[t], x_img, boxes[s], rng)
+        rng = np.random.default_rng((self.seed, epoch, index, 1))
+        return proc(z_img, boxes[t] / rz, x_img, boxes[s] / rx, rng)
+
+
+def open_source(sc: SourceConfig, skip_bad: bool = False):
+    """The reader of one source: its index when it has one (opening costs the same whatever
+    the number of frames), else the dataset read directly (every annotation, and for the
+    GOT-10k/LaSOT/folder layouts every frame's existence checked)."""
+    location = sc.index or default_index(sc.root, sc.kind, sc.split)
+    if sc.index or fs.exists(location):
+        return read_index(location, root=sc.root)
+    if sc.kind not in ("got10k", "lasot", "folder"):
+        tracks, _ = parse_all(open_layout(sc.kind, sc.root, sc.split), skip_bad=skip_bad)
+        return TrackReader(sc.root, tracks, sc.kind)
+    reader = open_tracking(sc.kind, sc.root, sc.split)
+    problems = check_reader(reader, decode=False)
+    if problems:
+        listing = "\n".join(f"  {p}" for p in problems)
+        if not skip_bad:
+            raise DataError(f"{sc.root}: {len(problems)} problem(s); fix them or set "
+                            f"skip_bad=true:\n{listing}")
+        bad = {p.sequence for p in problems if p.sequence}
+        if any(not p.sequence for p in problems):
+            raise DataError(f"{sc.root}: problems outside any sequence:\n{listing}")
+        log.warning("%s: skipping %d bad sequence(s): %s\n%s", sc.root, len(bad), sorted(bad), listing)
+        reader = open_tracking(sc.kind, sc.root, sc.split, [n for n in reader.sequence_names if n not in bad])
+    return reader
 
 
 def build_pair_dataset(cfg: PairDataConfig) -> PairDataset:
-    """Open every source, check it, and build the dataset.
+    """Open every source (:func:`open_source`) and build the dataset.
 
     A source with problems (see :func:`lighttrack.data.check.check_reader`) is refused with
     every problem listed, or, with ``cfg.skip_bad``, its bad sequences are left out with a warning.
     """
-    sources = []
-    for sc in cfg.sources:
-        reader = open_tracking(sc.kind, sc.root, sc.split)
-        problems = check_reader(reader, decode=False)
-        if problems:
-            listing = "\n".join(f"  {p}" for p in problems)
-            if not cfg.skip_bad:
-                raise DataError(f"{sc.root}: {len(problems)} problem(s); fix them or set "
-                                f"skip_bad=true:\n{listing}")
-            bad = {p.sequence for p in problems if p.sequence}
-            if any(not p.sequence for p in problems):
-                raise DataError(f"{sc.root}: problems outside any sequence:\n{listing}")
-            log.warning("%s: skipping %d bad sequence(s): %s\n%s", sc.root, len(bad), sorted(bad), listing)
-            reader = open_tracking(sc.kind, sc.root, sc.split,
-                                   [n for n in reader.sequence_names if n not in bad])
-        sources.append(PairSource(reader, sc.frame_range, sc.pairs_per_epoch, f"{sc.kind}:{sc.root}"))
+    sources = [PairSource(open_source(sc, cfg.skip_bad), sc.frame_range, sc.pairs_per_epoch,
+                          f"{sc.kind}:{sc.root}") for sc in cfg.sources]
     return PairDataset(sources, PairProcessor(cfg.processing), cfg.seed)
+
+
+def index_sources(cfg: PairDataConfig, fallback: str = "", workers: int = 0) -> PairDataConfig:
+    """``cfg`` with every source's ``index`` set: the one given, the one beside its data, or
+    one built now (once, by the caller: a job's driver, before any rank starts). A new index
+    goes beside the data, or under ``fallback`` when the data's folder is not writable."""
+    out = []
+    for sc in cfg.sources:
+        location = sc.index or default_index(sc.root, sc.kind, sc.split)
+        if not fs.exists(location):
+            if sc.index:
+                raise DataError(f"{sc.index}: index not found (source {sc.kind}:{sc.root})")
+            table = build_index(sc.kind, sc.root, sc.split, workers, cfg.skip_bad)
+            try:
+                write_index(table, location)
+            except OSError as e:
+                if not fallback:
+                    raise DataError(f"{location}: cannot write the index ({e}); give a writable place") from None
+                tag = hashlib.sha1(f"{sc.kind}|{sc.root}|{sc.split}".encode()).hexdigest()[:10]
+                location = write_index(table, fs.join(fallback, f"{sc.kind}-{sc.split}-{tag}.parquet"))
+            log.info("indexed %s:%s (%s tracks) -> %s", sc.kind, sc.root, table.num_rows, location)
+        out.append(dataclasses.replace(sc, index=location))
+    return dataclasses.replace(cfg, sources=out)

@@ -68,6 +68,7 @@ def load_supernet(path: str | Path | bytes, device: str = "cpu") -> tuple[TrackS
 
 def recal_batches(cfg: EvalConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``recal_batches`` batches of (template (B,3,128,128), search (B,3,256,256)) pairs."""
+    from lighttrack.data.processing import normalize_images
     from lighttrack.data.sampling import PairDataConfig, SourceConfig, build_pair_dataset
 
     n = cfg.recal_batches * cfg.recal_batch_size
@@ -78,8 +79,8 @@ def recal_batches(cfg: EvalConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
     out = []
     for b in range(cfg.recal_batches):
         chunk = items[b * cfg.recal_batch_size:(b + 1) * cfg.recal_batch_size]
-        out.append((torch.as_tensor(np.stack([it["template"] for it in chunk])),
-                    torch.as_tensor(np.stack([it["search"] for it in chunk]))))
+        out.append((normalize_images(torch.stack([it["template"] for it in chunk])),
+                    normalize_images(torch.stack([it["search"] for it in chunk]))))
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 __all__ = ["Report", "Dist", "Amp", "make_loader", "to_device", "unwrap", "cycle_epochs",
            "EtaClock", "set_loader_epoch", "restore"]
@@ -76,9 +76,33 @@ class Amp:
         self.scaler.update()
 
 
+def _one_cv_thread(_worker_id: int) -> None:
+    # Each loader process decodes and warps with one OpenCV thread: N workers already use N cores.
+    import cv2
+    cv2.setNumThreads(1)
+
+
+class EpochIndices(Sampler):
+    """Yields ``(epoch, index)`` for a dataset with ``set_epoch`` (e.g. tracking pairs):
+    persistent workers keep their own copy of the dataset, so the epoch must travel with
+    each index rather than be set on the main process's copy."""
+
+    def __init__(self, sampler: Sampler):
+        self.sampler, self.epoch = sampler, 0
+
+    def __iter__(self):
+        return ((self.epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 def make_loader(dataset: Dataset, batch_size: int, dist: Dist, shuffle: bool, workers: int = 0,
-                seed: int = 0, drop_last: bool = True) -> DataLoader:
-    """A DataLoader over this rank's shard (DistributedSampler when world_size > 1)."""
+                seed: int = 0, drop_last: bool = True, prefetch: int = 4) -> DataLoader:
+    """A DataLoader over this rank's shard (DistributedSampler when world_size > 1).
+
+    Workers are persistent (a worker opens its files and filesystem handles once, not every
+    epoch) and keep ``prefetch`` batches each in flight."""
     if dist.world_size > 1:
         sampler = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=shuffle, seed=seed,
                                      drop_last=drop_last)
@@ -86,14 +110,20 @@ def make_loader(dataset: Dataset, batch_size: int, dist: Dist, shuffle: bool, wo
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     else:
         sampler = SequentialSampler(dataset)
+    if hasattr(dataset, "set_epoch"):
+        sampler = EpochIndices(sampler)
+    extra = ({"persistent_workers": True, "prefetch_factor": prefetch, "worker_init_fn": _one_cv_thread}
+             if workers > 0 else {})
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      drop_last=drop_last, pin_memory=dist.device.type == "cuda",
-                      persistent_workers=False)
+                      drop_last=drop_last, pin_memory=dist.device.type == "cuda", **extra)
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
     """Reshuffle for ``epoch`` (sampler) and let the dataset draw that epoch's pairs."""
     sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, EpochIndices):
+        sampler.epoch = int(epoch)
+        sampler = sampler.sampler
     if isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)
     elif isinstance(sampler, RandomSampler) and sampler.generator is not None:
@@ -116,6 +146,13 @@ def cycle_epochs(loader: DataLoader, steps: int) -> Iterator:
                 return
         if not got:
             raise ValueError("the training loader yields no batch (data set smaller than one batch?)")
+
+
+def pair_batch(batch: dict, device: torch.device) -> dict:
+    """A batch of tracking pairs on ``device``, its uint8 crops normalised there."""
+    from lighttrack.data.processing import normalize_images
+    b = to_device(batch, device)
+    return b | {k: normalize_images(b[k]) for k in ("template", "search") if k in b}
 
 
 def to_device(batch, device: torch.device):

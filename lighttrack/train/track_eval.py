@@ -15,7 +15,7 @@ from torch import nn
 
 from lighttrack.arch import Arch
 from lighttrack.train.bn import path_bn_recalibrated
-from lighttrack.train.common import to_device, unwrap
+from lighttrack.train.common import pair_batch, unwrap
 from lighttrack.train.config import TrackEvalConfig
 
 __all__ = ["open_val", "track_ao", "supernet_evaluator", "static_evaluator"]
@@ -40,7 +40,7 @@ def track_ao(net: nn.Module, reader, cfg: TrackEvalConfig, out_dir: str | Path) 
 
 def _pair_forward(net: Callable, arch: Arch | None, device: torch.device) -> Callable[[dict], object]:
     def fwd(batch: dict):
-        b = to_device(batch, device)
+        b = pair_batch(batch, device)
         return net(b["template"], b["search"], arch) if arch is not None else net(b["template"], b["search"])
     return fwd
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from lighttrack.arch import Arch, resolve
 from lighttrack.train.common import (
-    Amp, Dist, EtaClock, Report, cycle_epochs, restore, set_loader_epoch, to_device, unwrap,
+    Amp, Dist, EtaClock, Report, cycle_epochs, pair_batch, restore, set_loader_epoch, unwrap,
 )
 from lighttrack.train.config import RunConfig
 from lighttrack.train.losses import tracking_loss
@@ -90,7 +90,7 @@ def train_tracking(model: nn.Module, train_loader: DataLoader, cfg, run: RunConf
         t_epoch, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "cls": 0.0, "reg": 0.0}
         for step, batch in enumerate(cycle_epochs(train_loader, steps)):
             t0 = time.perf_counter()
-            batch = to_device(batch, dist.device)
+            batch = pair_batch(batch, dist.device)
             lr = lr_at(epoch + step / steps, cfg.optim.lr, cfg.epochs, cfg.schedule)
             set_lr(optimizer, lr)
             arch: Arch | None = None
