@@ -202,7 +202,8 @@ def ensure_data(base: Path, size: str = "default") -> Path:
     """``base/data/synth`` with the embedded data set, generated unless it is complete."""
     data = base / "data" / "synth"
     summary = data / "synth.json"
-    if summary.is_file() and json.loads(summary.read_text()).get("size") == asdict(SIZES[size]):
+    done = json.loads(summary.read_text()) if summary.is_file() else {}
+    if done.get("size") == asdict(SIZES[size]) and "layouts" in done:  # older ones lack the layouts
         _say(f"embedded data: {data} (exists)")
         return data
     if data.exists():  # another size (the tests write the tiny one there): write the one asked for

@@ -118,8 +118,12 @@ def find_or_create_run(name: str, storage_path: str, experiment: str, phase: str
 
 def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Callable[[dict], None],
             lineage: Callable[[Any], dict[str, str]] = lambda cfg: {},
-            inputs: Callable[[Any], dict[str, tuple[str, str]]] = lambda cfg: {}) -> dict:
+            inputs: Callable[[Any], dict[str, tuple[str, str]]] = lambda cfg: {},
+            prepare: Callable[[Any, str | None], Any] | None = None) -> dict:
     """Build the TorchTrainer for ``worker_fn`` and fit it; returns the final metrics.
+
+    ``prepare(cfg, storage)`` runs once in the driver before the run is created and returns
+    the config the workers get and MLflow records; by default :func:`with_indexes`.
 
     ``inputs(cfg)`` names the checkpoints the workers start from, ``{name: (reference,
     phase)}`` (a path or a run id, see :func:`load_checkpoint_ref`). The driver loads each
@@ -141,6 +145,7 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
     connect_ray(args.address)
     capacity = cluster_capacity()  # read once: the storage check and --use-gpu auto both need it
     storage = storage_path_check(args.storage_path, capacity.max_nodes)
+    cfg = (prepare or with_indexes)(cfg, storage)
     import ray
     tags = lineage(cfg)
     refs = {}
@@ -177,6 +182,23 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
     client.set_terminated(run_id, status="FINISHED")
     print(f"[{args.name}] done: {json.dumps(result.metrics, default=str)}", flush=True)
     return {"run_id": run_id, "metrics": result.metrics, "checkpoint": result.checkpoint}
+
+
+def with_indexes(cfg: Any, storage: str | None) -> Any:
+    """``cfg`` with an index for every tracking source it trains on (``cfg.data``,
+    ``cfg.finetune.data``, ...): built here, once per job, when a source has none, so no
+    rank reads every annotation. A new index goes beside its data or, when that folder is
+    read-only, under ``<storage>/indexes``."""
+    import dataclasses
+    from lighttrack.data.fs import join
+    from lighttrack.data.sampling import PairDataConfig, index_sources
+    if isinstance(cfg, PairDataConfig):
+        return index_sources(cfg, fallback=join(storage, "indexes") if storage else "")
+    if not dataclasses.is_dataclass(cfg):
+        return cfg
+    changes = {f.name: with_indexes(getattr(cfg, f.name), storage) for f in dataclasses.fields(cfg)
+               if dataclasses.is_dataclass(getattr(cfg, f.name))}
+    return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
 # -- parent references ------------------------------------------------------------------------

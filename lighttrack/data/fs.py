@@ -33,7 +33,11 @@ def join(location: str, *parts: str) -> str:
     """Path join that keeps URIs as URIs."""
     location = str(location)
     if is_uri(location):
-        return posixpath.join(location.rstrip("/"), *parts)
+        joined = posixpath.join(location.rstrip("/"), *parts)
+        if any(".." in p.split("/") for p in parts):  # object stores have no "..": resolve it here
+            u = urlparse(joined)
+            joined = f"{u.scheme}://{u.netloc}{posixpath.normpath(u.path)}"
+        return joined
     return os.path.join(location, *parts)
 
 

@@ -1,7 +1,9 @@
 """The embedded dataset: a small GOT-10k-layout tracking set and an ImageNet-layout class set.
 
 ``write(out, seed, size)`` writes ``out/got10k/{train,val,test}`` and
-``out/imagenet/{train,val}/<class>/*.JPEG`` (plus ``out/synth.json`` with the settings).
+``out/imagenet/{train,val}/<class>/*.JPEG`` (plus ``out/synth.json`` with the settings), and
+the GOT-10k train sequences again as ImageNet VID, DET, COCO and crop511 (YouTube-BB style)
+layouts in ``out/{vid,det,coco,crop511}`` (:mod:`lighttrack.data.synth_layouts`).
 Everything is drawn from ``seed``: each sequence/image has its own generator, so the result
 does not depend on the number of worker processes.
 
@@ -308,6 +310,9 @@ def write(out: str | os.PathLike, seed: int = 0, size: str | SynthSize = "defaul
         names = [f"GOT-10k_{SPLITS[split]}_{i + 1:06d}" for i in range(count)]
         (got / split).mkdir(parents=True, exist_ok=True)
         (got / split / "list.txt").write_text("\n".join(names) + "\n")
-    summary = {"seed": seed, "size": asdict(spec), "classes": list(SHAPES)}
+    # The same train sequences in the four other layouts of the paper's training mix.
+    from .synth_layouts import write_layouts
+    layouts = write_layouts(str(got), out, seed)
+    summary = {"seed": seed, "size": asdict(spec), "classes": list(SHAPES), "layouts": layouts}
     (out / "synth.json").write_text(json.dumps(summary, indent=1))
     return summary

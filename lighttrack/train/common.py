@@ -76,12 +76,6 @@ class Amp:
         self.scaler.update()
 
 
-def _one_cv_thread(_worker_id: int) -> None:
-    # Each loader process decodes and warps with one OpenCV thread: N workers already use N cores.
-    import cv2
-    cv2.setNumThreads(1)
-
-
 class EpochIndices(Sampler):
     """Yields ``(epoch, index)`` for a dataset with ``set_epoch`` (e.g. tracking pairs):
     persistent workers keep their own copy of the dataset, so the epoch must travel with
@@ -112,8 +106,7 @@ def make_loader(dataset: Dataset, batch_size: int, dist: Dist, shuffle: bool, wo
         sampler = SequentialSampler(dataset)
     if hasattr(dataset, "set_epoch"):
         sampler = EpochIndices(sampler)
-    extra = ({"persistent_workers": True, "prefetch_factor": prefetch, "worker_init_fn": _one_cv_thread}
-             if workers > 0 else {})
+    extra = {"persistent_workers": True, "prefetch_factor": prefetch} if workers > 0 else {}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       drop_last=drop_last, pin_memory=dist.device.type == "cuda", **extra)
 
