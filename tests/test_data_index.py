@@ -135,10 +135,13 @@ def test_a_jobs_driver_builds_each_index_once_and_falls_back_when_it_cannot_writ
     got_index, vid_index = (s.index for s in out.data.sources)
     assert got_index.startswith(str(tmp_path / "storage" / "indexes")) and Path(got_index).is_file()
     assert vid_index == default_index(str(vid), "vid", "train") and Path(vid_index).is_file()
-    stamp = Path(vid_index).stat().st_mtime_ns
+    stamp, stamp_got = Path(vid_index).stat().st_mtime_ns, Path(got_index).stat().st_mtime_ns
     again = with_indexes(dataclass_replace_index(cfg, vid_index), str(tmp_path / "storage"))
     assert Path(vid_index).stat().st_mtime_ns == stamp  # found, not rebuilt
     assert again.data.sources[1].index == vid_index
+    third = with_indexes(cfg, str(tmp_path / "storage"))  # the spare place is found again
+    assert [s.index for s in third.data.sources] == [got_index, vid_index]
+    assert Path(got_index).stat().st_mtime_ns == stamp_got
 
 
 def dataclass_replace_index(cfg, vid_index):
@@ -220,8 +223,10 @@ def test_index_built_and_read_from_a_bucket(data, tmp_path, s3_server, monkeypat
     write_index(build_index("crop511", str(data / "crop511"), "train"), default_index(str(data / "crop511"), "crop511", "train"))
     uri2 = s3_server.upload(data / "crop511", "index-test", "copied")
     assert fs.exists(f"{uri2}/.index/crop511-train.parquet")
+    copied = PairDataConfig(sources=[SourceConfig(root=uri2, kind="crop511", pairs_per_epoch=4)])
     with pytest.raises(DataError, match="stale index"):
-        build_pair_dataset(PairDataConfig(sources=[SourceConfig(root=uri2, kind="crop511", pairs_per_epoch=4)]))[0]
+        build_pair_dataset(copied)[0]
+    _same_items(local, build_pair_dataset(index_sources(copied)), 4)  # a job's driver builds it again
 
 
 def test_full_size_config_is_oceans_mix():

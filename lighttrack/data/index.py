@@ -44,9 +44,13 @@ from .readers import IMAGE_EXTENSIONS, FolderSequences, Got10k, Lasot, Sequence,
 from .tracks import Track, box_problems, fingerprint
 
 __all__ = ["open_layout", "default_index", "build_index", "write_index", "read_index",
-           "IndexedReader", "build_class_index", "read_class_index", "TRACKING_KINDS"]
+           "IndexedReader", "StaleIndex", "build_class_index", "read_class_index", "TRACKING_KINDS"]
 
 log = logging.getLogger(__name__)
+
+class StaleIndex(DataError):
+    """An index whose dataset changed after it was built."""
+
 
 TRACKING_KINDS = ("got10k", "lasot", "folder", "vid", "det", "coco", "crop511")
 _META_KEY = b"lighttrack.index"
@@ -337,22 +341,29 @@ class IndexedReader(_Reader):
     def _check_listing(self) -> None:
         listing = self.info.get("listing") or []
         if listing and fingerprint(self.root, listing) != self.info.get("listing_fingerprint"):
-            raise DataError(f"{self.location}: stale index: {fs.join(self.root, listing[0])} changed since "
+            raise StaleIndex(f"{self.location}: stale index: {fs.join(self.root, listing[0])} changed since "
                             f"the index was built ({self.info['built']}); rebuild it with "
                             f"`lighttrack data index {self.root} --kind {self.kind} --split {self.split}`")
 
     def _verify(self, i: int) -> None:
-        """Compare the track's annotation files with the index, once per process."""
+        """Compare the track's annotation files with the index, once per process (a copied
+        dataset has new modification times: its copied index is refused too)."""
         if i in self._checked:
             return
         files = self._c.annotations[i]
         if files not in self._verified:
             self._verified[files] = fingerprint(self.root, files)
         if self._verified[files] != self._c.fingerprints[i]:
-            raise DataError(f"{self.location}: stale index: {fs.join(self.root, files[0]) if files else self.root} "
+            raise StaleIndex(f"{self.location}: stale index: {fs.join(self.root, files[0]) if files else self.root} "
                             f"changed since the index was built ({self.info['built']}); rebuild it with "
                             f"`lighttrack data index {self.root} --kind {self.kind} --split {self.split}`")
         self._checked.add(i)
+
+    def verify_sample(self, k: int = 16) -> None:
+        """Compare ``k`` tracks spread over the index with their annotation files (the listing
+        is compared on open): a quick staleness check for a driver, before any rank starts."""
+        for i in np.unique(np.linspace(0, len(self) - 1, min(k, len(self))).astype(int)):
+            self._verify(int(i))
 
     def _slice(self, i: int) -> slice:
         return slice(int(self._c.file_offsets[i]), int(self._c.file_offsets[i + 1]))

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from . import fs
 from .check import check_reader
 from .fs import DataError
-from .index import build_index, default_index, open_layout, parse_all, read_index, write_index
+from .index import StaleIndex, build_index, default_index, open_layout, parse_all, read_index, write_index
 from .processing import PairProcessor, ProcessingConfig
 from .readers import open_tracking
 from .tracks import TrackReader
@@ -174,24 +174,36 @@ def build_pair_dataset(cfg: PairDataConfig) -> PairDataset:
     return PairDataset(sources, PairProcessor(cfg.processing), cfg.seed)
 
 
+def _stale(location: str, root: str) -> bool:
+    try:
+        read_index(location, root=root).verify_sample()
+        return False
+    except StaleIndex as e:  # e.g. copied to a bucket along with its data: built again
+        log.warning("%s; rebuilding it", e)
+        return True
+
+
 def index_sources(cfg: PairDataConfig, fallback: str = "", workers: int = 0) -> PairDataConfig:
     """``cfg`` with every source's ``index`` set: the one given, the one beside its data, or
     one built now (once, by the caller: a job's driver, before any rank starts). A new index
-    goes beside the data, or under ``fallback`` when the data's folder is not writable."""
+    goes beside the data, or under ``fallback`` when the data's folder is not writable; one
+    whose dataset changed since (checked on a sample of tracks) is built again."""
     out = []
     for sc in cfg.sources:
-        location = sc.index or default_index(sc.root, sc.kind, sc.split)
-        if not fs.exists(location):
-            if sc.index:
-                raise DataError(f"{sc.index}: index not found (source {sc.kind}:{sc.root})")
+        if sc.index and not fs.exists(sc.index):
+            raise DataError(f"{sc.index}: index not found (source {sc.kind}:{sc.root})")
+        tag = hashlib.sha1(f"{sc.kind}|{sc.root}|{sc.split}".encode()).hexdigest()[:10]
+        spare = fs.join(fallback, f"{sc.kind}-{sc.split}-{tag}.parquet") if fallback else ""
+        places = [sc.index] if sc.index else [p for p in (default_index(sc.root, sc.kind, sc.split), spare) if p]
+        location = next((p for p in places if fs.exists(p) and not _stale(p, sc.root)), None)
+        if location is None:
             table = build_index(sc.kind, sc.root, sc.split, workers, cfg.skip_bad)
             try:
-                write_index(table, location)
+                location = write_index(table, places[0])
             except OSError as e:
-                if not fallback:
-                    raise DataError(f"{location}: cannot write the index ({e}); give a writable place") from None
-                tag = hashlib.sha1(f"{sc.kind}|{sc.root}|{sc.split}".encode()).hexdigest()[:10]
-                location = write_index(table, fs.join(fallback, f"{sc.kind}-{sc.split}-{tag}.parquet"))
+                if not spare:
+                    raise DataError(f"{places[0]}: cannot write the index ({e}); give a writable place") from None
+                location = write_index(table, spare)
             log.info("indexed %s:%s (%s tracks) -> %s", sc.kind, sc.root, table.num_rows, location)
         out.append(dataclasses.replace(sc, index=location))
     return dataclasses.replace(cfg, sources=out)
