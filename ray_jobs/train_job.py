@@ -193,7 +193,12 @@ def with_indexes(cfg: Any, storage: str | None) -> Any:
     from lighttrack.data.fs import join
     from lighttrack.data.sampling import PairDataConfig, index_sources
     if isinstance(cfg, PairDataConfig):
-        return index_sources(cfg, fallback=join(storage, "indexes") if storage else "")
+        t = time.perf_counter()
+        out = index_sources(cfg, fallback=join(storage, "indexes") if storage else "")
+        for sc in out.sources:
+            print(f"[data] {sc.kind}:{sc.root} -> index {sc.index}", flush=True)
+        print(f"[data] indexes ready in {time.perf_counter() - t:.1f} s", flush=True)
+        return out
     if not dataclasses.is_dataclass(cfg):
         return cfg
     changes = {f.name: with_indexes(getattr(cfg, f.name), storage) for f in dataclasses.fields(cfg)
