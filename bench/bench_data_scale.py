@@ -56,7 +56,7 @@ class _Links:
 
     def __init__(self, out: Path):
         out.mkdir(parents=True, exist_ok=True)
-        self.sources = []
+        self.sources, self.copies = [], 0
         for k, im in enumerate(_photos()):
             p = out / f"photo{k}.jpg"
             cv2.imwrite(str(p), im[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -65,7 +65,8 @@ class _Links:
     def link(self, k: int, dest: Path) -> None:
         src = self.sources[k % len(self.sources)]
         if src[2] >= 60_000:
-            src[1] = src[0].with_name(f"{src[0].stem}-{dest.parent.name}{src[0].suffix}")
+            self.copies += 1
+            src[1] = src[0].with_name(f"{src[0].stem}-{self.copies}{src[0].suffix}")
             shutil.copyfile(src[0], src[1])
             src[2] = 0
         os.link(src[1], dest)
@@ -117,16 +118,19 @@ def write_lasot(out: Path, sequences: int, frames: int, seed: int = 1) -> Path:
 # ------------------------------------------------------------------ start-up, each in a fresh process
 
 _PROBE = r"""
-import json, resource, sys, time
+import json, resource, sys, time, tracemalloc
+import pyarrow.parquet  # its code is loaded by the imports either way
 from lighttrack.data.sampling import PairDataConfig, SourceConfig, build_pair_dataset
 root, kind, index = sys.argv[1], sys.argv[2], sys.argv[3]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
 t = time.perf_counter()
 ds = build_pair_dataset(PairDataConfig(sources=[SourceConfig(root=root, kind=kind, index=index, pairs_per_epoch=100)]))
 ds[0]
 dt = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": dt, "peak_mb": peak / 1024, "added_mb": (peak - base) / 1024,
+                  "python_mb": tracemalloc.get_traced_memory()[1] / 1e6,
                   "reader": type(ds.sources[0].reader).__name__}))
 """
 
@@ -154,10 +158,11 @@ def bench_startup(work: Path, lasot: bool) -> None:
                         "--workers", "2", "--quiet"], check=True, cwd=ROOT, capture_output=True)
         built = time.perf_counter() - t
         indexed = _probe(root, kind, str(index))
-        print(f"startup[{kind}]: to the first pair: direct {direct['seconds']:.1f} s, peak {direct['peak_mb']:.0f} MB "
-              f"(+{direct['added_mb']:.0f} MB over the imports) | index {indexed['seconds']:.2f} s, peak "
-              f"{indexed['peak_mb']:.0f} MB (+{indexed['added_mb']:.0f} MB) [goal <= 2 s, <= 200 MB] | index build "
-              f"{built:.1f} s at 2 workers, {index.stat().st_size / 1e6:.1f} MB on disk")
+        print(f"startup[{kind}]: to the first pair: direct {direct['seconds']:.1f} s, peak RSS {direct['peak_mb']:.0f} MB "
+              f"(+{direct['added_mb']:.0f} MB over the imports, Python heap peak {direct['python_mb']:.0f} MB) | index "
+              f"{indexed['seconds']:.2f} s, peak RSS {indexed['peak_mb']:.0f} MB (+{indexed['added_mb']:.0f} MB, Python "
+              f"heap peak {indexed['python_mb']:.0f} MB) [goal <= 2 s, <= 200 MB] | index build {built:.1f} s at 2 "
+              f"workers, {index.stat().st_size / 1e6:.1f} MB on disk")
 
 
 # ------------------------------------------------------------------ loader speed

@@ -99,6 +99,10 @@ def test_phase2_ran_ddp_on_two_nodes_and_the_search_on_both(smoke, cluster):
     runs, client, _ = smoke
     sn = client.get_run(runs["supernet"])
     assert sn.data.params["run.num_workers"] == "2"  # 1 CPU per worker node: one rank on each
+    # the five kinds of source of the paper's mix, each read from the bucket through its index
+    sources = json.loads(sn.data.params["data.sources"])
+    assert sorted(s["kind"] for s in sources) == ["coco", "crop511", "det", "got10k", "vid"]
+    assert all(s["index"].startswith(f"{s['root']}/.index/") and s["root"].startswith("s3://") for s in sources)
     rows = _cache_rows(cluster, runs["supernet"])
     search = client.get_run(runs["search"])
     mine = [r for r in rows if r["search"] == search.data.tags["lighttrack.search_name"]]

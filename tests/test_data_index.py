@@ -219,6 +219,16 @@ def test_index_built_and_read_from_a_bucket(data, tmp_path, s3_server, monkeypat
     local = build_pair_dataset(PairDataConfig(sources=[SourceConfig(root=str(data / "crop511"), kind="crop511",
                                                                     frame_range=3, pairs_per_epoch=4)]))
     _same_items(local, ds, 4)  # the same bytes from the bucket: the same items
+    # forked loader workers open their own S3 connections (none inherited from this process)
+    loader = make_loader(ds, 2, Dist(), shuffle=False, workers=2)
+    got = torch.cat([b["search"] for b in loader])
+    assert torch.equal(got, torch.stack([local[i]["search"] for i in range(4)]))
+    # ImageNet's listing from an index in the bucket
+    img = s3_server.upload(data / "imagenet", "index-test", "imagenet")
+    write_index(build_class_index(f"{img}/val"), default_index(img, "imagenet", "val"))
+    from_bucket = ImageFolderCV(f"{img}/val")
+    assert from_bucket._listing is not None and len(from_bucket) == len(ImageFolderCV(str(data / "imagenet" / "val")))
+    assert from_bucket[0][1] == 0 and from_bucket[0][0].shape[-1] == 3
     # an index copied along with its data has the copy's times: refused, not trusted
     write_index(build_index("crop511", str(data / "crop511"), "train"), default_index(str(data / "crop511"), "crop511", "train"))
     uri2 = s3_server.upload(data / "crop511", "index-test", "copied")

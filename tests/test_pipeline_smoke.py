@@ -78,6 +78,10 @@ def test_supernet_run_and_checkpoint(smoke, tmp_path):
 
     run, client, _ = _run_of(smoke, "supernet")
     TrackSupernet().load_state_dict(_checkpoint(client, run, tmp_path)["model"])
+    # phase 2 read the five kinds of source of the paper's mix, each through the index its driver built
+    sources = json.loads(run.data.params["data.sources"])
+    assert sorted(s["kind"] for s in sources) == ["coco", "crop511", "det", "got10k", "vid"]
+    assert all(Path(s["index"]).is_file() for s in sources)
 
 
 def test_search_best_arch_and_candidates(smoke, tmp_path):

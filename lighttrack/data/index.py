@@ -329,7 +329,7 @@ class IndexedReader(_Reader):
             raise DataError(f"{self.location}: inconsistent index (frames, boxes and visibility differ in length)")
         self._c = _Columns(
             dirs=table["dir"].to_pylist(), file_offsets=offsets,
-            file_codes=files.indices.to_numpy(zero_copy_only=False).astype(np.int32),
+            file_codes=files.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
             file_names=files.dictionary.to_pylist(),
             boxes=boxes.reshape(-1, 4), visible=visible.view(bool),
             size=np.stack([table["width"].to_numpy(), table["height"].to_numpy()], 1),
