@@ -87,20 +87,35 @@ def _check_box(box: np.ndarray, size: tuple[int, int], where: str) -> None:
         raise DataError(f"{where}: {bad[0][1]}")
 
 
+def _read_json(loc: str):
+    text = fs.read_text(loc)
+    if not text.strip():
+        raise DataError(f"{loc}: empty annotation file")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{loc}:{e.lineno}: not valid JSON: {e.msg}") from None
+
+
 def _stem(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
-# ---------------------------------------------------------------- ImageNet VID
-
-class ImagenetVid:
-    """ILSVRC2015 VID ``split`` (``train``: ``ILSVRC2015_VID_train_XXXX/<video>``; ``val``: ``<video>``)."""
-    kind = "vid"
+class _Ilsvrc:
+    """An ILSVRC task's split: ``Annotations/<TASK>/<split>/**.xml`` beside ``Data/<TASK>/<split>/**.JPEG``."""
+    task = ""
 
     def __init__(self, root: str, split: str = "train"):
         self.root, self.split = str(root), split
-        self.ann_rel = f"Annotations/VID/{split}"
-        self.data_rel = f"Data/VID/{split}"
+        self.ann_rel = f"Annotations/{self.task}/{split}"
+        self.data_rel = f"Data/{self.task}/{split}"
+
+
+# ---------------------------------------------------------------- ImageNet VID
+
+class ImagenetVid(_Ilsvrc):
+    """ILSVRC2015 VID ``split`` (``train``: ``ILSVRC2015_VID_train_XXXX/<video>``; ``val``: ``<video>``)."""
+    kind, task = "vid", "VID"
 
     def units(self) -> list[str]:
         """Videos: the folders (relative to ``Annotations/VID/<split>``) that hold frame XMLs."""
@@ -165,14 +180,9 @@ class ImagenetVid:
 
 # ---------------------------------------------------------------- ImageNet DET
 
-class ImagenetDet:
+class ImagenetDet(_Ilsvrc):
     """ILSVRC DET ``split``: every object of every image is a one-frame track."""
-    kind = "det"
-
-    def __init__(self, root: str, split: str = "train"):
-        self.root, self.split = str(root), split
-        self.ann_rel = f"Annotations/DET/{split}"
-        self.data_rel = f"Data/DET/{split}"
+    kind, task = "det", "DET"
 
     def units(self) -> list[str]:
         """XML files, relative to ``Annotations/DET/<split>``."""
@@ -219,13 +229,7 @@ class Coco:
         return [self.annotation]
 
     def _load(self, loc: str) -> dict:
-        text = fs.read_text(loc)
-        if not text.strip():
-            raise DataError(f"{loc}: empty annotation file")
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{loc}:{e.lineno}: not valid JSON: {e.msg}") from None
+        d = _read_json(loc)
         if not isinstance(d, dict) or not isinstance(d.get("images"), list) \
                 or not isinstance(d.get("annotations"), list):
             raise DataError(f"{loc}: not a COCO instances file (needs \"images\" and \"annotations\" lists)")
@@ -315,13 +319,7 @@ class Crop511:
         """The annotation JSON, read once."""
         if self._labels is None:
             loc = self._location
-            text = fs.read_text(loc)
-            if not text.strip():
-                raise DataError(f"{loc}: empty annotation file")
-            try:
-                d = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{loc}:{e.lineno}: not valid JSON: {e.msg}") from None
+            d = _read_json(loc)
             if not isinstance(d, dict) or not d:
                 raise DataError(f"{loc}: empty annotation file (expected {{video: {{track: {{frame: box}}}}}})")
             self._labels = d
