@@ -105,6 +105,12 @@ def test_lasot_and_folder_layouts(root, tmp_path):
         assert len(folder.sequence(0).frames) == len(seq.frames)
         np.testing.assert_allclose(folder.get_sequence_info(0)["bbox"], seq.boxes, atol=0.01)
     assert isinstance(open_tracking("lasot", tmp_path / "lasot"), Lasot)
+    # LaSOT's labels are one comma-separated line: the check reads them as the reader does
+    from lighttrack.data.check import check_dataset
+    assert check_dataset(tmp_path / "lasot", decode=False) == []
+    (tmp_path / "lasot" / "shape" / "shape-2" / "out_of_view.txt").write_text("0,1")
+    problems = check_dataset(tmp_path / "lasot", decode=False)
+    assert len(problems) == 1 and "out_of_view.txt" in problems[0].path and "2 labels for" in problems[0].message
 
 
 def test_reader_errors_name_the_file(root, tmp_path):

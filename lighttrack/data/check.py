@@ -8,6 +8,7 @@ list of :class:`Problem` (empty when the dataset is usable). Training calls it (
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 
 import cv2
@@ -47,12 +48,15 @@ def _image_problem(location: str, decode: bool) -> str | None:
     return None
 
 
-def _table(location: str, ncols: int, seq: str, out: list[Problem]) -> np.ndarray | None:
+def _table(location: str, ncols: int, seq: str, out: list[Problem], one_line: bool = False) -> np.ndarray | None:
     try:
         text = fs.read_text(location)
     except DataError as e:
         out.append(Problem(location, str(e).split(": ", 1)[-1], sequence=seq))
         return None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if one_line and len(lines) == 1:  # LaSOT's labels: one comma-separated line, a value per frame
+        text = "\n".join(c for c in re.split(r"[,\t ]+", lines[0].strip()) if c)
     table, issues = parse_table(text, location, ncols)
     out.extend(Problem(location, msg, line, seq) for line, msg in issues)
     if len(table) == 0:
@@ -61,7 +65,7 @@ def _table(location: str, ncols: int, seq: str, out: list[Problem]) -> np.ndarra
 
 
 def _flags(location: str, n: int, allowed: range, seq: str, out: list[Problem]) -> np.ndarray | None:
-    table = _table(location, 1, seq, out)
+    table = _table(location, 1, seq, out, one_line=True)
     if table is None:
         return None
     if len(table) != n:
