@@ -145,7 +145,6 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
     connect_ray(args.address)
     capacity = cluster_capacity()  # read once: the storage check and --use-gpu auto both need it
     storage = storage_path_check(args.storage_path, capacity.max_nodes)
-    cfg = (prepare or with_indexes)(cfg, storage)
     import ray
     tags = lineage(cfg)
     refs = {}
@@ -154,6 +153,7 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
         refs[key] = ray.put({"model": state["model"]})  # the weights only, not the optimizer state
         tags |= ref_tags if key == "init" else {f"lighttrack.{key}_{k.rsplit('.', 1)[-1]}": v
                                                  for k, v in ref_tags.items()}
+    cfg = (prepare or with_indexes)(cfg, storage)  # after the cheap checks of the inputs, before any rank
     run_id = find_or_create_run(args.name, storage, args.experiment, phase, cfg, tags)
     use_gpu = gpu_flag(cfg.run.use_gpu, capacity)
     trainer = TorchTrainer(
