@@ -268,7 +268,6 @@ def bench_s3(work: Path, n: int) -> None:
         for label, index in (("direct", None), ("index", default_index(uri, "got10k", "train"))):
             t = time.perf_counter()
             if index is None:
-                from lighttrack.data.sampling import open_source
                 from lighttrack.data.readers import open_tracking
                 from lighttrack.data.check import check_reader
                 r = open_tracking("got10k", uri, "train")

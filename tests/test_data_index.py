@@ -3,7 +3,6 @@ build, built once by a job's driver, read from a bucket; persistent loader worke
 JPEG decode."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

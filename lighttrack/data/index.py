@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from . import fs
 from .fs import DataError
-from .readers import IMAGE_EXTENSIONS, FolderSequences, Got10k, Lasot, Sequence, _Reader
+from .readers import IMAGE_EXTENSIONS, FolderSequences, Got10k, Lasot, _Reader
 from .tracks import Track, box_problems, fingerprint
 
 __all__ = ["open_layout", "default_index", "build_index", "write_index", "read_index",
