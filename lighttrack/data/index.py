@@ -10,11 +10,11 @@ Tracking index, one row per track (:class:`lighttrack.data.tracks.Track`)::
     files: list<string>     (frame file names in ``dir``, dictionary-encoded when read)
     boxes: large_binary     ((N, 4) float64 little-endian, xywh)
     visible: large_binary   ((N,) uint8)
+    width, height: int32    annotations: list<string>    fingerprint: string
 
 (Boxes and visibility are raw bytes rather than Parquet lists: decoding a list of 5.6M
 doubles holds about 150 MB more at its peak than the 45 MB it yields, a binary column
 only its own size, and NumPy views it without a copy.)
-    width, height: int32    annotations: list<string>    fingerprint: string
 
 Classification index (ImageNet folders), one row per image: ``path`` (relative to the
 split folder), ``label``; the class names are in the metadata.
@@ -26,6 +26,8 @@ it, and a split's listing file (GOT-10k ``list.txt``) when the index is opened.
 """
 from __future__ import annotations
 
+import ast
+import io
 import json
 import logging
 import os
@@ -37,10 +39,11 @@ from typing import Iterable
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 from . import fs
 from .fs import DataError
-from .readers import IMAGE_EXTENSIONS, FolderSequences, Got10k, Lasot, _Reader
+from .readers import IMAGE_EXTENSIONS, FolderSequences, Got10k, Lasot, _Reader, _valid
 from .tracks import Track, box_problems, fingerprint
 
 __all__ = ["open_layout", "default_index", "build_index", "write_index", "read_index",
@@ -72,8 +75,6 @@ def _relative(root: str, location: str) -> str:
 
 
 def _header_size(location: str) -> tuple[int, int]:
-    from PIL import Image  # reads the header only
-    import io
     with Image.open(io.BytesIO(fs.read_bytes(location))) as img:
         return img.size
 
@@ -91,24 +92,15 @@ class ReaderLayout:
     def units(self) -> list[str]:
         return list(self.reader.sequence_names)
 
-    def _annotations(self, i: int) -> list[str]:
-        r = self.reader
-        if isinstance(r, Got10k):
-            return [fs.join(r.seq_dir(i), n) for n in ("groundtruth.txt", "absence.label", "cover.label")]
-        if isinstance(r, Lasot):
-            return [fs.join(r.seq_dir(i), n) for n in ("groundtruth.txt", "full_occlusion.txt", "out_of_view.txt")]
-        return [fs.join(r._dirs[r.sequence_names[i]], "groundtruth.txt")]
-
     def parse(self, unit: str) -> list[Track]:
         r, i = self.reader, self._pos[unit]
         info = r.get_sequence_info(i)
         frames = r._frame_list(i)
         boxes = info["bbox"]
         if len(frames) < len(boxes):
-            raise DataError(f"{self._annotations(i)[0]}: {len(boxes)} boxes but {len(frames)} frames")
+            raise DataError(f"{r.annotation_files(i)[0]}: {len(boxes)} boxes but {len(frames)} frames")
         frames = frames[:len(boxes)]
         if isinstance(r, Got10k) and r.split != "test":
-            import ast
             wh = ast.literal_eval(r.meta(i).get("resolution", "(0, 0)"))
             size = (int(wh[0]), int(wh[1]))
         else:
@@ -117,9 +109,9 @@ class ReaderLayout:
         bad = box_problems(boxes, visible, size)
         if bad:
             k, msg = bad[0]
-            raise DataError(f"{self._annotations(i)[0]}:{k + 1}: {msg}")
+            raise DataError(f"{r.annotation_files(i)[0]}:{k + 1}: {msg}")
         return [Track(unit, tuple(_relative(self.root, f) for f in frames), boxes, visible, size,
-                      tuple(_relative(self.root, a) for a in self._annotations(i)))]
+                      tuple(_relative(self.root, a) for a in r.annotation_files(i)))]
 
 
 def open_layout(kind: str, root: str, split: str = "train"):
@@ -161,11 +153,13 @@ def _progress(total: int, desc: str, show: bool):
     return tqdm(total=total, desc=desc, unit="unit", disable=not show, mininterval=1.0)
 
 
-def parse_all(layout, workers: int = 0, skip_bad: bool = False, progress: bool = False) -> tuple[list[Track], list[str]]:
-    """Every track of a layout (units parsed in ``workers`` processes) and the problems of the
-    units left out. Without ``skip_bad`` any problem is an error listing all of them."""
+def parse_all(layout, workers: int = 0, skip_bad: bool = False, progress: bool = False,
+              units: list[str] | None = None) -> tuple[list[Track], list[str]]:
+    """Every track of a layout (its ``units``, listed here unless given, parsed in ``workers``
+    processes) and the problems of the units left out. Without ``skip_bad`` any problem is
+    an error listing all of them."""
     global _WORKER_LAYOUT
-    units = layout.units()
+    units = layout.units() if units is None else units
     if not units:
         raise DataError(f"{layout.root}: no {layout.kind} units found")
     bar = _progress(len(units), f"index {layout.kind}", progress)
@@ -229,10 +223,11 @@ def build_index(kind: str, root: str, split: str = "train", workers: int = 0, sk
     """Parse a whole split once -> the index table (see the module docstring)."""
     start = time.perf_counter()
     layout = open_layout(kind, root, split)
-    tracks, skipped = parse_all(layout, workers, skip_bad, progress)
+    units = layout.units()  # a recursive listing on VID/DET: once
+    tracks, skipped = parse_all(layout, workers, skip_bad, progress, units)
     listing = tuple(getattr(layout, "listing", ()))
     meta = {"kind": kind, "split": split, "root": str(root), "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "units": len(layout.units()), "tracks": len(tracks), "skipped": skipped,
+            "units": len(units), "tracks": len(tracks), "skipped": skipped,
             "listing": list(listing), "listing_fingerprint": fingerprint(str(root), listing),
             "seconds": round(time.perf_counter() - start, 2)}
     return tracks_table(tracks, meta)
@@ -341,9 +336,12 @@ class IndexedReader(_Reader):
     def _check_listing(self) -> None:
         listing = self.info.get("listing") or []
         if listing and fingerprint(self.root, listing) != self.info.get("listing_fingerprint"):
-            raise StaleIndex(f"{self.location}: stale index: {fs.join(self.root, listing[0])} changed since "
-                            f"the index was built ({self.info['built']}); rebuild it with "
-                            f"`lighttrack data index {self.root} --kind {self.kind} --split {self.split}`")
+            raise self._stale(fs.join(self.root, listing[0]))
+
+    def _stale(self, changed: str) -> StaleIndex:
+        return StaleIndex(f"{self.location}: stale index: {changed} changed since the index was built "
+                          f"({self.info['built']}); rebuild it with "
+                          f"`lighttrack data index {self.root} --kind {self.kind} --split {self.split}`")
 
     def _verify(self, i: int) -> None:
         """Compare the track's annotation files with the index, once per process (a copied
@@ -354,9 +352,7 @@ class IndexedReader(_Reader):
         if files not in self._verified:
             self._verified[files] = fingerprint(self.root, files)
         if self._verified[files] != self._c.fingerprints[i]:
-            raise StaleIndex(f"{self.location}: stale index: {fs.join(self.root, files[0]) if files else self.root} "
-                            f"changed since the index was built ({self.info['built']}); rebuild it with "
-                            f"`lighttrack data index {self.root} --kind {self.kind} --split {self.split}`")
+            raise self._stale(fs.join(self.root, files[0]) if files else self.root)
         self._checked.add(i)
 
     def verify_sample(self, k: int = 16) -> None:
@@ -372,7 +368,7 @@ class IndexedReader(_Reader):
         self._verify(i)
         s = self._slice(i)
         bbox = self._c.boxes[s]
-        valid = (bbox[:, 2] > 0) & (bbox[:, 3] > 0)
+        valid = _valid(bbox)
         return {"bbox": bbox, "valid": valid, "visible": self._c.visible[s] & valid}
 
     def _frame(self, i: int, k: int) -> str:
@@ -382,7 +378,8 @@ class IndexedReader(_Reader):
         return fs.join(self.root, d, name) if d else fs.join(self.root, name)
 
     def _frame_list(self, i: int) -> list[str]:
-        return [self._frame(i, k) for k in range(self._slice(i).stop - self._slice(i).start)]
+        s = self._slice(i)
+        return [self._frame(i, k) for k in range(s.stop - s.start)]
 
     def meta(self, i: int) -> dict:
         w, h = (int(v) for v in self._c.size[i])

@@ -169,6 +169,11 @@ class Got10k(_Reader):
     def _frame(self, i: int, k: int) -> str:
         return fs.join(self.seq_dir(i), f"{k + 1:08d}.jpg")
 
+    def annotation_files(self, i: int) -> list[str]:
+        """The files ``get_sequence_info`` reads (an index fingerprints them)."""
+        names = ("groundtruth.txt",) if self.split == "test" else ("groundtruth.txt", "absence.label", "cover.label")
+        return [fs.join(self.seq_dir(i), n) for n in names]
+
     def _frame_list(self, i: int) -> list[str]:
         if self.split != "test":
             return super()._frame_list(i)
@@ -217,6 +222,10 @@ class Lasot(_Reader):
     def _frame(self, i: int, k: int) -> str:
         return fs.join(self.seq_dir(i), "img", f"{k + 1:08d}.jpg")
 
+    def annotation_files(self, i: int) -> list[str]:
+        """The files ``get_sequence_info`` reads (an index fingerprints them)."""
+        return [fs.join(self.seq_dir(i), n) for n in ("groundtruth.txt", "full_occlusion.txt", "out_of_view.txt")]
+
     def get_sequence_info(self, i: int) -> dict[str, np.ndarray]:
         d = self.seq_dir(i)
         bbox = _read_table(fs.join(d, "groundtruth.txt"), 4)
@@ -256,6 +265,10 @@ class FolderSequences(_Reader):
 
     def _frame(self, i: int, k: int) -> str:
         return self._frame_list(i)[k]
+
+    def annotation_files(self, i: int) -> list[str]:
+        """The files ``get_sequence_info`` reads (an index fingerprints them)."""
+        return [fs.join(self._dirs[self.sequence_names[i]], "groundtruth.txt")]
 
     def get_sequence_info(self, i: int) -> dict[str, np.ndarray]:
         bbox = _read_table(fs.join(self._dirs[self.sequence_names[i]], "groundtruth.txt"), 4)

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import fs
 from .fs import DataError
-from .readers import Sequence, _Reader
+from .readers import _Reader, _valid
 
 __all__ = ["Track", "Layout", "TrackReader", "fingerprint", "box_problems"]
 
@@ -87,17 +87,12 @@ class TrackReader(_Reader):
         if len(set(self.sequence_names)) != len(self.sequence_names):
             raise DataError(f"{self.root}: duplicate track names")
 
-    def _restrict(self, names) -> None:
-        super()._restrict(names)
-        keep = set(self.sequence_names)
-        self.tracks = [t for t in self.tracks if t.name in keep]
-
     def track(self, i: int) -> Track:
         return self.tracks[i]
 
     def get_sequence_info(self, i: int) -> dict[str, np.ndarray]:
         t = self.track(i)
-        valid = (t.boxes[:, 2] > 0) & (t.boxes[:, 3] > 0)
+        valid = _valid(t.boxes)
         return {"bbox": t.boxes, "valid": valid, "visible": t.visible & valid}
 
     def _frame(self, i: int, k: int) -> str:
@@ -106,8 +101,3 @@ class TrackReader(_Reader):
     def meta(self, i: int) -> dict:
         w, h = self.track(i).image_size
         return {"resolution": f"({w}, {h})"} if w else {}
-
-    def sequence(self, i: int) -> Sequence:
-        info = self.get_sequence_info(i)
-        return Sequence(self.sequence_names[i], self._frame_list(i), info["bbox"], ~info["visible"],
-                        self.meta(i))
