@@ -202,6 +202,12 @@ def test_imagenet_listing_from_the_index(data, tmp_path):
     indexed = ImageFolderCV(folder)
     assert indexed._listing is not None
     assert indexed.samples == walked.samples and indexed.classes == walked.classes
+    # the command indexes both splits unless one is named
+    shutil.copytree(data / "imagenet", tmp_path / "imagenet")
+    out = subprocess.run([sys.executable, "-m", "lighttrack.cli", "data", "index", str(tmp_path / "imagenet"),
+                          "--kind", "imagenet"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert all(Path(default_index(str(tmp_path / "imagenet"), "imagenet", s)).is_file() for s in ("train", "val"))
 
 
 def test_index_built_and_read_from_a_bucket(data, tmp_path, s3_server, monkeypatch):

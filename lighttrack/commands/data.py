@@ -45,22 +45,19 @@ def _index(args: argparse.Namespace) -> int:
     from lighttrack.data import fs, index
     start = time.perf_counter()
     if args.kind == "imagenet":
-        splits = [args.split] if args.split else ["train", "val"]
+        splits = [args.split] if args.split else ["train", "val"]  # both unless one is named
         for split in splits:
             table = index.build_class_index(fs.join(args.root, split))
             out = args.out if args.out and len(splits) == 1 else index.default_index(args.root, "imagenet", split)
             index.write_index(table, out)
             print(f"{out}: {table.num_rows} images in {len(set(table['label'].to_pylist()))} classes")
     else:
-        table = index.build_index(args.kind, args.root, args.split, args.workers, args.skip_bad,
-                                  progress=not args.quiet)
-        out = args.out or index.default_index(args.root, args.kind, args.split)
+        split = args.split or "train"
+        table = index.build_index(args.kind, args.root, split, args.workers, args.skip_bad, progress=not args.quiet)
+        out = args.out or index.default_index(args.root, args.kind, split)
         index.write_index(table, out)
-        import json
-        meta = json.loads(table.schema.metadata[b"lighttrack.index"])
-        frames = sum(len(f) for f in table["files"].to_pylist()) if table.num_rows < 200_000 else None
-        print(f"{out}: {table.num_rows} tracks from {meta['units']} units"
-              + (f", {frames} frames" if frames is not None else "")
+        meta = index.table_meta(table)
+        print(f"{out}: {table.num_rows} tracks from {meta['units']} units, {meta['frames']} frames"
               + (f", {len(meta['skipped'])} unit(s) skipped" if meta["skipped"] else ""))
     print(f"indexed in {time.perf_counter() - start:.1f} s")
     return 0
@@ -83,9 +80,9 @@ def register(subparsers) -> None:
     p = sub.add_parser("index", help="build the Parquet index of a dataset split (read by every job)")
     p.add_argument("root", help="dataset root: local path or pyarrow.fs URI")
     p.add_argument("--kind", default="got10k", choices=(*TRACKING_KINDS, "imagenet"))
-    p.add_argument("--split", default="train",
-                   help="split (GOT-10k/VID/DET: train, val; COCO: train2017; crop511: the JSON's name; "
-                        "imagenet: train or val, both when empty)")
+    p.add_argument("--split", default="",
+                   help="split (GOT-10k/VID/DET: train (default), val; COCO: train2017; crop511: the JSON's name; "
+                        "imagenet: train or val, both by default)")
     p.add_argument("--out", default="", help="index location (default <root>/.index/<kind>-<split>.parquet)")
     p.add_argument("--workers", type=_positive, default=min(8, os.cpu_count() or 1), help="parser processes")
     p.add_argument("--skip-bad", action="store_true", help="leave out units with problems (listed) instead of failing")

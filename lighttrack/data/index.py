@@ -19,7 +19,8 @@ only its own size, and NumPy views it without a copy.)
 Classification index (ImageNet folders), one row per image: ``path`` (relative to the
 split folder), ``label``; the class names are in the metadata.
 
-The schema metadata holds ``{"kind", "split", "root", "built", "units", "skipped"}``. An index
+The schema metadata holds ``{"kind", "split", "root", "built", "units", "tracks", "frames",
+"skipped", ...}`` (:func:`table_meta`). An index
 that no longer matches its dataset is an error, never wrong pairs: a track's annotation files
 are compared with its fingerprint (size, modification time) the first time a process uses
 it, and a split's listing file (GOT-10k ``list.txt``) when the index is opened.
@@ -47,7 +48,7 @@ from .readers import IMAGE_EXTENSIONS, FolderSequences, Got10k, Lasot, _Reader, 
 from .tracks import Track, box_problems, fingerprint
 
 __all__ = ["open_layout", "default_index", "build_index", "write_index", "read_index",
-           "IndexedReader", "StaleIndex", "build_class_index", "read_class_index", "TRACKING_KINDS"]
+           "IndexedReader", "StaleIndex", "table_meta", "build_class_index", "read_class_index", "TRACKING_KINDS"]
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,8 @@ def build_index(kind: str, root: str, split: str = "train", workers: int = 0, sk
     tracks, skipped = parse_all(layout, workers, skip_bad, progress, units)
     listing = tuple(getattr(layout, "listing", ()))
     meta = {"kind": kind, "split": split, "root": str(root), "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "units": len(units), "tracks": len(tracks), "skipped": skipped,
+            "units": len(units), "tracks": len(tracks), "frames": sum(len(t.frames) for t in tracks),
+            "skipped": skipped,
             "listing": list(listing), "listing_fingerprint": fingerprint(str(root), listing),
             "seconds": round(time.perf_counter() - start, 2)}
     return tracks_table(tracks, meta)
@@ -263,10 +265,16 @@ def _read_table(location: str, dictionary: Iterable[str] = ()) -> tuple[pa.Table
         raise DataError(f"{location}: not a readable index: {e}") from None
     finally:
         pa.set_memory_pool(pool)
-    raw = (table.schema.metadata or {}).get(_META_KEY)
-    if raw is None:
+    meta = table_meta(table)
+    if meta is None:
         raise DataError(f"{location}: not a lighttrack index (no {_META_KEY.decode()} metadata)")
-    return table, json.loads(raw)
+    return table, meta
+
+
+def table_meta(table: pa.Table) -> dict | None:
+    """The metadata an index table carries (see the module docstring), or None."""
+    raw = (table.schema.metadata or {}).get(_META_KEY)
+    return None if raw is None else json.loads(raw)
 
 
 # ---------------------------------------------------------------- reading
