@@ -111,3 +111,33 @@ def hand_sequences(n_frames: int = 40) -> list[HandSequence]:
     # runs out of the left edge
     seqs.append(HandSequence("border", np.stack([100 - 3 * t, 80 + 0 * t, 0 * t + 50, 0 * t + 50], 1)))
     return seqs
+
+
+class ColourNet:
+    """A crude tracker network in torch whose maps depend on every crop (unlike a random
+    supernet, whose maps barely move): cls = closeness of each 16x16 cell's mean colour to
+    the template centre's, reg = ltrb distances from the cell colours. Deterministic, and
+    batched exactly like one crop at a time, so lockstep and one-sequence runs can be
+    compared box for box."""
+
+    def __new__(cls):
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        class _ColourNet(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.gain = nn.Parameter(torch.tensor(3.0))  # a parameter: the device is its device
+
+            def template(self, z):  # (B, 3, 128, 128) -> (B, 3, 8, 8)
+                return F.avg_pool2d(z, 16)
+
+            def search(self, zf, x):  # (B, 3, S, S) -> (B, 1, S/16, S/16), (B, 4, S/16, S/16)
+                f = F.avg_pool2d(x, 16)
+                target = zf[:, :, 3:5, 3:5].mean((2, 3), keepdim=True)
+                cls = 4.0 - self.gain * ((f - target) ** 2).sum(1, keepdim=True)
+                reg = 10.0 + 30.0 * torch.sigmoid(torch.cat([f, f[:, :1]], 1) - target.mean(1, keepdim=True))
+                return cls, reg
+
+        return _ColourNet().eval()

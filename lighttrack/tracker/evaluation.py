@@ -10,8 +10,10 @@ Result layout (official GOT-10k format)::
 
 Scores are computed from the files as written (3 decimals), exactly as the toolkit
 reads them; fps = mean over all frames of 1 / time (the toolkit's ``speed_fps``).
-Times cover the tracker calls only (crop, network, post-processing), not decoding.
-Sequences run one by one; spreading them over workers belongs to ``ray_jobs/``.
+A network is tracked by the lockstep evaluator (:mod:`lighttrack.tracker.lockstep`: the
+sequences ``batch`` at a time, a frame's time is its step's wall time over the step's
+frames); a ready :class:`Tracker` one sequence after another (times cover its calls,
+not decoding). Spreading sequences over workers belongs to ``ray_jobs/``.
 """
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from lighttrack.tracker import metrics
+from lighttrack.tracker.lockstep import track_lockstep
 from lighttrack.tracker.params import PRESETS, TrackerParams
 from lighttrack.tracker.plots import plot_success
 from lighttrack.tracker.tracker import Tracker
@@ -168,23 +172,37 @@ def score_results(out_dir: str | Path, dataset, protocol: str | None = None,
     return scores
 
 
+def _results(net, sequences: list, params: TrackerParams, batch, device_crops: bool | None):
+    """(index, name, boxes, times) per sequence: one by one for a ready Tracker, else lockstep."""
+    if isinstance(net, Tracker):
+        for i, seq in enumerate(sequences):
+            yield (i, seq.name, *run_sequence(net, seq))
+        return
+    if device_crops is None:  # the whole loop on a GPU when the module is on one
+        param = next(net.parameters(), None) if isinstance(net, torch.nn.Module) else None
+        device_crops = param is not None and param.device.type == "cuda"
+    for r in track_lockstep(net, sequences, params, batch=batch, device_crops=device_crops):
+        yield r.index, r.name, r.boxes, r.times
+
+
 def evaluate_split(net, dataset, out_dir: str | Path, params: TrackerParams = PRESETS["vot2019"],
                    protocol: str | None = None, report: Callable[[dict], None] | None = None,
-                   plot: bool = True) -> dict:
+                   plot: bool = True, batch: int | str = "auto", device_crops: bool | None = None) -> dict:
     """Track every sequence of ``dataset`` (a reader), write results and scores.json.
 
-    ``net`` is a network (see :class:`Tracker`) or a ready ``Tracker`` (then ``params`` is unused).
+    ``net`` is a network (torch module, ``TorchNet``, ``OrtNet``, ``OrtEvalNet``), tracked in
+    lockstep ``batch`` sequences at a time (``auto``: as many as memory and the device
+    suit), or a ready ``Tracker`` (one sequence at a time; ``params`` unused).
+    ``device_crops``: decode and crop on the module's device (default: when it is a GPU).
 
     ``report`` (optional) is called after each sequence with ``{"sequence", "index", "frames"}``.
     Returns the scores dict (GOT-10k: ao, sr50, sr75, fps, ...).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tracker = net if isinstance(net, Tracker) else Tracker(net, params)
-    for i in range(len(dataset)):
-        seq = dataset.sequence(i)
-        boxes, times = run_sequence(tracker, seq)
-        write_results(out_dir, seq.name, boxes, times)
+    sequences = [dataset.sequence(i) for i in range(len(dataset))]  # every annotation read first
+    for i, name, boxes, times in _results(net, sequences, params, batch, device_crops):
+        write_results(out_dir, name, boxes, times)
         if report is not None:
-            report({"sequence": seq.name, "index": i, "frames": len(boxes)})
+            report({"sequence": name, "index": i, "frames": len(boxes)})
     return score_results(out_dir, dataset, protocol, plot=plot)

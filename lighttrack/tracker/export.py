@@ -17,6 +17,7 @@ lazily. Files written to ``out_dir``::
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import warnings
 from dataclasses import asdict
@@ -32,7 +33,7 @@ from lighttrack.models.static import SearchBranch, fold_bn, tile_se_gates
 from lighttrack.tracker.params import TrackerParams
 from lighttrack.tracker.runtime import CARD_NAME
 
-__all__ = ["OPSET", "RawInputNet", "export_tracker", "calibration_crops", "dataset_samples",
+__all__ = ["OPSET", "RawInputNet", "OrtEvalNet", "export_tracker", "calibration_crops", "dataset_samples",
            "quantize_int8", "write_card"]
 
 OPSET = 17
@@ -89,18 +90,62 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _onnx_export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+def _onnx_export(module: nn.Module, args: tuple, path, inputs: list[str], outputs: list[str],
+                 dynamic_batch: bool = False) -> None:
     # The TorchScript exporter: exact opset 17 and seconds per graph (the dynamo exporter
     # needs opset 18 for these graphs and takes ~10x longer); its deprecation and tracer
-    # warnings are expected here.
+    # warnings are expected here. ``path`` may be a file-like object.
+    axes = {name: {0: "batch"} for name in inputs + outputs} if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(module, args, path if isinstance(path, io.BytesIO) else str(path), input_names=inputs,
+                          output_names=outputs, opset_version=OPSET, dynamo=False, dynamic_axes=axes)
+    if isinstance(path, io.BytesIO):
+        return
     import onnx  # deploy extra
 
     onnx.checker.check_model(onnx.load(str(path)))
+
+
+class OrtEvalNet:
+    """A tracker network (StaticTracker) under ONNX Runtime for evaluation, exported in
+    memory as for deployment (BN and normalisation folded, SE gates tiled) but with a
+    dynamic batch axis, so the lockstep evaluator can batch it. A search graph per crop
+    side is made on first use (a second each). On this CPU it tracks 2-3x faster than
+    the eager module (bench/bench_eval.py)."""
+
+    takes_raw_crops = True
+    max_batch = None
+
+    def __init__(self, net: nn.Module, threads: int = 1):
+        from lighttrack.tracker.runtime import ort_session
+
+        self._session = lambda data: ort_session(data, threads)
+        self.raw = RawInputNet(fold_bn(net)).eval()
+        z = torch.zeros(1, TEMPLATE_SIZE, TEMPLATE_SIZE, 3, dtype=torch.uint8)
+        with torch.no_grad():
+            self._zf = self.raw.template(z)
+        self._template = self._export(_Template(self.raw).eval(), (z,), ["z"], ["zf"])
+        self._search: dict[int, object] = {}
+
+    def _export(self, module: nn.Module, args: tuple, inputs: list[str], outputs: list[str]):
+        buf = io.BytesIO()
+        _onnx_export(module, args, buf, inputs, outputs, dynamic_batch=True)
+        return self._session(buf.getvalue())
+
+    def template(self, z: np.ndarray) -> np.ndarray:
+        return self._template.run(None, {"z": np.ascontiguousarray(z, np.uint8)})[0]
+
+    def search(self, zf: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        side = x.shape[1]
+        if side not in self._search:
+            example = torch.zeros(1, side, side, 3, dtype=torch.uint8)
+            self._search[side] = self._export(SearchBranch(self.raw).eval(), (self._zf, example),
+                                              ["zf", "x"], ["cls", "reg"])
+        cls, reg = self._search[side].run(None, {"zf": np.ascontiguousarray(zf, np.float32),
+                                                 "x": np.ascontiguousarray(x, np.uint8)})
+        return cls, reg
 
 
 def export_tracker(net: nn.Module, out_dir: str | Path, *, search_sizes: Iterable[int] = SEARCH_SIZES,

@@ -100,6 +100,9 @@ class OrtNet:
         # search graphs keyed by crop side, e.g. {256: session, 288: session}
         self._search = {int(k.split("_")[1]): ort_session(directory / v, threads)
                         for k, v in files.items() if k.startswith("search_")}
+        # Deployed graphs take one crop (batch axis fixed at 1); the lockstep evaluator asks.
+        batch = self._template.get_inputs()[0].shape[0]
+        self.max_batch = batch if isinstance(batch, int) else None
 
     def template(self, z: np.ndarray) -> np.ndarray:
         return self._template.run(None, {"z": np.ascontiguousarray(z, np.uint8)})[0]
