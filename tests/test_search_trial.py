@@ -72,3 +72,22 @@ def test_without_recalibration_the_stored_statistics_are_used(checkpoint):
         assert torch.equal(m1, m2) and torch.equal(v1, v2)
     ev_recal = CandidateEvaluator(net, sid, EvalConfig(**CFG))
     assert ev_recal.settings_id != ev.settings_id  # different settings, different cache key
+
+
+def test_onnxruntime_backend_scores_the_candidate_it_recalibrated(checkpoint):
+    """The in-memory ONNX export of the recalibrated candidate tracks like its torch path
+    (boxes to float rounding), under its own settings id; auto keeps torch for few frames."""
+    pytest.importorskip("onnxruntime")
+    from lighttrack.config import ConfigError
+
+    net, sid = load_supernet(checkpoint)
+    arch = resolve("lighttrack-mobile")
+    torch_ev = CandidateEvaluator(net, sid, EvalConfig(**CFG, backend="torch"))
+    ort_ev = CandidateEvaluator(net, sid, EvalConfig(**CFG, backend="onnxruntime", batch=2))
+    assert CandidateEvaluator(net, sid, EvalConfig(**CFG)).backend == "torch"  # 5 frames: export not worth it
+    assert ort_ev.settings_id != torch_ev.settings_id
+    a, b = torch_ev.evaluate(arch), ort_ev.evaluate(arch)
+    assert b["ao"] == pytest.approx(a["ao"], abs=2e-3) and b["macs"] == a["macs"]
+    for bad in (dict(backend="tensorrt"), dict(batch=-1)):
+        with pytest.raises(ConfigError, match="eval."):
+            EvalConfig(**CFG, **bad)

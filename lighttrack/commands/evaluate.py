@@ -1,10 +1,12 @@
 """``lighttrack evaluate``: track every sequence of a split and score it.
 
     lighttrack evaluate --dataset DATA --split val --arch lighttrack-mobile \\
-        [--checkpoint ckpt.pt] [--backend torch|onnxruntime] --out results/
+        [--checkpoint ckpt.pt] [--backend torch|onnxruntime] [--batch auto|1|K] --out results/
 
 ``--checkpoint`` is a local file (StaticTracker or TrackSupernet weights, bare or under
 ``model``) or, for onnxruntime, an export directory; without it the weights are fresh.
+The sequences are tracked in lockstep, ``--batch`` at a time (an export directory's graphs
+take one crop, so its sequences run one at a time, still with frames read ahead).
 MLflow run/artifact URIs are resolved to a local path by ``ray_jobs`` before calling this.
 """
 from __future__ import annotations
@@ -49,16 +51,32 @@ def tracker_params(args: argparse.Namespace):
     return load_params(args.tracker, args.set)
 
 
+def batch_size(text: str) -> int | str:
+    """argparse type of --batch: ``auto`` or a positive number of sequences."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number of sequences, got {text!r}")
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
     from lighttrack.tracker.evaluation import evaluate_split, open_split
 
     dataset = open_split(args.dataset, args.split, args.layout, args.max_sequences)
     net = build_net(args)
 
-    def report(info: dict) -> None:
-        print(f"[{info['index'] + 1}/{len(dataset)}] {info['sequence']}: {info['frames']} frames", flush=True)
+    done = []
 
-    scores = evaluate_split(net, dataset, args.out, tracker_params(args), report=report)
+    def report(info: dict) -> None:  # sequences finish out of order in lockstep
+        done.append(info["sequence"])
+        print(f"[{len(done)}/{len(dataset)}] {info['sequence']}: {info['frames']} frames", flush=True)
+
+    scores = evaluate_split(net, dataset, args.out, tracker_params(args), report=report, batch=args.batch)
     shown = {k: v for k, v in scores.items() if k != "success_curve"}
     print(json.dumps(shown, indent=2))
     return 0
@@ -72,5 +90,7 @@ def register(subparsers) -> None:
                    help="dataset layout (detected when omitted)")
     p.add_argument("--max-sequences", type=int, default=0, help="only the first N sequences (0: all)")
     p.add_argument("--out", required=True, help="results directory")
+    p.add_argument("--batch", type=batch_size, default="auto",
+                   help="sequences tracked in lockstep: auto (as many as memory and the device suit), 1 or K")
     add_net_arguments(p)
     p.set_defaults(func=_run)
