@@ -73,14 +73,14 @@ class _Links:
         src[2] += 1
 
 
-def write_got10k(out: Path, sequences: int, frames: int, seed: int = 0) -> Path:
-    split = out / "train"
+def write_got10k(out: Path, sequences: int, frames: int, seed: int = 0, split_name: str = "train") -> Path:
+    split = out / split_name
     if (split / "list.txt").exists():
         return out
     split.mkdir(parents=True, exist_ok=True)
     links = _Links(out / "photos")
     rng = np.random.default_rng(seed)
-    names = [f"GOT-10k_Train_{i + 1:06d}" for i in range(sequences)]
+    names = [f"GOT-10k_{split_name.capitalize()}_{i + 1:06d}" for i in range(sequences)]
     for i, name in enumerate(names):
         d = split / name
         d.mkdir(exist_ok=True)

@@ -190,12 +190,21 @@ def summarize(runs: dict[str, str], mlflow_uri: str) -> str:
         out += [f"  architecture  {best['arch']}",
                 f"  params        {best['params'] / 1e6:.3f} M",
                 f"  MACs          {best['macs'] / 1e6:.1f} M",
-                f"  AO (search)   {best['ao']:.4f}"]
+                f"  AO (search)   {best['ao']:.4f}{_versus(best['ao'], best.get('baseline_ao'))}"]
     if "retrain" in runs:
         metrics = client.get_run(runs["retrain"]).data.metrics
-        ao = {k: v for k, v in metrics.items() if re.search(r"(^|/|_)ao($|/)", k)}
-        out += [f"  AO (retrain)  {k} = {v:.4f}" for k, v in sorted(ao.items())]
+        baseline = next((v for k, v in sorted(metrics.items()) if "baseline_ao" in k), None)
+        ao = {k: v for k, v in metrics.items() if re.search(r"(^|/|_)ao($|/)", k) and "baseline" not in k}
+        out += [f"  AO (retrain)  {k} = {v:.4f}{_versus(v, baseline)}" for k, v in sorted(ao.items())]
     return "\n".join(out)
+
+
+def _versus(ao: float, baseline: float | None) -> str:
+    """The stay-at-first-box AO of the same frames beside an AO, and plainly whether it is beaten."""
+    if baseline is None:
+        return ""
+    verdict = f"beats it by {ao - baseline:.4f}" if ao > baseline else "does NOT beat it"
+    return f"  (a tracker that stays at the first box: {baseline:.4f}; {verdict})"
 
 
 def ensure_data(base: Path, size: str = "default") -> Path:

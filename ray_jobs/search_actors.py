@@ -39,7 +39,7 @@ def to_report(row: dict) -> dict:
 
 
 def from_report(result: dict) -> dict:
-    row = {k: result.get(k) for k in ("supernet_id", "settings_id", "arch", "ao", "sr50", "sr75",
+    row = {k: result.get(k) for k in ("supernet_id", "settings_id", "arch", "ao", "baseline_ao", "sr50", "sr75",
                                        "params", "macs", "latency_ms", "recal_batches", "seconds",
                                        "search", "budget", "worker", "trial")}
     for k in _TIME_KEYS:

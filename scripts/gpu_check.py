@@ -5,7 +5,9 @@
 For each device, side by side in one run, on the embedded data set (written to a
 temporary folder): a few training steps of phase 1 (backbone supernet), phase 2 (tracking
 supernet) and phase 4 (retrain + fine-tune of LightTrack-Mobile), with bf16 autocast on
-CUDA; BN recalibration and one candidate evaluation (the search's trial); the tracker on
+CUDA; BN recalibration and one candidate evaluation (the search's trial); on CUDA, one
+candidate over a GOT-10k-val-sized split (180 x 150 frames at 1280x720) by the lockstep
+evaluator with the whole loop on the device, beside the one-sequence tracker; the tracker on
 a 1280x720 synthetic video; and an ONNX export of the weights trained on that device,
 checked against the torch outputs under ONNX Runtime. Prints one line per figure and
 writes them all to OUT_DIR/gpu_check.json. ``scripts/gpu_check.sh`` is the entry point.
@@ -13,6 +15,7 @@ writes them all to OUT_DIR/gpu_check.json. ``scripts/gpu_check.sh`` is the entry
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import platform
 import sys
@@ -116,6 +119,59 @@ def candidate(data: Path, device: torch.device, supernet) -> dict:
     frames = sum(len(ev.val.sequence(i).frames) for i in range(len(ev.val)))
     return {"seconds": time.perf_counter() - t0, "ao": row["ao"], "val_frames": frames,
             "recal_pairs": cfg.recal_batches * cfg.recal_batch_size}
+
+
+def eval_split(data: Path, out: Path, sequences: int = 180, frames: int = 150) -> Path:
+    """A GOT-10k-val-sized split: ``sequences`` x ``frames`` hard links to four 1280x720 JPEGs
+    (embedded frames scaled up), a box walking over each."""
+    import cv2
+    import numpy as np
+
+    split = out / "val"
+    split.mkdir(parents=True, exist_ok=True)
+    src = sorted((data / "got10k" / "train").glob("*/00000001.jpg"))[:4]
+    photos = []
+    for k, f in enumerate(src):
+        photos.append(split / f"photo{k}.jpg")
+        cv2.imwrite(str(photos[-1]), cv2.resize(cv2.imread(str(f)), (1280, 720)), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    rng = np.random.default_rng(0)
+    names = [f"GOT-10k_Val_{i + 1:06d}" for i in range(sequences)]
+    for i, name in enumerate(names):
+        d = split / name
+        d.mkdir(exist_ok=True)
+        for f in range(frames):
+            os.link(photos[i % len(photos)], d / f"{f + 1:08d}.jpg")
+        c = rng.uniform(200, 600) + np.cumsum(rng.normal(0, 5, (frames, 2)), 0)
+        (d / "groundtruth.txt").write_text("".join(f"{x:.2f},{y:.2f},120,90\n" for x, y in c))
+    (split / "list.txt").write_text("\n".join(names) + "\n")
+    return out
+
+
+def lockstep(split_root: Path, device: torch.device, supernet, serial_sequences: int = 4) -> dict:
+    """One candidate over the whole GOT-10k-val-sized split by the lockstep evaluator (on a
+    GPU: decode, crops and post-processing on the device), against the one-sequence
+    tracker on its first ``serial_sequences`` sequences; seconds per candidate."""
+    from lighttrack.data.readers import Got10k
+    from lighttrack.tracker import PRESETS, Tracker
+    from lighttrack.tracker.evaluation import evaluate_split
+    from lighttrack.tracker.runtime import TorchNet
+
+    path = supernet.to(device).eval().path(MOBILE).eval()
+    full = Got10k(str(split_root), "val")
+    head = Got10k(str(split_root), "val", full.sequence_names[:serial_sequences])
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, net, reader in (("serial", Tracker(TorchNet(path), PRESETS["vot2019"]), head),
+                                  ("lockstep", path, head), ("lockstep_full", path, full)):
+            _sync(device)
+            t0 = time.perf_counter()
+            s = evaluate_split(net, reader, Path(tmp) / name, PRESETS["vot2019"], plot=False)
+            _sync(device)
+            sec = time.perf_counter() - t0
+            out[name] = {"seconds": sec, "frames": s["frames"], "fps": s["frames"] / sec, "ao": s["ao"]}
+    out["speedup_on_head"] = out["serial"]["seconds"] / out["lockstep"]["seconds"]
+    out["candidate_seconds_full_split"] = out["lockstep_full"]["seconds"]
+    return out
 
 
 def phase4(data: Path, device: torch.device, steps: int, batch: int, supernet) -> tuple[dict, torch.nn.Module]:
@@ -225,6 +281,8 @@ def main() -> int:
             r["phase1"], backbone = phase1(data, device, args.steps, args.batch)
             r["phase2"], supernet = phase2(data, device, args.steps, args.batch, backbone)
             r["candidate"] = candidate(data, device, supernet)
+            if device.type == "cuda":  # the CPU's figures come from bench/bench_eval.py
+                r["lockstep"] = lockstep(eval_split(data, Path(tmp) / "got10k-val-size"), device, supernet)
             r["phase4"], tracker = phase4(data, device, args.steps, args.batch, supernet)
             r["tracker"] = tracker_fps(device, tracker)
             r["export"] = export_check(tracker, args.out / f"export-{device.type}")

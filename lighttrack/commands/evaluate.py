@@ -77,8 +77,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[{len(done)}/{len(dataset)}] {info['sequence']}: {info['frames']} frames", flush=True)
 
     scores = evaluate_split(net, dataset, args.out, tracker_params(args), report=report, batch=args.batch)
+    from lighttrack.tracker.evaluation import baseline_line
+
     shown = {k: v for k, v in scores.items() if k != "success_curve"}
     print(json.dumps(shown, indent=2))
+    if scores.get("scored"):
+        print(baseline_line(scores))
     return 0
 
 

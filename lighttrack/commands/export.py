@@ -23,7 +23,9 @@ def _ao(net, dataset, params) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="lighttrack-export-eval-") as tmp:
         s = evaluate_split(net, dataset, tmp, params, plot=False)
-    return {k: s[k] for k in ("ao", "sr50", "sr75", "success_auc", "precision", "fps") if k in s}
+    keep = ("ao", "sr50", "sr75", "success_auc", "precision", "baseline_ao", "baseline_success_auc",
+            "beats_baseline", "fps")
+    return {k: s[k] for k in keep if k in s}
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ SCHEMA = pa.schema([
     ("settings_id", pa.string()),
     ("arch", pa.string()),
     ("ao", pa.float64()),
+    ("baseline_ao", pa.float64()),  # a tracker that stays at the first box, same frames (per settings)
     ("sr50", pa.float64()),
     ("sr75", pa.float64()),
     ("params", pa.int64()),

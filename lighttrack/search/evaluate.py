@@ -167,6 +167,7 @@ class CandidateEvaluator:
         self.evaluations += 1
         return {"supernet_id": self.supernet_id, "settings_id": self.settings_id, "arch": str(arch),
                 "ao": float(scores["ao"]), "sr50": float(scores["sr50"]), "sr75": float(scores["sr75"]),
+                "baseline_ao": float(scores["baseline_ao"]),
                 "params": c.params, "macs": c.macs, "latency_ms": c.latency_ms,
                 "recal_batches": len(self.batches), "seconds": time.perf_counter() - t0,
                 "started": started, "finished": dt.datetime.now(dt.timezone.utc)}

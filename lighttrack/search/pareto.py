@@ -36,17 +36,24 @@ def _plt():
     return plt
 
 
-def plot_progress(curves: Mapping[str, Sequence[float]], path: str | Path) -> None:
-    """Best AO vs number of evaluations, one curve per budget label."""
+def _baseline(ax, baseline: float | None) -> None:
+    if baseline is not None:
+        ax.axhline(baseline, ls=":", color="black", label=f"stays at the first box ({baseline:.3f})")
+
+
+def plot_progress(curves: Mapping[str, Sequence[float]], path: str | Path, baseline: float | None = None) -> None:
+    """Best AO vs number of evaluations, one curve per budget label; ``baseline`` = the AO
+    of a tracker that stays at the first box on the same frames (a dotted line)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, aos in curves.items():
         best = best_so_far(aos)
         ax.step(np.arange(1, len(best) + 1), best, where="post", label=label)
+    _baseline(ax, baseline)
     ax.set_xlabel("evaluations")
     ax.set_ylabel("best AO (GOT-10k val)")
     ax.grid(alpha=0.3)
-    if curves:
+    if curves or baseline is not None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -54,8 +61,9 @@ def plot_progress(curves: Mapping[str, Sequence[float]], path: str | Path) -> No
 
 
 def plot_pareto(rows: Sequence[Row], front: Sequence[Row], path: str | Path,
-                budgets: Sequence[tuple[str, int | None]] = ()) -> None:
-    """AO vs MACs of every evaluated candidate (colour = params), front joined, budget lines."""
+                budgets: Sequence[tuple[str, int | None]] = (), baseline: float | None = None) -> None:
+    """AO vs MACs of every evaluated candidate (colour = params), front joined, budget lines,
+    the stay-at-first-box AO as a dotted line."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     if rows:
@@ -64,6 +72,7 @@ def plot_pareto(rows: Sequence[Row], front: Sequence[Row], path: str | Path,
         fig.colorbar(sc, ax=ax, label="params (M)")
     if front:
         ax.plot([r["macs"] / 1e6 for r in front], [r["ao"] for r in front], "r.-", label="Pareto front")
+    _baseline(ax, baseline)
     for label, macs in budgets:
         if macs:
             ax.axvline(macs / 1e6, ls="--", color="gray")
@@ -71,7 +80,7 @@ def plot_pareto(rows: Sequence[Row], front: Sequence[Row], path: str | Path,
     ax.set_xlabel("MACs (M, search branch)")
     ax.set_ylabel("AO (GOT-10k val)")
     ax.grid(alpha=0.3)
-    if front:
+    if front or baseline is not None:
         ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -155,7 +155,7 @@ class CandidateSource:
         self.stats.failed += 1
 
     def _record(self, key: str, row: Mapping[str, Any], source: str) -> None:
-        keep = ("ao", "sr50", "sr75", "params", "macs", "latency_ms", "seconds", "search")
+        keep = ("ao", "baseline_ao", "sr50", "sr75", "params", "macs", "latency_ms", "seconds", "search")
         self.history.append({"eval": len(self.history), "arch": key, "source": source,
                              **{k: row.get(k) for k in keep}})
 

@@ -5,8 +5,10 @@ Result layout (official GOT-10k format)::
     OUT/<seq>/<seq>_001.txt    one "x,y,w,h" line per frame (frame 0 = the given box)
     OUT/<seq>/<seq>_time.txt   seconds per frame (frame 0 = initialisation)
     OUT/scores.json            ao, sr50, sr75, fps (GOT-10k) or success_auc, precision,
-                               norm_precision, fps (OTB/LaSOT protocol)
-    OUT/success.png            success curve
+                               norm_precision, fps (OTB/LaSOT protocol); each figure also as
+                               baseline_<figure>: a tracker that stays at the first box,
+                               scored on the same frames; beats_baseline
+    OUT/success.png            success curves of both
 
 Scores are computed from the files as written (3 decimals), exactly as the toolkit
 reads them; fps = mean over all frames of 1 / time (the toolkit's ``speed_fps``).
@@ -33,7 +35,7 @@ from lighttrack.tracker.plots import plot_success
 from lighttrack.tracker.tracker import Tracker
 
 __all__ = ["run_sequence", "write_results", "read_results", "score_results", "evaluate_split",
-           "protocol_of", "open_split", "SCORES_NAME"]
+           "protocol_of", "open_split", "stay_put_boxes", "baseline_line", "PRIMARY", "SCORES_NAME"]
 
 SCORES_NAME = "scores.json"
 
@@ -132,7 +134,7 @@ def score_results(out_dir: str | Path, dataset, protocol: str | None = None,
     protocol = protocol or protocol_of(dataset)
     if protocol not in ("got10k", "otb"):
         raise ValueError(f"unknown protocol {protocol!r}; use 'got10k' or 'otb'")
-    pooled, curves, all_times = [], [], []
+    ours, stay, all_times = [], [], []  # per sequence: pooled IoUs (got10k) or curves (otb)
     scored = True
     for i in range(len(dataset)):
         seq = dataset.sequence(i)
@@ -145,11 +147,8 @@ def score_results(out_dir: str | Path, dataset, protocol: str | None = None,
         if boxes.shape != gt.shape:
             raise ValueError(f"{_files(out_dir, seq.name)[0]}: {boxes.shape[0]} boxes for "
                              f"{gt.shape[0]} ground-truth frames")
-        absent = _absent(seq, protocol)
-        if protocol == "got10k":
-            pooled.append(metrics.got10k_sequence_ious(boxes, gt, absent, _image_size(seq)))
-        else:
-            curves.append(metrics.otb_sequence_curves(boxes, gt, absent))
+        ours.append(_sequence_score(boxes, gt, seq, protocol))
+        stay.append(_sequence_score(stay_put_boxes(gt), gt, seq, protocol))
     times = np.concatenate(all_times) if all_times else np.zeros(0)
     fps = float(np.mean(1.0 / times)) if times.size else -1.0
     if not scored:
@@ -157,19 +156,52 @@ def score_results(out_dir: str | Path, dataset, protocol: str | None = None,
                   "frames": int(times.size)}
         (out_dir / SCORES_NAME).write_text(json.dumps(scores, indent=2))
         return scores
-    if protocol == "got10k":
-        s = metrics.got10k_scores(np.concatenate(pooled))
-        thr, label = metrics.SUCCESS_THRESHOLDS_GOT10K, f"AO {s['ao']:.3f}"
-    else:
-        s = metrics.otb_scores(curves)
-        thr, label = metrics.SUCCESS_THRESHOLDS_OTB, f"AUC {s['success_auc']:.3f}"
-    curve = s.pop("success_curve")
-    scores = {"protocol": protocol, "scored": True, **s, "fps": fps, "sequences": len(dataset),
+    s, b = _summary(ours, protocol), _summary(stay, protocol)
+    key = PRIMARY[protocol]
+    curve, baseline_curve = s.pop("success_curve"), b.pop("success_curve")
+    scores = {"protocol": protocol, "scored": True, **s, **{f"baseline_{k}": v for k, v in b.items()},
+              "beats_baseline": bool(s[key] > b[key]), "fps": fps, "sequences": len(dataset),
               "frames": int(times.size), "success_curve": curve}
     (out_dir / SCORES_NAME).write_text(json.dumps(scores, indent=2))
     if plot:
-        plot_success({label: (thr, np.asarray(curve))}, out_dir / "success.png", f"Success ({protocol})")
+        thr = metrics.SUCCESS_THRESHOLDS_GOT10K if protocol == "got10k" else metrics.SUCCESS_THRESHOLDS_OTB
+        name = "AO" if protocol == "got10k" else "AUC"
+        plot_success({f"tracker ({name} {s[key]:.3f})": (thr, np.asarray(curve)),
+                      f"stays at the first box ({name} {b[key]:.3f})": (thr, np.asarray(baseline_curve))},
+                     out_dir / "success.png", f"Success ({protocol})")
     return scores
+
+
+# The figure a protocol ranks by; its stay-at-first-box value is scores["baseline_" + key].
+PRIMARY = {"got10k": "ao", "otb": "success_auc"}
+
+
+def stay_put_boxes(gt: np.ndarray) -> np.ndarray:
+    """(N, 4) boxes of a tracker that never moves from the first box, as its result file
+    would hold them (3 decimals)."""
+    return np.repeat(np.round(np.asarray(gt[:1], np.float64), 3), len(gt), 0)
+
+
+def _sequence_score(boxes: np.ndarray, gt: np.ndarray, seq, protocol: str):
+    absent = _absent(seq, protocol)
+    if protocol == "got10k":
+        return metrics.got10k_sequence_ious(boxes, gt, absent, _image_size(seq))
+    return metrics.otb_sequence_curves(boxes, gt, absent)
+
+
+def _summary(per_sequence: list, protocol: str) -> dict:
+    if protocol == "got10k":
+        return metrics.got10k_scores(np.concatenate(per_sequence))
+    return metrics.otb_scores(per_sequence)
+
+
+def baseline_line(scores: dict) -> str:
+    """One line: the tracker's primary figure beside the stay-at-first-box one, and whether it beats it."""
+    key = PRIMARY[scores["protocol"]]
+    name = "AO" if key == "ao" else "success AUC"
+    verdict = "beats it" if scores["beats_baseline"] else "does NOT beat it"
+    return (f"{name} {scores[key]:.4f}; a tracker that stays at the first box: {scores['baseline_' + key]:.4f} "
+            f"on the same frames ({verdict})")
 
 
 def _results(net, sequences: list, params: TrackerParams, batch, device_crops: bool | None):

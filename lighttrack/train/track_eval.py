@@ -60,6 +60,7 @@ def supernet_evaluator(cfg: TrackEvalConfig, archs: Sequence[Arch], recal_batche
                 scores = track_ao(model.path(arch), reader, cfg, tmp)
             out[f"val_ao/path{i}"] = float(scores["ao"])
         out["val_ao/mean"] = sum(out.values()) / max(len(archs), 1)
+        out["val_baseline_ao"] = float(scores["baseline_ao"])  # stays at the first box, same frames
         return out
     return evaluate
 
@@ -75,5 +76,6 @@ def static_evaluator(cfg: TrackEvalConfig) -> Callable[[nn.Module, int], dict]:
         with tempfile.TemporaryDirectory() as tmp:
             scores = track_ao(model, reader, cfg, tmp)
         model.train(was)
-        return {"val_ao": float(scores["ao"]), "val_sr50": float(scores.get("sr50", float("nan")))}
+        return {"val_ao": float(scores["ao"]), "val_sr50": float(scores.get("sr50", float("nan"))),
+                "val_baseline_ao": float(scores["baseline_ao"])}
     return evaluate
