@@ -88,18 +88,20 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     print(f"{n} evaluations per run, config {args.config}, budget {budget.label}, supernet {ckpt}")
 
+    import mlflow
+    import ray
+
+    # Before the plain loop: the evaluator's body asks Ray for its node id, which starts a
+    # default Ray instance, and a second ray.init would then fail.
+    ray.init(num_cpus=max(2, max(args.workers)), include_dashboard=False, log_to_driver=False)
     secs, trials, busy = plain(cfg, ckpt, budget, costs, n, str(tmp / "cache-plain"))
     base, base_share = trials / secs * 60, busy / secs
     print(f"plain loop      : {trials} evaluations in {secs:6.1f} s = {base:6.2f} /min; "
           f"evaluator busy {base_share:.0%} of the wall time")
 
-    import mlflow
-    import ray
-
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     mlflow.set_experiment("bench-search")
-    ray.init(num_cpus=max(2, max(args.workers)), include_dashboard=False, log_to_driver=False)
     rates = {}
     for w in args.workers:
         secs, trials, loads, busy = tune(cfg, ckpt, budget, costs, w, str(tmp / f"cache-tune{w}"), tmp)
