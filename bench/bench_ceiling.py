@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", default=str(ROOT / "runs" / "bench" / "eval" / "embedded"))
+    ap.add_argument("--save", help="write the trained StaticTracker state dict here at the end")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -116,6 +117,8 @@ def main() -> None:
             t, tb = scores(model, train)
             print(f"  {trained / 60:.1f} min, step {step} ({step * args.batch} pairs): cls {c:.3f}, IoU loss {r:.3f}; "
                   f"val AO {v:.4f} (stays {vb:.4f}); train AO {t:.4f} (stays {tb:.4f})", flush=True)
+    if args.save:
+        torch.save(model.state_dict(), args.save)
 
 
 if __name__ == "__main__":
