@@ -189,3 +189,21 @@ def test_onnxruntime_eval_net_batches_like_the_module():
     for got, want in zip(ort.search(zf, x), ref.search(torch.from_numpy(zf), normalize(x))):
         assert got.shape == want.shape and got.shape[0] == 3
         np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
+
+
+def test_device_crops_read_png_frames_too(embedded, tmp_path):
+    """Frames that are not JPEGs (a folder of PNGs) are decoded on the host and moved."""
+    import cv2
+
+    dataset = open_split(embedded, "val")
+    seq = dataset.sequence(0)
+    folder = tmp_path / "png" / seq.name
+    folder.mkdir(parents=True)
+    for k in range(6):
+        cv2.imwrite(str(folder / f"{k + 1:08d}.png"), seq.read_frame(k)[..., ::-1])
+    np.savetxt(folder / "groundtruth.txt", seq.boxes[:6], fmt="%.3f", delimiter=",")
+    png = open_split(tmp_path / "png", layout="folder")
+    net = ColourNet()
+    host = {r.name: r.boxes for r in track_lockstep(net, [png.sequence(0)], PARAMS, batch=1)}
+    dev = {r.name: r.boxes for r in track_lockstep(net, [png.sequence(0)], PARAMS, batch=1, device_crops=True)}
+    assert np.abs(host[seq.name] - dev[seq.name]).max() < 2.0

@@ -154,12 +154,21 @@ def _host_frame(seq, k: int) -> tuple[np.ndarray, tuple[float, float, float]]:
 
 
 def _device_frames(datas: list[bytes], device: torch.device) -> list[torch.Tensor]:
-    from torchvision.io import decode_jpeg
+    """Encoded frames -> (3, H, W) uint8 RGB on ``device``: JPEGs in one batched
+    ``decode_jpeg`` there, anything else (PNG, BMP) decoded on the host and moved."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
     tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    jpeg = [i for i, d in enumerate(datas) if d[:2] == b"\xff\xd8"]
+    out: list = [None] * len(datas)
     with warnings.catch_warnings():  # torchvision 0.29 points to torchcodec; decode_jpeg still works
         warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(tensors, device=device)  # list of (3, H, W) uint8, one batched call
+        if jpeg:
+            for i, im in zip(jpeg, decode_jpeg([tensors[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)):
+                out[i] = im
+        for i in set(range(len(datas))) - set(jpeg):
+            out[i] = decode_image(tensors[i], mode=ImageReadMode.RGB).to(device)
+    return out
 
 
 # -- the loop -------------------------------------------------------------------------------
