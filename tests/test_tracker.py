@@ -198,6 +198,11 @@ def test_bad_input_is_rejected_clearly():
         tracker.initialize(np.zeros((10, 10, 3), np.float32), (1, 1, 5, 5))
     with pytest.raises(ValueError, match="positive w, h"):
         tracker.initialize(_frame(), (1, 1, 0, 5))
+    h, w = _frame().shape[:2]
+    for outside in ((-20, 5, 20, 10), (w, 5, 10, 10), (5, h + 3, 10, 10)):  # touching the edge from outside
+        with pytest.raises(ValueError, match="entirely outside"):
+            tracker.initialize(_frame(), outside)
+    tracker.initialize(_frame(), (-5, -5, 10, 10))  # partly inside: a legal start
     with pytest.raises(TypeError, match="template"):
         Tracker(object())
 

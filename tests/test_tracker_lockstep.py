@@ -133,6 +133,9 @@ def test_bad_initial_box_names_the_sequence():
     seq = HandSequence("zero-width", np.array([[10, 10, 0, 20], [10, 10, 5, 20]], np.float64))
     with pytest.raises(ValueError, match="zero-width"):
         list(track_lockstep(ColourNet(), [seq], PARAMS, batch=1))
+    away = HandSequence("far-away", np.array([[500, 10, 20, 20], [10, 10, 20, 20]], np.float64))
+    with pytest.raises(ValueError, match="far-away.*entirely outside the 320x240 frame"):
+        list(track_lockstep(ColourNet(), [away], PARAMS, batch=1))
     with pytest.raises(ValueError, match="batch"):
         list(track_lockstep(ColourNet(), [seq], PARAMS, batch=0))
 
@@ -207,3 +210,17 @@ def test_device_crops_read_png_frames_too(embedded, tmp_path):
     host = {r.name: r.boxes for r in track_lockstep(net, [png.sequence(0)], PARAMS, batch=1)}
     dev = {r.name: r.boxes for r in track_lockstep(net, [png.sequence(0)], PARAMS, batch=1, device_crops=True)}
     assert np.abs(host[seq.name] - dev[seq.name]).max() < 2.0
+
+
+def test_a_broken_sequence_at_the_end_of_the_split_stops_before_any_tracking(embedded, tmp_path):
+    import shutil
+
+    from lighttrack.data.fs import DataError
+
+    root = tmp_path / "got10k"
+    shutil.copytree(embedded / "got10k" / "val", root / "val")
+    last = (root / "val" / "list.txt").read_text().split()[-1]
+    (root / "val" / last / "groundtruth.txt").write_text("1,2,3\n")  # a line of 3 values
+    with pytest.raises(DataError, match=rf"{last}.*groundtruth.txt:1"):
+        evaluate_split(ColourNet(), open_split(root, "val"), tmp_path / "out", PARAMS, plot=False)
+    assert not any((tmp_path / "out").rglob("*.txt"))  # no sequence was tracked first

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from lighttrack.geometry import IMAGENET_MEAN, IMAGENET_STD, TEMPLATE_SIZE, crop, normalize
 from lighttrack.tracker.params import TrackerParams
 from lighttrack.tracker.runtime import as_numpy_net
+from lighttrack.tracker.tracker import first_box
 
 __all__ = ["SequenceResult", "track_lockstep", "auto_batch", "crop_tensor", "CPU_MAX_BATCH"]
 
@@ -310,10 +311,10 @@ class _Lockstep:
         for i, (image, _) in zip(started, frames):
             slot = self.slots[i]
             h, w = (image.shape[1:] if self.device_crops else image.shape[:2])
-            x, y, bw, bh = (float(v) for v in np.asarray(slot.seq.boxes[0], np.float64).reshape(4))
-            if not (bw > 0 and bh > 0 and np.isfinite([x, y, bw, bh]).all()):
-                raise ValueError(f"sequence {slot.seq.name}: initial box must have finite x, y and "
-                                 f"positive w, h; got {slot.seq.boxes[0]}")
+            try:
+                x, y, bw, bh = first_box(slot.seq.boxes[0], w, h)
+            except ValueError as e:
+                raise ValueError(f"sequence {slot.seq.name}: {e}") from None
             small = bw * bh / float(w * h) < self.p.small_target_ratio
             slot.search_size = self.p.large_search_size if (self.p.large_search and small) else self.p.search_size
             self.center[i] = torch.tensor([x + bw / 2, y + bh / 2], dtype=torch.float64)

@@ -18,7 +18,8 @@ from lighttrack.geometry import TEMPLATE_SIZE, STRIDE, context_size, crop, ltrb_
 from lighttrack.tracker.params import PRESETS, TrackerParams
 from lighttrack.tracker.runtime import as_numpy_net
 
-__all__ = ["Tracker", "Decision", "SearchCrop", "hanning_window", "decide", "size_change_penalty"]
+__all__ = ["Tracker", "Decision", "SearchCrop", "hanning_window", "decide", "size_change_penalty",
+           "first_box"]
 
 _EPS = 1e-6  # floor for predicted box sides (crop px) so ratios stay finite
 
@@ -80,6 +81,16 @@ def decide(cls: np.ndarray, reg: np.ndarray, last_size: tuple[float, float], win
     return Decision((int(r), int(c)), float(score[r, c]), float(penalty[r, c]), box[:, r, c].copy())
 
 
+def first_box(box, frame_w: int, frame_h: int) -> tuple[float, float, float, float]:
+    """The initial box as floats; refused unless finite, with positive sides, overlapping the frame."""
+    x, y, w, h = (float(v) for v in np.asarray(box, np.float64).reshape(4))
+    if not (w > 0 and h > 0 and np.isfinite([x, y, w, h]).all()):
+        raise ValueError(f"initial box must have finite x, y and positive w, h; got {box}")
+    if x + w <= 0 or y + h <= 0 or x >= frame_w or y >= frame_h:
+        raise ValueError(f"initial box {[x, y, w, h]} lies entirely outside the {frame_w}x{frame_h} frame")
+    return x, y, w, h
+
+
 class Tracker:
     """Single-object tracker; boxes are ``(x, y, w, h)`` in frame pixels."""
 
@@ -108,11 +119,9 @@ class Tracker:
     def initialize(self, image: np.ndarray, box) -> None:
         """Start on ``image`` with the target at ``box`` (x, y, w, h)."""
         self._check_image(image)
-        x, y, w, h = (float(v) for v in np.asarray(box, np.float64).reshape(4))
-        if not (w > 0 and h > 0 and np.isfinite([x, y, w, h]).all()):
-            raise ValueError(f"initial box must have finite x, y and positive w, h; got {box}")
-        p = self.params
         frame_h, frame_w = image.shape[:2]
+        x, y, w, h = first_box(box, frame_w, frame_h)
+        p = self.params
         self.frame_size = np.array([frame_w, frame_h], np.float64)
         self.center = np.array([x + w / 2, y + h / 2])
         self.size = np.array([w, h])
