@@ -125,21 +125,21 @@ class CandidateEvaluator:
         self._bn_state = {k: v.clone() for k, v in supernet.state_dict().items()
                           if _is_bn_buffer(supernet, k)}
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="lt-search-"))
-        self.backend = self._backend(cfg.backend)
+        sequences = [self.val.sequence(i) for i in range(len(self.val))]  # annotations read once
+        self.backend = self._backend(cfg.backend, sum(len(s.frames) for s in sequences))
         self.settings_id = cache.settings_id(
-            sequences=cache.fingerprint_sequences(self.val.sequence(i) for i in range(len(self.val))),
+            sequences=cache.fingerprint_sequences(sequences),
             tracker=self.params, recal_batches=cfg.recal_batches if cfg.recalibrate else 0,
             recal_batch_size=cfg.recal_batch_size, seed=cfg.seed,
             recal_data=f"{cfg.recal_root}:{cfg.recal_split}",
             extra={"backend": self.backend} if self.backend != "torch" else None)
         self.evaluations = 0
 
-    def _backend(self, name: str) -> str:
+    def _backend(self, name: str, frames: int) -> str:
         if name != "auto":
             return name
         import importlib.util
 
-        frames = sum(len(self.val.sequence(i).frames) for i in range(len(self.val)))
         on_cpu = self.device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None
         return "onnxruntime" if on_cpu and frames >= ORT_MIN_FRAMES else "torch"
 

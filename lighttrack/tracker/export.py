@@ -31,7 +31,7 @@ from torch import nn
 from lighttrack.geometry import CONTEXT, IMAGENET_MEAN, IMAGENET_STD, SEARCH_SIZE, TEMPLATE_SIZE
 from lighttrack.models.static import SearchBranch, fold_bn, tile_se_gates
 from lighttrack.tracker.params import TrackerParams
-from lighttrack.tracker.runtime import CARD_NAME
+from lighttrack.tracker.runtime import CARD_NAME, ort_session
 
 __all__ = ["OPSET", "RawInputNet", "OrtEvalNet", "export_tracker", "calibration_crops", "dataset_samples",
            "quantize_int8", "write_card"]
@@ -119,9 +119,7 @@ class OrtEvalNet:
     max_batch = None
 
     def __init__(self, net: nn.Module, threads: int = 1):
-        from lighttrack.tracker.runtime import ort_session
-
-        self._session = lambda data: ort_session(data, threads)
+        self.threads = threads
         self.raw = RawInputNet(fold_bn(net)).eval()
         z = torch.zeros(1, TEMPLATE_SIZE, TEMPLATE_SIZE, 3, dtype=torch.uint8)
         with torch.no_grad():
@@ -132,7 +130,7 @@ class OrtEvalNet:
     def _export(self, module: nn.Module, args: tuple, inputs: list[str], outputs: list[str]):
         buf = io.BytesIO()
         _onnx_export(module, args, buf, inputs, outputs, dynamic_batch=True)
-        return self._session(buf.getvalue())
+        return ort_session(buf.getvalue(), self.threads)
 
     def template(self, z: np.ndarray) -> np.ndarray:
         return self._template.run(None, {"z": np.ascontiguousarray(z, np.uint8)})[0]
@@ -227,8 +225,6 @@ def quantize_int8(out_dir: str | Path, files: dict, crops: list[tuple[np.ndarray
     ``crops`` = [(template uint8 (128, 128, 3), search uint8 (S, S, 3))]; returns the file map."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from lighttrack.tracker.runtime import ort_session
 
     out_dir = Path(out_dir)
     if not crops:

@@ -238,9 +238,13 @@ class _Lockstep:
         return np.stack([j.result() for j in jobs])  # (B, out, out, 3) uint8
 
     # tracker arithmetic (Tracker.initialize / track / _update over slots) ------------------
+    def _sz(self, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """sqrt((w + p)(h + p)), p = context * (w + h): geometry.context_size over tensors."""
+        q = self.p.context * (w + h)
+        return torch.sqrt((w + q) * (h + q))
+
     def _context(self, size: torch.Tensor) -> torch.Tensor:
-        p = self.p.context * size.sum(1)
-        return torch.sqrt((size[:, 0] + p) * (size[:, 1] + p))  # s_z (B,)
+        return self._sz(size[:, 0], size[:, 1])  # s_z (B,) of (B, 2) sizes
 
     def _window(self, s: int) -> torch.Tensor:
         if s not in self.windows:
@@ -262,14 +266,10 @@ class _Lockstep:
         last = self.size[slots] * scale_z[:, None]  # (B, 2) crop px
         lw, lh = last[:, 0, None, None], last[:, 1, None, None]
 
-        def sz(w, h):
-            q = p.context * (w + h)
-            return torch.sqrt((w + q) * (h + q))
-
         def change(r):
             return torch.maximum(r, 1.0 / r)
 
-        penalty = torch.exp(-(change((lw / lh) / (pw / ph)) * change(sz(pw, ph) / sz(lw, lh)) - 1.0) * p.penalty_k)
+        penalty = torch.exp(-(change((lw / lh) / (pw / ph)) * change(self._sz(pw, ph) / self._sz(lw, lh)) - 1.0) * p.penalty_k)
         pscore = penalty * score * (1.0 - p.window_influence) + self._window(s) * p.window_influence
         cell = pscore.flatten(1).argmax(1)[:, None]  # first maximum, as np.argmax
 
