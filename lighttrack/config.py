@@ -2,24 +2,57 @@
 
 Every job config is a ``@dataclass`` whose fields have defaults and a one-line comment.
 ``load(Cls, path, overrides)`` reads the YAML file, applies ``key=value`` overrides
-(dotted keys reach nested dataclasses: ``optim.lr=0.1``) and checks every key and type.
+(dotted keys reach nested dataclasses: ``optim.lr=0.1``) and checks every key, type and
+value: a field's domain is in its annotation (``epochs: PosInt``, ``flip: Probability``,
+``name: Literal["sgd", "rmsprop"]``), and a class may add a ``validate()`` method for
+rules between its fields. Errors name the file, the dotted key and the value.
 """
 from __future__ import annotations
 
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Iterable, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "from_dict", "load", "to_dict", "parse_overrides"]
+__all__ = ["ConfigError", "from_dict", "load", "to_dict", "parse_overrides", "Range",
+           "PosInt", "Count", "PosFloat", "NonNegFloat", "Probability", "Fraction"]
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """An unknown key, a wrong type or an unreadable config file."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The domain of a number field, as ``Annotated[int, Range(ge=1)]``."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def check(self, value: float, where: str) -> None:
+        bounds = (("ge", value >= (self.ge or 0)), ("gt", value > (self.gt or 0)),
+                  ("le", value <= (self.le or 0)), ("lt", value < (self.lt or 0)))
+        if not all(ok for name, ok in bounds if getattr(self, name) is not None):
+            raise ConfigError(f"{where}: {value!r} is out of range; must be {self}")
+
+    def __str__(self) -> str:
+        ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+        return " and ".join(f"{ops[k]} {getattr(self, k):g}" for k in ops if getattr(self, k) is not None)
+
+
+PosInt = Annotated[int, Range(ge=1)]  # sizes, epochs, workers
+Count = Annotated[int, Range(ge=0)]  # "0 = all / off / auto" counts
+PosFloat = Annotated[float, Range(gt=0)]  # learning rates, epsilons
+NonNegFloat = Annotated[float, Range(ge=0)]
+Probability = Annotated[float, Range(ge=0, le=1)]
+Fraction = Annotated[float, Range(ge=0, lt=1)]  # momentum, decay rates, dropout
 
 
 class _Raw(str):
@@ -30,13 +63,23 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if isinstance(value, _Raw):
         # A string field keeps the exact text (a run id like 123e45 must not become a float).
         parsed = yaml.safe_load(value)
-        if (tp is str or tp == (str | None)) and parsed is not None and not isinstance(parsed, str):
+        if typing.get_origin(tp) is typing.Literal and str(value) in typing.get_args(tp):
+            value = str(value)  # `--set run.use_gpu=true` is the name "true", not a bool
+        elif (tp is str or tp == (str | None)) and parsed is not None and not isinstance(parsed, str):
             value = str(value)
         else:
             value = parsed
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Annotated:
+        value = _coerce(value, args[0], where)
+        for rule in tp.__metadata__:
+            if isinstance(rule, Range):
+                rule.check(value, where)
+        return value
     if origin is typing.Literal:
+        if isinstance(value, bool) and str(value).lower() in args:
+            value = str(value).lower()  # YAML reads `use_gpu: true` as a bool
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
         return value
@@ -105,7 +148,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -117,7 +160,13 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
             # A partial nested section overrides the field's own default, not the class defaults.
             v = _merge(_field_default(fields[k]), v)
         kwargs[k] = _coerce(v, hints[k], f"{where}.{k}" if where else k)
-    return cls(**kwargs)
+    try:
+        obj = cls(**kwargs)
+        if hasattr(obj, "validate"):
+            obj.validate()
+    except ConfigError as e:  # rules between fields name their keys relative to this class
+        raise ConfigError(f"{where}.{e}" if where else str(e)) from None
+    return obj
 
 
 def _field_default(f: dataclasses.Field) -> dict:

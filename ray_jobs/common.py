@@ -24,13 +24,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from lighttrack.arch import ArchError
+from lighttrack.checkpoint import CheckpointError
+from lighttrack.data.fs import DataError
 from lighttrack.config import ConfigError, load, to_dict
+from lighttrack.commands.argtypes import positive_int
 
 __all__ = [
     "OpsError", "PHASES", "PHASE_TAG", "PARENT_TAG", "ARCH_TAG", "RUN_ID_PREFIX",
     "add_common_args", "load_config", "setup_mlflow", "connect_ray", "Capacity", "cluster_capacity", "use_gpu",
     "RunInput", "resolve_run_input", "storage_path_check", "phase_run", "report_run_id",
-    "run_job",
+    "run_job", "mark_failed", "FAILURE_TAG", "check_inputs",
 ]
 
 T = TypeVar("T")
@@ -38,6 +41,7 @@ T = TypeVar("T")
 PHASES = ("pretrain", "supernet", "search", "retrain")
 PHASE_TAG = "lighttrack.phase"  # one of PHASES, on every run a job creates
 PARENT_TAG = "lighttrack.parent_run"  # run id of the input run (lineage)
+FAILURE_TAG = "lighttrack.failure"  # why a FAILED (or KILLED) run stopped: the error's last line
 ARCH_TAG = "lighttrack.arch"  # canonical architecture string, where a run has one
 RUN_ID_PREFIX = "LIGHTTRACK_RUN_ID="  # the line a job prints so drivers can chain phases
 DEFAULT_EXPERIMENT = "lighttrack"
@@ -63,7 +67,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="Ray Train/Tune storage (checkpoints); s3://, gs:// or a shared path on a cluster")
     g.add_argument("--address", default=None,
                    help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
-    g.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (or concurrent trials)")
+    g.add_argument("--num-workers", type=positive_int, default=1, help="Ray Train workers (or concurrent trials)")
     g.add_argument("--use-gpu", choices=("auto", "true", "false"), default="auto",
                    help="auto: use GPUs when the cluster has any")
     return parser
@@ -213,7 +217,11 @@ def phase_run(phase: str, args: argparse.Namespace, config: Any = None,
         if config is not None:
             params = _flatten(to_dict(config) if dataclasses.is_dataclass(config) else dict(config))
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        yield run
+        try:
+            yield run
+        except BaseException as e:  # the run ends FAILED (mlflow.start_run); say why
+            mlflow.set_tag(FAILURE_TAG, "interrupted" if isinstance(e, KeyboardInterrupt) else failure_reason(e))
+            raise
 
 
 # --------------------------------------------------------------------------- Ray
@@ -319,13 +327,68 @@ def storage_path_check(path: str | None, num_nodes: int | None = None) -> str | 
     return str(Path(path).expanduser().resolve()) if path else None
 
 
+def check_inputs(cfg: Any, where: str = "") -> None:
+    """Check, on the driver and before Ray or MLflow start, every dataset and tracker file
+    that job config ``cfg`` names: a listing per tracking source, the validation split, the
+    ImageNet folders (their class folders or index), tracker YAML files. A problem is a
+    ``DataError``/``ConfigError`` naming the config key."""
+    from lighttrack.data.check import check_image_folder_quick, check_source_quick
+    from lighttrack.data.sampling import PairDataConfig
+    from lighttrack.search.evaluate import EvalConfig
+    from lighttrack.tracker.evaluation import open_split
+    from lighttrack.tracker.params import load_params
+    from lighttrack.train.config import PretrainConfig, RetrainStageConfig, TrackEvalConfig
+
+    key = (lambda k: f"{where}.{k}" if where else k)
+    if isinstance(cfg, PairDataConfig):
+        for i, sc in enumerate(cfg.sources):
+            if sc.pairs_per_epoch:
+                check_source_quick(sc.kind, sc.root, sc.split, key(f"sources[{i}]"))
+        return
+    if isinstance(cfg, (TrackEvalConfig, EvalConfig)):
+        root, split = (cfg.root, cfg.split) if isinstance(cfg, TrackEvalConfig) else (cfg.val_root, cfg.val_split)
+        try:
+            open_split(root, split)
+            if isinstance(cfg, EvalConfig) and cfg.recalibrate and cfg.recal_batches:
+                check_source_quick("got10k", cfg.recal_root, cfg.recal_split, key("recal_root"))
+            load_params(cfg.tracker)
+        except ConfigError as e:
+            raise ConfigError(f"{key('tracker')}: {e}") from None
+        except ValueError as e:  # DataError
+            raise type(e)(f"{where or 'eval'}: {e}") from None
+        return
+    if isinstance(cfg, PretrainConfig) or (isinstance(cfg, RetrainStageConfig) and cfg.enabled):
+        check_image_folder_quick(cfg.data_root, where=key("data_root"))
+    if dataclasses.is_dataclass(cfg):
+        for f in dataclasses.fields(cfg):
+            if dataclasses.is_dataclass(getattr(cfg, f.name)):
+                check_inputs(getattr(cfg, f.name), key(f.name))
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line for a failed run: the last line of the error (for a Ray Train failure, the
+    worker's own exception, which Ray puts at the end of its message)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:5000]
+
+
+def mark_failed(client, run_id: str, error: BaseException) -> None:
+    """End MLflow run ``run_id`` as FAILED (KILLED when interrupted) with the reason as a tag."""
+    killed = isinstance(error, (KeyboardInterrupt, SystemExit))
+    try:
+        client.set_tag(run_id, FAILURE_TAG, "interrupted" if killed else failure_reason(error))
+        client.set_terminated(run_id, status="KILLED" if killed else "FAILED")
+    except Exception as e:  # the store may be what failed; the original error matters more
+        print(f"warning: could not mark MLflow run {run_id} as failed: {e}", file=sys.stderr, flush=True)
+
+
 # --------------------------------------------------------------------------- entry
 
 def run_job(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run ``main(argv)`` and exit; bad input becomes one ``error:`` line and exit code 2."""
     try:
         code = main(argv)
-    except (OpsError, ConfigError, ArchError, FileNotFoundError) as e:
+    except (OpsError, ConfigError, ArchError, FileNotFoundError, DataError, CheckpointError) as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     sys.exit(int(code or 0))

@@ -28,6 +28,7 @@ import yaml
 from lighttrack.data.synth import SIZES
 from ray_jobs.common import PHASE_TAG, RUN_ID_PREFIX, OpsError
 from ray_jobs.services import BIN, LocalCluster, LocalMlflow, LocalRay, ServiceError
+from lighttrack.commands.argtypes import count
 
 __all__ = ["Phase", "PHASES", "absolute_data_overrides", "ensure_data", "run_phases", "summarize", "main"]
 
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated subset, in pipeline order")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "pipeline",
                    help="MLflow store (mlflow.db, artifacts) and Ray Train storage")
-    p.add_argument("--local-nodes", type=int, default=0, metavar="N",
+    p.add_argument("--local-nodes", type=count, default=0, metavar="N",
                    help="run on a local multi-node cluster (needs root): a head with no CPUs, N worker "
                         "nodes that see none of this machine's files, data, storage and MLflow artifacts "
                         "in a local S3 server (cluster/README.md)")

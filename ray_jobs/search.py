@@ -23,6 +23,8 @@ if __package__ in (None, ""):  # `python ray_jobs/search.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ray_jobs import common  # noqa: E402
+from lighttrack.checkpoint import require_phase  # noqa: E402
+from lighttrack.commands.argtypes import positive_float, positive_int
 
 SEARCH_NAME_TAG = "lighttrack.search_name"
 
@@ -35,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params-max", help="parameter budget, e.g. 2M")
     p.add_argument("--budget", action="append", default=[], metavar="MACS,PARAMS[,MSms]",
                    help="a budget; repeat for several (one search, one cache, one best each)")
-    p.add_argument("--latency-max", type=float, help="latency budget in ms (needs --latency-table)")
+    p.add_argument("--latency-max", type=positive_float, help="latency budget in ms (needs --latency-table)")
     p.add_argument("--latency-table", help="table from `lighttrack arch profile`")
     p.add_argument("--cache", help="evaluation cache dir or URI (default: beside the supernet)")
-    p.add_argument("--workers", type=int, help="evaluator actors (= concurrent trials)")
+    p.add_argument("--workers", type=positive_int, help="evaluator actors (= concurrent trials)")
     return p
 
 
@@ -146,6 +148,8 @@ class _Resumed:
     def __exit__(self, exc_type, exc, tb):
         import mlflow
 
+        if exc is not None:
+            mlflow.set_tag(common.FAILURE_TAG, common.failure_reason(exc))
         mlflow.end_run("FINISHED" if exc_type is None else "FAILED")
         return False
 
@@ -170,12 +174,12 @@ def main(argv=None) -> int:
     for b in budgets:  # an impossible budget stops here, before anything starts
         check_possible(b, costs)
     _optimizer_factory(cfg, None)  # unknown optimizer name -> error now
+    common.check_inputs(cfg)  # the validation and recalibration splits, the tracker file
 
     common.setup_mlflow(args.experiment)
     supernet = common.resolve_run_input(cfg.supernet, "supernet", "checkpoint/checkpoint.pt")
     ckpt = supernet.path if supernet.path.is_file() else supernet.path / "checkpoint.pt"
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"supernet checkpoint not found: {ckpt}")
+    require_phase(ckpt, "supernet", "--supernet")  # its keys only: a phase-1 file or a truncated one stops here
     common.connect_ray(args.address)
     capacity = common.cluster_capacity()
     storage = common.storage_path_check(args.storage_path, capacity.max_nodes)

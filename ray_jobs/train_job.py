@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # direct `python ray_jobs/x.py` from a checkout without install
     sys.path.insert(0, str(ROOT))
 
-from lighttrack.config import ConfigError, load, to_dict  # noqa: E402
+from lighttrack.config import load, to_dict  # noqa: E402
 
 __all__ = ["parse_args", "run_job", "Reporter", "worker_dist", "input_state", "load_checkpoint_ref", "CHECKPOINT_FILE"]
 
@@ -57,7 +57,7 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or _default_tracking_uri()
 
 
-PATH_KEYS = ("root", "data_root", "init", "arch")  # config fields that may name a local file or folder
+PATH_KEYS = ("root", "data_root", "init", "arch", "index", "tracker", "supernet")  # fields that may name a local file or folder
 
 
 def absolute_paths(d: Any) -> Any:
@@ -134,25 +134,29 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    from ray_jobs.common import cluster_capacity, connect_ray, setup_mlflow, storage_path_check, use_gpu as gpu_flag
+    from ray_jobs.common import (OpsError, check_inputs, cluster_capacity, connect_ray, mark_failed, setup_mlflow,
+                                 storage_path_check, use_gpu as gpu_flag)
     overrides = list(args.overrides)
     if args.num_workers is not None:
         overrides.append(f"run.num_workers={args.num_workers}")
     if args.use_gpu is not None:
         overrides.append(f"run.use_gpu={args.use_gpu}")
     cfg = load(cfg_cls, args.config, overrides)
+    check_inputs(cfg)  # every dataset and tracker file the job will read, before Ray and MLflow
+    tags = lineage(cfg)
     setup_mlflow(args.experiment)
+    states = {}
+    for key, (ref, ref_phase) in inputs(cfg).items():  # resolves parents (and fails early on a bad one)
+        state, ref_tags = load_checkpoint_ref(ref, phase=ref_phase, what=key)
+        states[key] = {"model": state["model"]}  # the weights only, not the optimizer state
+        tags |= ref_tags if key == "init" else {f"lighttrack.{key}_{k.rsplit('.', 1)[-1]}": v
+                                                 for k, v in ref_tags.items()}
     connect_ray(args.address)
     capacity = cluster_capacity()  # read once: the storage check and --use-gpu auto both need it
     storage = storage_path_check(args.storage_path, capacity.max_nodes)
     import ray
-    tags = lineage(cfg)
-    refs = {}
-    for key, (ref, ref_phase) in inputs(cfg).items():  # resolves parents (and fails early on a bad one)
-        state, ref_tags = load_checkpoint_ref(ref, phase=ref_phase)
-        refs[key] = ray.put({"model": state["model"]})  # the weights only, not the optimizer state
-        tags |= ref_tags if key == "init" else {f"lighttrack.{key}_{k.rsplit('.', 1)[-1]}": v
-                                                 for k, v in ref_tags.items()}
+    refs = {key: ray.put(state) for key, state in states.items()}
+    del states
     cfg = (prepare or with_indexes)(cfg, storage)  # after the cheap checks of the inputs, before any rank
     run_id = find_or_create_run(args.name, storage, args.experiment, phase, cfg, tags)
     use_gpu = gpu_flag(cfg.run.use_gpu, capacity)
@@ -173,12 +177,14 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
     client = MlflowClient(tracking_uri())
     try:
         result = trainer.fit()
-    except Exception:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    if result.checkpoint is not None:
+        if result.checkpoint is None:  # a run that trained nothing must not look finished
+            raise OpsError(f"[{args.name}] the training ended without a checkpoint "
+                           f"(metrics: {json.dumps(result.metrics, default=str)[:300]})")
         with result.checkpoint.as_directory() as d:
             client.log_artifacts(run_id, d, "checkpoint")
+    except BaseException as e:
+        mark_failed(client, run_id, e)
+        raise
     client.set_terminated(run_id, status="FINISHED")
     print(f"[{args.name}] done: {json.dumps(result.metrics, default=str)}", flush=True)
     return {"run_id": run_id, "metrics": result.metrics, "checkpoint": result.checkpoint}
@@ -207,22 +213,27 @@ def with_indexes(cfg: Any, storage: str | None) -> Any:
 
 
 # -- parent references ------------------------------------------------------------------------
-def load_checkpoint_ref(ref: str, phase: str = "pretrain") -> tuple[dict, dict[str, str]]:
+def load_checkpoint_ref(ref: str, phase: str = "pretrain", what: str = "") -> tuple[dict, dict[str, str]]:
     """A training checkpoint from a path (file, checkpoint folder or Ray run folder) or the
-    MLflow run id of a finished ``phase`` run. Returns (state dict, lineage tags)."""
+    MLflow run id of a finished ``phase`` run. Returns (state dict, lineage tags).
+
+    A file of another phase is refused from its keys before its tensors are read
+    (``lighttrack.checkpoint.require_phase``); ``what`` names the input in the message."""
+    from lighttrack import checkpoint
     p = Path(ref)
     if p.is_dir() and not (p / CHECKPOINT_FILE).is_file():
         ckpts = sorted(p.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))  # a Ray Train run folder: the latest
         p = ckpts[-1].parent if ckpts else p
     if p.is_dir():
         p = p / CHECKPOINT_FILE
-    if p.is_file():
-        return torch.load(p, map_location="cpu", weights_only=False), {"lighttrack.parent_path": str(p.resolve())}
+    if p.exists() or os.sep in ref or ref.endswith((".pt", ".pth")):
+        checkpoint.require_phase(p, phase, what)
+        return checkpoint.load(p), {"lighttrack.parent_path": str(p.resolve())}
     import mlflow
     from ray_jobs.common import resolve_run_input
     mlflow.set_tracking_uri(tracking_uri())
     got = resolve_run_input(ref, phase, f"checkpoint/{CHECKPOINT_FILE}")
-    return torch.load(got.path, map_location="cpu", weights_only=False), {PARENT_TAG: ref}
+    return checkpoint.load(got.path), {PARENT_TAG: ref}
 
 
 # -- worker -----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:  # direct `python ray_jobs/x.py` from a checkout w
     sys.path.insert(0, str(ROOT))
 
 from ray_jobs.common import ARCH_TAG, add_common_args, connect_ray, report_run_id, run_job, setup_mlflow  # noqa: E402
+from lighttrack.commands.argtypes import count, positive_int
 
 # Search ranges around the published (VOT-2019) and released values.
 SPACE = {"penalty_k": (0.001, 0.2), "window_influence": (0.1, 0.6), "lr": (0.2, 0.9)}
@@ -52,13 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     p.add_argument("--dataset", required=True, help="dataset root (GOT-10k layout or the embedded one)")
     p.add_argument("--split", default="val")
-    p.add_argument("--max-sequences", type=int, default=0)
+    p.add_argument("--max-sequences", type=count, default=0)
     p.add_argument("--arch", required=True, help="preset name or architecture string")
     p.add_argument("--checkpoint", default=None, help="local weights file (none: fresh weights, for smoke tests)")
     p.add_argument("--tracker", default="vot2019", help="starting preset/YAML for the untuned fields")
-    p.add_argument("--num-samples", type=int, default=16)
+    p.add_argument("--num-samples", type=positive_int, default=16)
     p.add_argument("--out", required=True, help="YAML file that receives the best TrackerParams")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count, default=0)
     args = p.parse_args(argv)
 
     import mlflow

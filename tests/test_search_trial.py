@@ -78,7 +78,7 @@ def test_onnxruntime_backend_scores_the_candidate_it_recalibrated(checkpoint):
     """The in-memory ONNX export of the recalibrated candidate tracks like its torch path
     (boxes to float rounding), under its own settings id; auto keeps torch for few frames."""
     pytest.importorskip("onnxruntime")
-    from lighttrack.config import ConfigError
+    from lighttrack.config import ConfigError, from_dict
 
     net, sid = load_supernet(checkpoint)
     arch = resolve("lighttrack-mobile")
@@ -88,6 +88,6 @@ def test_onnxruntime_backend_scores_the_candidate_it_recalibrated(checkpoint):
     assert ort_ev.settings_id != torch_ev.settings_id
     a, b = torch_ev.evaluate(arch), ort_ev.evaluate(arch)
     assert b["ao"] == pytest.approx(a["ao"], abs=2e-3) and b["macs"] == a["macs"]
-    for bad in (dict(backend="tensorrt"), dict(batch=-1)):
+    for bad in (dict(backend="tensorrt"), dict(batch=-1)):  # refused where a config loads
         with pytest.raises(ConfigError, match="eval."):
-            EvalConfig(**CFG, **bad)
+            from_dict(EvalConfig, {**CFG, **bad}, "eval")

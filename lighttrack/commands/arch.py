@@ -13,6 +13,7 @@ import json
 import numpy as np
 
 from lighttrack.arch import PRESETS, resolve, sample
+from lighttrack.commands.argtypes import count, positive_int
 
 __all__ = ["register"]
 
@@ -29,10 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_info)
 
     smp = sub.add_parser("sample", help="random architectures within budgets")
-    smp.add_argument("--n", type=int, default=1, help="how many")
+    smp.add_argument("--n", type=positive_int, default=1, help="how many")
     smp.add_argument("--flops-max", default=None, help="MAC budget, e.g. 600M (paper 'FLOPs')")
     smp.add_argument("--params-max", default=None, help="parameter budget, e.g. 2M")
-    smp.add_argument("--seed", type=int, default=None, help="random seed")
+    smp.add_argument("--seed", type=count, default=None, help="random seed")
     smp.add_argument("--space", choices=("paper", "wide"), default="paper",
                      help="output layers: the paper's last 8 blocks, or also stage 2 (stride 8)")
     smp.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -5,15 +5,9 @@ import argparse
 import os
 import sys
 import time
+from lighttrack.commands.argtypes import count, positive_int
 
 __all__ = ["register"]
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -68,9 +62,9 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="data_command", required=True)
     p = sub.add_parser("synth", help="write the embedded GOT-10k-layout and ImageNet-layout datasets")
     p.add_argument("--out", required=True, help="output folder (gets got10k/ and imagenet/)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count, default=0)
     p.add_argument("--size", default="default", help="default or tiny")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes")
+    p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1), help="processes")
     p.set_defaults(func=_synth)
     p = sub.add_parser("check", help="report every problem in a dataset (exit 1 if any)")
     p.add_argument("root", help="dataset folder or pyarrow.fs URI")
@@ -84,7 +78,7 @@ def register(subparsers) -> None:
                    help="split (GOT-10k/VID/DET: train (default), val; COCO: train2017; crop511: the JSON's name; "
                         "imagenet: train or val, both by default)")
     p.add_argument("--out", default="", help="index location (default <root>/.index/<kind>-<split>.parquet)")
-    p.add_argument("--workers", type=_positive, default=min(8, os.cpu_count() or 1), help="parser processes")
+    p.add_argument("--workers", type=positive_int, default=min(8, os.cpu_count() or 1), help="parser processes")
     p.add_argument("--skip-bad", action="store_true", help="leave out units with problems (listed) instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_index)

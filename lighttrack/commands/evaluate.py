@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from lighttrack.commands.argtypes import count, positive_int
+
 __all__ = ["register", "add_net_arguments", "build_net", "tracker_params"]
 
 
@@ -25,7 +27,7 @@ def add_net_arguments(p: argparse.ArgumentParser) -> None:
                         "(none: fresh weights)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for the network")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads for the network")
     p.add_argument("--int8", action="store_true", help="onnxruntime: use the int8 graphs of the export")
     p.add_argument("--tracker", default="vot2019", help="tracker preset (vot2019, released) or YAML file")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="tracker parameter overrides")
@@ -92,7 +94,7 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="val", help="GOT-10k split (train, val, test)")
     p.add_argument("--layout", choices=("got10k", "lasot", "folder"), default=None,
                    help="dataset layout (detected when omitted)")
-    p.add_argument("--max-sequences", type=int, default=0, help="only the first N sequences (0: all)")
+    p.add_argument("--max-sequences", type=count, default=0, help="only the first N sequences (0: all)")
     p.add_argument("--out", required=True, help="results directory")
     p.add_argument("--batch", type=batch_size, default="auto",
                    help="sequences tracked in lockstep: auto (as many as memory and the device suit), 1 or K")

@@ -14,6 +14,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from lighttrack.commands.argtypes import count, positive_int
 
 __all__ = ["register"]
 
@@ -77,12 +78,12 @@ def register(subparsers) -> None:
     p.add_argument("--int8", action="store_true", help="also write ONNX Runtime int8 graphs (needs --dataset)")
     p.add_argument("--dataset", default=None, help="evaluate the export on this dataset's split")
     p.add_argument("--split", default="val")
-    p.add_argument("--max-sequences", type=int, default=0, help="only the first N sequences (0: all)")
-    p.add_argument("--calibration", type=int, default=32, help="int8 calibration crops")
+    p.add_argument("--max-sequences", type=count, default=0, help="only the first N sequences (0: all)")
+    p.add_argument("--calibration", type=positive_int, default=32, help="int8 calibration crops")
     p.add_argument("--supernet", default=None, help="supernet the weights came from (model card)")
     p.add_argument("--run", default=None, help="training/search run id (model card)")
     p.add_argument("--tracker", default="vot2019", help="tracker preset or YAML written into the card")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="tracker parameter overrides")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--no-torch-export", action="store_true", help="ONNX only (skip the .pt2 programs)")
     p.set_defaults(func=_run)

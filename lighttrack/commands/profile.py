@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from lighttrack.commands.argtypes import count, positive_int
 
 __all__ = ["add_profile_parser"]
 
@@ -17,13 +18,13 @@ __all__ = ["add_profile_parser"]
 def add_profile_parser(arch_subparsers: argparse._SubParsersAction) -> None:
     p = arch_subparsers.add_parser("profile", help="measure per-block latencies into a table (latency budgets)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="runtime to time (default torch)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads, as deployed (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads, as deployed (default 1)")
     p.add_argument("--out", required=True, help="table JSON to write")
-    p.add_argument("--repeats", type=int, default=30, help="timed forwards per entry (median taken); on a shared "
+    p.add_argument("--repeats", type=positive_int, default=30, help="timed forwards per entry (median taken); on a shared "
                    "or noisy machine use ~100 (a 2-core VM with a 20-30%% spread needed it for 20/20 within 10%%)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed forwards first")
-    p.add_argument("--search-size", type=int, default=256, help="search crop side (multiple of 16)")
-    p.add_argument("--contexts", type=int, default=16,
+    p.add_argument("--warmup", type=count, default=3, help="untimed forwards first")
+    p.add_argument("--search-size", type=positive_int, default=256, help="search crop side (multiple of 16)")
+    p.add_argument("--contexts", type=positive_int, default=16,
                    help="random archs timed block by block besides the covering ones (default 16)")
     p.add_argument("--clock", choices=("wall", "thread"), default="wall",
                    help="wall time, or the thread's CPU time (1 thread; robust on a shared machine)")

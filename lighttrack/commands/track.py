@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from lighttrack.commands.evaluate import add_net_arguments, build_net, tracker_params
+from lighttrack.commands.argtypes import positive_float
 
 __all__ = ["register", "read_frames"]
 
@@ -102,7 +103,7 @@ def register(subparsers) -> None:
     p.add_argument("--frames", required=True, help="folder of frames or a video file")
     p.add_argument("--init", required=True, help="first-frame box x,y,w,h (pixels)")
     p.add_argument("--out", required=True, help="output video (.mp4, codec mp4v)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output video")
+    p.add_argument("--fps", type=positive_float, default=25.0, help="frame rate of the output video")
     p.add_argument("--boxes", default=None, help="also write the boxes (x,y,w,h per line) here")
     add_net_arguments(p)
     p.set_defaults(func=_run)

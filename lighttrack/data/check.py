@@ -251,3 +251,40 @@ def check_dataset(root: str, decode: bool = True) -> list[Problem]:
         out.append(Problem(root, "no dataset layout recognised (GOT-10k, LaSOT, ImageNet folders, "
                                  "folders of frames with groundtruth.txt)"))
     return out
+
+
+# ---------------------------------------------------------------- quick checks before a job
+def check_source_quick(kind: str, root: str, split: str, where: str = "") -> None:
+    """Raise :class:`DataError` unless ``root`` holds a readable ``split`` listing of ``kind``
+    (a GOT-10k ``list.txt``, VID/DET annotation folders, a COCO/crop511 JSON): one listing, not
+    a read of every annotation, so a job can run it before it starts Ray. ``where`` (a config
+    key) leads the message."""
+    from .index import open_layout
+
+    lead = f"{where}: " if where else ""
+    if not fs.exists(root):
+        raise DataError(f"{lead}dataset root {root} does not exist")
+    try:
+        units = open_layout(kind, root, split).units()
+    except DataError as e:
+        raise DataError(f"{lead}{e}") from None
+    if not units:
+        raise DataError(f"{lead}{kind} split {split!r} under {root} is empty")
+
+
+def check_image_folder_quick(root: str, splits: tuple[str, ...] = ("train", "val"), where: str = "") -> None:
+    """Raise :class:`DataError` unless every ``<root>/<split>`` has class folders (an index
+    beside them counts: a bucket need not be walked)."""
+    from .classification import class_index_location
+
+    lead = f"{where}: " if where else ""
+    if not fs.exists(root):
+        raise DataError(f"{lead}ImageNet-layout root {root} does not exist")
+    for split in splits:
+        d = fs.join(root, split)
+        if fs.exists(class_index_location(d)):
+            continue
+        if not any(fs.is_dir(fs.join(d, c)) for c in fs.list_dir(d)):
+            have = [n for n in fs.list_dir(root)]
+            raise DataError(f"{lead}{d}: no class folders (expected {root}/{split}/<class>/*.JPEG; "
+                            f"{root} holds {have[:8] or 'nothing'})")

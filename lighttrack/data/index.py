@@ -33,9 +33,10 @@ import json
 import logging
 import os
 import time
+import typing
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import Iterable
+from typing import Iterable, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -56,7 +57,8 @@ class StaleIndex(DataError):
     """An index whose dataset changed after it was built."""
 
 
-TRACKING_KINDS = ("got10k", "lasot", "folder", "vid", "det", "coco", "crop511")
+TrackingKind = Literal["got10k", "lasot", "folder", "vid", "det", "coco", "crop511"]
+TRACKING_KINDS: tuple[str, ...] = typing.get_args(TrackingKind)
 _META_KEY = b"lighttrack.index"
 
 

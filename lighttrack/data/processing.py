@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import geometry
+from ..config import Count, Fraction, NonNegFloat, PosInt, Probability
 from .labels import make_labels
 
 __all__ = ["CropAugment", "ProcessingConfig", "PairProcessor", "augmented_crop", "normalize_images"]
@@ -25,22 +26,22 @@ __all__ = ["CropAugment", "ProcessingConfig", "PairProcessor", "augmented_crop",
 @dataclass
 class CropAugment:
     """Augmentation of one crop; probabilities are per sample."""
-    shift: float = 0.0  # max shift of the target, output pixels (uniform in +-shift per axis)
-    scale: float = 0.0  # max relative scale change per axis (uniform in 1 +- scale)
-    blur: float = 0.0  # probability of a Gaussian blur
-    color: float = 1.0  # probability of colour jitter (per-channel gain, brightness, contrast)
-    gray: float = 0.0  # probability of converting to grayscale
+    shift: NonNegFloat = 0.0  # max shift of the target, output pixels (uniform in +-shift per axis)
+    scale: Fraction = 0.0  # max relative scale change per axis (uniform in 1 +- scale)
+    blur: Probability = 0.0  # probability of a Gaussian blur
+    color: Probability = 1.0  # probability of colour jitter (per-channel gain, brightness, contrast)
+    gray: Probability = 0.0  # probability of converting to grayscale
 
 
 @dataclass
 class ProcessingConfig:
     """Crop sizes and augmentation (defaults: Ocean's training settings, REFERENCE §3)."""
-    template_size: int = geometry.TEMPLATE_SIZE  # template crop side, pixels
-    search_size: int = geometry.SEARCH_SIZE  # search crop side, pixels
-    context: float = geometry.CONTEXT  # context amount in s_z
-    stride: int = geometry.STRIDE  # total network stride (score map = search_size / stride)
-    radius: int = 1  # Manhattan radius of the positive cells
-    flip: float = 0.0  # probability of mirroring template and search together
+    template_size: PosInt = geometry.TEMPLATE_SIZE  # template crop side, pixels
+    search_size: PosInt = geometry.SEARCH_SIZE  # search crop side, pixels
+    context: NonNegFloat = geometry.CONTEXT  # context amount in s_z
+    stride: PosInt = geometry.STRIDE  # total network stride (score map = search_size / stride)
+    radius: Count = 1  # Manhattan radius of the positive cells
+    flip: Probability = 0.0  # probability of mirroring template and search together
     reduced_decode: bool = True  # decode a frame at 1/2, 1/4 or 1/8 size when its crop shrinks it that much
     template: CropAugment = field(default_factory=lambda: CropAugment(shift=4, scale=0.05))
     search: CropAugment = field(default_factory=lambda: CropAugment(shift=64, scale=0.18, blur=0.2))

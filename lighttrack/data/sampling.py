@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch.utils.data import Dataset
 
+from lighttrack.config import ConfigError, Count
+
 from . import fs
 from .check import check_reader
 from .fs import DataError
-from .index import StaleIndex, build_index, default_index, open_layout, parse_all, read_index, write_index
+from .index import TrackingKind, StaleIndex, build_index, default_index, open_layout, parse_all, read_index, write_index
 from .processing import PairProcessor, ProcessingConfig
 from .readers import open_tracking
 from .tracks import TrackReader
@@ -43,11 +45,11 @@ OCEAN_MIX: dict[str, tuple[int, int]] = {
 class SourceConfig:
     """One tracking dataset in the mix."""
     root: str = "data/synth/got10k"  # dataset root: local path or pyarrow.fs URI
-    kind: str = "got10k"  # got10k | lasot | folder | vid | det | coco | crop511
+    kind: TrackingKind = "got10k"
     split: str = "train"  # split (GOT-10k, VID, DET: train/val; COCO: train2017; crop511: its JSON name)
     index: str = ""  # Parquet index (lighttrack data index); "" = <root>/.index/ if there, else read directly
-    frame_range: int = 100  # max |search frame - template frame|
-    pairs_per_epoch: int = 1000  # items drawn from this dataset per epoch
+    frame_range: Count = 100  # max |search frame - template frame|
+    pairs_per_epoch: Count = 1000  # items drawn from this dataset per epoch
 
 
 @dataclass
@@ -55,8 +57,12 @@ class PairDataConfig:
     """Tracking pairs for phase 2/4 training."""
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
-    seed: int = 0  # base seed; items depend on (seed, epoch, index) only
+    seed: Count = 0  # base seed; items depend on (seed, epoch, index) only
     skip_bad: bool = False  # skip sequences with problems (with a warning) instead of refusing
+
+    def validate(self) -> None:
+        if not self.sources or sum(s.pairs_per_epoch for s in self.sources) == 0:
+            raise ConfigError("sources: no source draws any pairs (pairs_per_epoch are all 0)")
 
 
 @dataclass

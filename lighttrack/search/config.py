@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from lighttrack.config import ConfigError, Count, PosFloat, PosInt, Probability, Range
 
 from lighttrack.search.evaluate import EvalConfig
 
@@ -11,13 +14,17 @@ __all__ = ["OptimizerConfig", "SearchConfig"]
 @dataclass
 class OptimizerConfig:
     name: str = "LightTrackEvolution"  # or LightTrackRandom, or any registered Nevergrad optimizer
-    population: int = 50  # initial random population (evolution)
-    topk: int = 10  # parents are always among the k best so far
-    generations: int = 20  # evaluations per budget = population * generations (unless `evaluations`)
-    mutation_prob: float = 0.1  # each decision re-drawn with this probability
-    crossover_prob: float = 0.5  # share of children made by crossover (the rest by mutation)
-    evaluations: int = 0  # override of population * generations (0 = use them)
+    population: Annotated[int, Range(ge=2)] = 50  # initial random population (evolution)
+    topk: Annotated[int, Range(ge=2)] = 10  # parents are always among the k best so far
+    generations: PosInt = 20  # evaluations per budget = population * generations (unless `evaluations`)
+    mutation_prob: Probability = 0.1  # each decision re-drawn with this probability
+    crossover_prob: Probability = 0.5  # share of children made by crossover (the rest by mutation)
+    evaluations: Count = 0  # override of population * generations (0 = use them)
     penalty: float = 1.0  # loss told for infeasible or failed candidates (fitness is -AO)
+
+    def validate(self) -> None:
+        if self.topk > self.population:
+            raise ConfigError(f"topk: {self.topk} is more than population ({self.population})")
 
     @property
     def max_evaluations(self) -> int:
@@ -30,10 +37,10 @@ class SearchConfig:
     budgets: list[str] = field(default_factory=list)  # "600M,2M[,8ms]"; CLI --budget adds
     latency_table: str = ""  # JSON from `lighttrack arch profile` (needed by latency budgets)
     cache: str = ""  # evaluation cache dir/URI ("" = beside the supernet: its run or its file)
-    seed: int = 0  # optimizer seed
-    workers: int = 1  # evaluator actors = concurrent trials
-    cpus_per_worker: float = 0.9  # < 1 so that N evaluators + N trial stubs (0.01 CPU) fit N CPUs
-    gpus_per_worker: float = 0.5  # used only when the cluster has GPUs
-    threads: int = 1  # torch threads per evaluator
+    seed: Count = 0  # optimizer seed
+    workers: PosInt = 1  # evaluator actors = concurrent trials
+    cpus_per_worker: PosFloat = 0.9  # < 1 so that N evaluators + N trial stubs (0.01 CPU) fit N CPUs
+    gpus_per_worker: PosFloat = 0.5  # used only when the cluster has GPUs
+    threads: PosInt = 1  # torch threads per evaluator
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,9 +32,11 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lighttrack.arch import Arch
+from lighttrack.config import Count, PosInt
 from lighttrack.models import TrackSupernet, recalibrate_bn
 from lighttrack.search import cache
 from lighttrack.search.budget import CostModel
+from lighttrack.tracker.params import check_tracker
 
 __all__ = ["EvalConfig", "CandidateEvaluator", "load_supernet", "recal_batches"]
 
@@ -45,30 +47,23 @@ class EvalConfig:
 
     val_root: str = "data/synth/got10k"  # GOT-10k-layout root (local path or URI)
     val_split: str = "val"  # split whose sequences score candidates
-    val_sequences: int = 0  # use the first N sequences (0 = all)
-    val_frames: int = 0  # use the first N frames of each sequence (0 = all; quick settings)
+    val_sequences: Count = 0  # use the first N sequences (0 = all)
+    val_frames: Count = 0  # use the first N frames of each sequence (0 = all; quick settings)
     recal_root: str = "data/synth/got10k"  # training pairs for BN recalibration
     recal_split: str = "train"
-    recal_batches: int = 8  # forward batches of the re-estimate
-    recal_batch_size: int = 8
+    recal_batches: Count = 8  # forward batches of the re-estimate
+    recal_batch_size: PosInt = 8
     recalibrate: bool = True  # false only to measure what recalibration is worth
     tracker: str = "vot2019"  # tracker preset name or YAML of TrackerParams
-    seed: int = 0  # picks the recalibration pairs
+    seed: Count = 0  # picks the recalibration pairs
     # How the tracking runs; batch changes speed only (boxes equal to 1e-3 px), so it stays
     # out of the settings id; the backend enters it.
-    batch: int = 0  # sequences tracked in lockstep (0 = as many as memory and the device suit)
-    backend: str = "auto"  # torch | onnxruntime | auto: onnxruntime on a CPU for >= ORT_MIN_FRAMES
+    batch: Count = 0  # sequences tracked in lockstep (0 = as many as memory and the device suit)
+    backend: Literal["auto", "torch", "onnxruntime"] = "auto"  # torch | onnxruntime | auto: onnxruntime on a CPU for >= ORT_MIN_FRAMES
 
-    def __post_init__(self) -> None:
-        from lighttrack.config import ConfigError
+    def validate(self) -> None:
+        check_tracker(self.tracker)
 
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"eval.backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.batch < 0:
-            raise ConfigError(f"eval.batch must be >= 0 (0 = auto), got {self.batch}")
-
-
-BACKENDS = ("auto", "torch", "onnxruntime")
 # The in-memory export costs about 1.5 s and saves about 50 ms a frame (bench/bench_eval.py):
 # below this many validation frames a candidate is tracked by its torch path.
 ORT_MIN_FRAMES = 200

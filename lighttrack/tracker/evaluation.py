@@ -51,13 +51,20 @@ def open_split(root: str | Path, split: str = "val", layout: str | None = None, 
     (LaSOT), else folders of frames with a groundtruth.txt."""
     from lighttrack.data.readers import open_tracking
 
+    from lighttrack.data.fs import DataError
+
     root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset root {root} does not exist" if not root.exists() else f"{root}: not a folder")
     if layout is None:
         if (root / "got10k" / split / "list.txt").is_file():
             root, layout = root / "got10k", "got10k"
         elif (root / split / "list.txt").is_file():
             layout = "got10k"
-        elif root.is_dir() and any((d / f"{d.name}-1").is_dir() for d in root.iterdir() if d.is_dir()):
+        elif splits := [d.name for base in (root, root / "got10k") if base.is_dir()
+                        for d in sorted(base.iterdir()) if (d / "list.txt").is_file()]:
+            raise DataError(f"{root}: no split {split!r} (no {split}/list.txt); its splits: {', '.join(splits)}")
+        elif any((d / f"{d.name}-1").is_dir() for d in root.iterdir() if d.is_dir()):
             layout = "lasot"
         else:
             layout = "folder"

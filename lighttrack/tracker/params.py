@@ -7,32 +7,28 @@ from typing import Iterable
 
 from lighttrack import config
 
-__all__ = ["TrackerParams", "PRESETS", "preset", "load_params"]
+__all__ = ["TrackerParams", "PRESETS", "preset", "load_params", "check_tracker"]
 
 
 @dataclass(frozen=True)
 class TrackerParams:
     """Online tracker settings; the template crop is always geometry.TEMPLATE_SIZE (128)."""
 
-    penalty_k: float = 0.007  # scale/ratio change penalty strength
-    window_influence: float = 0.225  # weight of the Hanning window in pscore
-    lr: float = 0.616  # box-size update rate (times penalty * score of the chosen cell)
-    context: float = 0.5  # context amount p = context * (w + h) around the target
+    penalty_k: config.NonNegFloat = 0.007  # scale/ratio change penalty strength
+    window_influence: config.Probability = 0.225  # weight of the Hanning window in pscore
+    lr: config.Probability = 0.616  # box-size update rate (times penalty * score of the chosen cell)
+    context: config.NonNegFloat = 0.5  # context amount p = context * (w + h) around the target
     search_size: int = 256  # search crop side (score map search_size // 16)
     large_search_size: int = 288  # search crop side for small targets (score map 18x18)
-    small_target_ratio: float = 0.004  # first box area / frame area below this -> large search
+    small_target_ratio: config.Probability = 0.004  # first box area / frame area below this -> large search
     large_search: bool = True  # allow the large search region for small targets
-    min_size: float = 10.0  # lower clamp of the box side in frame pixels
+    min_size: config.PosFloat = 10.0  # lower clamp of the box side in frame pixels
 
     def __post_init__(self) -> None:
         for name in ("search_size", "large_search_size"):
             v = getattr(self, name)
             if v <= 0 or v % 16:
                 raise config.ConfigError(f"tracker.{name} must be a positive multiple of 16, got {v}")
-        if not 0.0 <= self.window_influence <= 1.0:
-            raise config.ConfigError(f"tracker.window_influence must be in [0, 1], got {self.window_influence}")
-        if self.lr < 0 or self.penalty_k < 0 or self.context < 0:
-            raise config.ConfigError("tracker.lr, penalty_k and context must be >= 0")
 
 
 PRESETS: dict[str, TrackerParams] = {
@@ -49,6 +45,15 @@ def preset(name: str) -> TrackerParams:
         return PRESETS[name.lower()]
     except KeyError:
         raise config.ConfigError(f"unknown tracker preset {name!r}; known: {sorted(PRESETS)}") from None
+
+
+def check_tracker(name_or_path: str) -> None:
+    """Refuse a ``tracker`` config value that is neither a preset nor a YAML file name (a
+    typo in a preset name), without reading any file: configs are checked where they load,
+    and a relative file name may only exist where the job started."""
+    if name_or_path.lower() not in PRESETS and not name_or_path.endswith((".yaml", ".yml")):
+        raise config.ConfigError(f"tracker: {name_or_path!r} is neither a preset ({', '.join(sorted(PRESETS))}) "
+                                 "nor a .yaml file of tracker parameters")
 
 
 def load_params(name_or_path: str | Path | None = "vot2019", overrides: Iterable[str] = ()) -> TrackerParams:
