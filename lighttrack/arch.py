@@ -393,7 +393,12 @@ PRESETS: dict[str, str] = {
 def resolve(name_or_string: str) -> Arch:
     """A preset name or an architecture string."""
     key = name_or_string.strip().lower()
-    return parse(PRESETS[key]) if key in PRESETS else parse(name_or_string)
+    if key in PRESETS:
+        return parse(PRESETS[key])
+    if ":" not in key and not key.startswith("back_"):  # a name, not a string: most likely a preset typo
+        raise ArchError(f"{name_or_string!r} is neither a preset ({', '.join(PRESETS)}) nor an architecture "
+                        "string ('bb:...' canonical or 'back_...' released)")
+    return parse(name_or_string)
 
 
 # -- sampling -------------------------------------------------------------------------

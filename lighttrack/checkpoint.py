@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointError", "CheckpointInfo", "inspect", "load", "require_phase", "DESCRIPTIONS"]
+__all__ = ["CheckpointError", "CheckpointInfo", "inspect", "load", "weights", "require_phase", "DESCRIPTIONS"]
 
 DESCRIPTIONS = {
     ("pretrain", True): "a phase-1 backbone supernet",
@@ -34,7 +34,8 @@ DESCRIPTIONS = {
 
 
 class CheckpointError(ValueError):
-    """A file that is not a checkpoint, a truncated one, or one of the wrong phase."""
+    """A file that is not a checkpoint, a truncated one, or one of the wrong phase (a
+    missing file is a FileNotFoundError)."""
 
 
 @dataclass(frozen=True)
@@ -51,22 +52,33 @@ class CheckpointInfo:
         return f"{self.path}: {self.phase} checkpoint ({net} {self.head}{done})"
 
 
-def load(path: str | Path, mmap: bool = False) -> dict:
-    """The checkpoint's object (a dict), or a :class:`CheckpointError` naming the file."""
+def load(path: str | Path, mmap: bool = False, weights_only: bool = False) -> dict:
+    """The checkpoint's object (a dict), or a :class:`CheckpointError` naming the file.
+    ``weights_only``: refuse pickled objects other than tensors and plain containers (for
+    files from elsewhere; training checkpoints hold numpy scalars in their metrics)."""
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p}: a folder, not a checkpoint file")
     if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint file" + (" (it is a folder)" if p.is_dir() else ""))
+        raise FileNotFoundError(f"{p}: no such checkpoint file")
     if not zipfile.is_zipfile(p):  # torch.save writes a zip archive (its central directory last)
         what = "an empty file" if p.stat().st_size == 0 else "truncated, or another kind of file"
         raise CheckpointError(f"{p}: not a PyTorch checkpoint ({what}: torch.save writes a zip archive)")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=False, mmap=mmap)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, AttributeError) as e:
+        obj = torch.load(p, map_location="cpu", weights_only=weights_only, mmap=mmap)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
+            KeyError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise CheckpointError(f"{p}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{p}: holds a {type(obj).__name__}, not a checkpoint dict or a state dict")
     return obj
+
+
+def weights(obj: dict) -> dict:
+    """The state dict of a loaded checkpoint (under ``model``/``state_dict``, or bare),
+    without DDP's ``module.`` prefix."""
+    return {k.removeprefix("module."): v for k, v in _weights(obj).items()}
 
 
 def _weights(obj: dict) -> dict:
@@ -98,8 +110,8 @@ def require_phase(path: str | Path, phase: str, what: str = "") -> CheckpointInf
     (``init``, ``--supernet``) in the message."""
     try:
         info = inspect(path)
-    except CheckpointError as e:
-        raise CheckpointError(f"{what}: {e}" if what else str(e)) from None
+    except (CheckpointError, FileNotFoundError) as e:
+        raise type(e)(f"{what}: {e}" if what else str(e)) from None
     if info.phase != phase:
         wanted = DESCRIPTIONS.get((phase, phase != "retrain"), f"a {phase} checkpoint")
         got = DESCRIPTIONS.get((info.phase, info.supernet), f"a {info.phase} checkpoint")

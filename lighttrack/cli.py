@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        # Bad input: one clear line, no traceback.
+    except (ValueError, OSError) as e:
+        # Bad input (config, data, checkpoint errors are ValueErrors; a missing file or an
+        # unwritable output an OSError): one clear line, no traceback.
         print(f"lighttrack {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -217,7 +217,10 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] 
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
+            what = " ".join(str(getattr(e, "problem", None) or e).split())
+            raise ConfigError(f"{where}: not valid YAML ({what})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
     data = _merge(data, parse_overrides(overrides, raw=True))

@@ -41,6 +41,9 @@ def resolve_arch(ref: str, supernet: str = "") -> tuple[str, str, dict[str, str]
             return str(resolve(ref)), supernet, tags  # an arch string or preset
         except ArchError:
             pass
+        if "/" in ref or ref.endswith(".json"):
+            raise FileNotFoundError(f"arch: {ref} does not exist (expected a search's best_arch.json, "
+                                    "an architecture string, a preset or a search run id)")
         from mlflow.tracking import MlflowClient
         client = MlflowClient(tracking_uri())
         try:

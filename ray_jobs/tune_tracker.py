@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from lighttrack.arch import resolve
     from lighttrack.config import to_dict
-    from lighttrack.tracker.evaluation import open_split
+    from lighttrack.tracker.evaluation import open_split, read_split
     from lighttrack.tracker.params import load_params
     from lighttrack.tracker.runtime import load_torch_net
 
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = to_dict(load_params(args.tracker))
     dataset_args = {"root": str(Path(args.dataset).resolve()), "split": args.split,
                     "max_sequences": args.max_sequences}
-    open_split(**dataset_args)  # bad dataset: fail here, before any trial
+    read_split(open_split(**dataset_args))  # a bad split (any sequence, any first box) fails here, before Ray
     state = load_torch_net(arch, args.checkpoint).state_dict()
     setup_mlflow(args.experiment)
     connect_ray(args.address)

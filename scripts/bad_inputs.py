@@ -66,9 +66,9 @@ def fixtures(work: Path) -> dict[str, str]:
     shutil.copytree(src, root / "val")
     names = (root / "val/list.txt").read_text().split()
 
-    def variant(split: str, edit) -> None:
-        shutil.copytree(root / "val", root / split)
-        edit(root / split)
+    def variant(name: str, edit) -> None:  # GOT-10k splits are train/val/test: one root per variant
+        shutil.copytree(root / "val", work / name / "val")
+        edit(work / name / "val")
 
     def bad_last(d: Path) -> None:
         (d / "list.txt").write_text("\n".join(names + ["GOT-10k_Val_999999"]) + "\n")
@@ -97,8 +97,9 @@ def fixtures(work: Path) -> dict[str, str]:
     for split, edit in (("badlast", bad_last), ("outside", outside), ("corrupt", corrupt),
                         ("badline", bad_line), ("boxout", box_out)):
         variant(split, edit)
+        f[split] = str(work / split)
     f["got10k"] = str(root)
-    f["frames_corrupt"] = str(root / "corrupt" / names[-1])
+    f["frames_corrupt"] = str(work / "corrupt" / "val" / names[-1])
     f["frames"] = str(root / "val" / names[0])
     (work / "empty").mkdir()
     f["empty"] = str(work / "empty")
@@ -111,6 +112,12 @@ def fixtures(work: Path) -> dict[str, str]:
     f["readonly"] = str(work / "a-file")
     np.random.seed(0)
     return f
+
+
+def _on(argv: list[str], root: str) -> list[str]:
+    """``argv`` with its ``--dataset`` replaced by ``root``."""
+    i = argv.index("--dataset")
+    return argv[:i + 1] + [root] + argv[i + 2:]
 
 
 def cases(f: dict[str, str]) -> list[tuple[str, str, list[str]]]:
@@ -178,20 +185,21 @@ def cases(f: dict[str, str]) -> list[tuple[str, str, list[str]]]:
         ("input", "retrain supernet=phase-1 ckpt", ret + ["--set", "arch=lighttrack-mobile",
                                                          "--set", f"supernet={f['phase1']}",
                                                          "--set", "finetune.head_init=supernet"]),
-        ("input", "evaluate bad last list entry", ev + ["--split", "badlast"]),
-        ("input", "evaluate first box outside", ev + ["--split", "outside"]),
-        ("input", "evaluate bad groundtruth line", ev + ["--split", "badline"]),
+        ("input", "evaluate bad last list entry", _on(ev, f["badlast"])),
+        ("input", "evaluate first box outside", _on(ev, f["outside"])),
+        ("input", "evaluate bad groundtruth line", _on(ev, f["badline"])),
         ("input", "evaluate --checkpoint phase-1", ev + ["--checkpoint", f["phase1"], "--max-sequences", "1"]),
-        ("input", "data check box outside image", CLI + ["data", "check", f["got10k"]]),
+        ("input", "data check box outside image", CLI + ["data", "check", f["boxout"]]),
+        ("input", "data check first box outside", CLI + ["data", "check", f["outside"]]),
         ("input", "track first box outside", tr + ["--frames", f["frames"], "--init", "5000,5000,20,20"]),
         ("input", "track --init 3 values", tr + ["--frames", f["frames"], "--init", "10,10,20"]),
         ("input", "track empty frames folder", tr + ["--frames", f["empty"], "--init", "10,10,20,20"]),
-        ("input", "export --dataset broken split", ex + ["--dataset", f["got10k"], "--split", "badlast"]),
-        ("input", "tune bad last list entry", tune + ["--split", "badlast"]),
+        ("input", "export --dataset broken split", ex + ["--dataset", f["badlast"]]),
+        ("input", "tune bad last list entry", _on(tune, f["badlast"])),
         # 3. nothing that failed looks finished
-        ("output", "evaluate corrupt frame mid-split", ev + ["--split", "corrupt"]),
+        ("output", "evaluate corrupt frame mid-split", _on(ev, f["corrupt"])),
         ("output", "track corrupt frame", tr + ["--frames", f["frames_corrupt"], "--init", "10,10,20,20"]),
-        ("output", "export --dataset corrupt frame", ex + ["--dataset", f["got10k"], "--split", "corrupt"]),
+        ("output", "export --dataset corrupt frame", ex + ["--dataset", f["corrupt"]]),
         # 4. errors, not tracebacks
         ("error", "evaluate --checkpoint not a ckpt", ev + ["--checkpoint", f["notes"]]),
         ("error", "evaluate --checkpoint truncated", ev + ["--checkpoint", f["truncated"]]),

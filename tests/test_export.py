@@ -224,7 +224,7 @@ def test_checkpoints_load_as_static_or_supernet(tmp_path):
     _close(_reference(load_torch_net(ARCH, tmp_path / "supernet.pt"), z, x)[2],
            _reference(extract(supernet, ARCH).eval(), z, x)[2], 1e-6)
     torch.save({"model": {"foo": torch.zeros(1)}}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="neither a StaticTracker"):
+    with pytest.raises(ValueError, match="bad.pt: weights of something else than a LightTrack network"):
         load_torch_net(ARCH, tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_torch_net(ARCH, tmp_path / "missing.pt")

@@ -14,6 +14,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+
 from lighttrack.commands.argtypes import count, positive_int
 
 __all__ = ["register"]
@@ -35,7 +36,8 @@ def _run(args: argparse.Namespace) -> int:
     from lighttrack.arch import resolve
     from lighttrack.commands.evaluate import tracker_params
     from lighttrack.models.complexity import count
-    from lighttrack.tracker.evaluation import open_split
+    from lighttrack.atomic import atomic_dir
+    from lighttrack.tracker.evaluation import open_split, read_split
     from lighttrack.tracker.export import (calibration_crops, dataset_samples, export_tracker, quantize_int8,
                                            write_card)
     from lighttrack.tracker.runtime import OrtNet, load_torch_net
@@ -46,27 +48,33 @@ def _run(args: argparse.Namespace) -> int:
     if args.int8 and not args.dataset:
         raise ValueError("--int8 needs --dataset (calibration crops and the AO change come from it)")
     dataset = open_split(args.dataset, args.split, None, args.max_sequences) if args.dataset else None
-    out = Path(args.out)
-    files = export_tracker(load_torch_net(arch, args.checkpoint), out, torch_export=not args.no_torch_export)
-    if args.int8:
-        files["onnx_int8"] = quantize_int8(out, files, calibration_crops(dataset_samples(dataset, args.calibration)))
-    c = count(arch)
-    card = write_card(out, arch=arch, files=files, params=params,
-                      complexity={"params": c.params, "macs": c.macs},
-                      source={"checkpoint": args.checkpoint, "supernet": args.supernet, "run": args.run})
     if dataset is not None:
-        scores = {"dataset": str(args.dataset), "split": args.split, "sequences": len(dataset),
-                  **_ao(OrtNet(out, args.threads), dataset, params)}
+        read_split(dataset)  # a broken split stops here, before anything is exported
+    net = load_torch_net(arch, args.checkpoint)
+    out = Path(args.out)
+    # Everything is written and scored in a hidden folder inside `out` and moved in at the end:
+    # a failure leaves no graphs and no model card that look like a finished export.
+    with atomic_dir(out) as tmp:
+        files = export_tracker(net, tmp, torch_export=not args.no_torch_export)
         if args.int8:
-            q = _ao(OrtNet(out, args.threads, int8=True), dataset, params)
-            scores["int8"] = q
-            if "ao" in q:
-                scores["ao_change_int8"] = q["ao"] - scores["ao"]
-        data = json.loads(card.read_text())
-        data["scores"] = scores
-        card.write_text(json.dumps(data, indent=2))
+            files["onnx_int8"] = quantize_int8(tmp, files, calibration_crops(dataset_samples(dataset, args.calibration)))
+        c = count(arch)
+        card = write_card(tmp, arch=arch, files=files, params=params,
+                          complexity={"params": c.params, "macs": c.macs},
+                          source={"checkpoint": args.checkpoint, "supernet": args.supernet, "run": args.run})
+        if dataset is not None:
+            scores = {"dataset": str(args.dataset), "split": args.split, "sequences": len(dataset),
+                      **_ao(OrtNet(tmp, args.threads), dataset, params)}
+            if args.int8:
+                q = _ao(OrtNet(tmp, args.threads, int8=True), dataset, params)
+                scores["int8"] = q
+                if "ao" in q:
+                    scores["ao_change_int8"] = q["ao"] - scores["ao"]
+            data = json.loads(card.read_text())
+            data["scores"] = scores
+            card.write_text(json.dumps(data, indent=2))
     print(f"exported {arch.to_released()} to {out}: {sorted(f for g in files.values() for f in g.values())}")
-    print(f"model card: {card}")
+    print(f"model card: {out / card.name}")
     return 0
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 from typing import Iterator
@@ -59,41 +60,57 @@ def _parse_box(text: str) -> np.ndarray:
     return box
 
 
+def _first_frame_size(source: str) -> tuple[int, int]:
+    """(width, height) of the first frame, read before the network is built."""
+    for image in read_frames(source):
+        return image.shape[1], image.shape[0]
+    raise ValueError(f"{source}: the video has no frames")
+
+
 def _run(args: argparse.Namespace) -> int:
+    from lighttrack.atomic import atomic_file
     from lighttrack.tracker import Tracker
+    from lighttrack.tracker.tracker import first_box
 
     init = _parse_box(args.init)
+    try:
+        first_box(init, *_first_frame_size(args.frames))
+    except ValueError as e:
+        raise ValueError(f"--init {args.init}: {e}") from None
     tracker = Tracker(build_net(args), tracker_params(args))
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer, n, spent = None, 0, 0.0
-    boxes = []
-    try:
-        for bgr in read_frames(args.frames):
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            start = time.perf_counter()
-            if n == 0:
-                tracker.initialize(rgb, init)
-                box, score = init, 1.0
-            else:
-                box, score = tracker.track(rgb)
-            spent += time.perf_counter() - start
-            if writer is None:
-                h, w = bgr.shape[:2]
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), args.fps, (w, h))
-                if not writer.isOpened():
-                    raise ValueError(f"{out}: OpenCV cannot write an mp4v video here")
-            x, y, bw, bh = (int(round(v)) for v in box)
-            cv2.rectangle(bgr, (x, y), (x + bw, y + bh), (0, 255, 0), 2)
-            cv2.putText(bgr, f"{score:.2f}", (x, max(y - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
-            writer.write(bgr)
-            boxes.append(box)
-            n += 1
-    finally:
-        if writer is not None:
-            writer.release()
-    if args.boxes:
-        np.savetxt(args.boxes, np.array(boxes), fmt="%.3f", delimiter=",")
+    n, spent, boxes = 0, 0.0, []
+    # The video (and the boxes file) appear only when every frame is tracked: a corrupt frame
+    # half way leaves nothing that plays like a finished result.
+    with atomic_file(out) as tmp_video, contextlib.ExitStack() as stack:
+        tmp_boxes = stack.enter_context(atomic_file(args.boxes)) if args.boxes else None
+        writer = None
+        try:
+            for bgr in read_frames(args.frames):
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                start = time.perf_counter()
+                if n == 0:
+                    tracker.initialize(rgb, init)
+                    box, score = init, 1.0
+                else:
+                    box, score = tracker.track(rgb)
+                spent += time.perf_counter() - start
+                if writer is None:
+                    h, w = bgr.shape[:2]
+                    writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), args.fps, (w, h))
+                    if not writer.isOpened():
+                        raise ValueError(f"{out}: OpenCV cannot write an mp4v video here")
+                x, y, bw, bh = (int(round(v)) for v in box)
+                cv2.rectangle(bgr, (x, y), (x + bw, y + bh), (0, 255, 0), 2)
+                cv2.putText(bgr, f"{score:.2f}", (x, max(y - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
+                writer.write(bgr)
+                boxes.append(box)
+                n += 1
+        finally:
+            if writer is not None:
+                writer.release()
+        if tmp_boxes is not None:
+            np.savetxt(tmp_boxes, np.array(boxes), fmt="%.3f", delimiter=",")
     print(f"tracked {n} frames -> {out}; {n / spent:.1f} fps (tracker only: crop + network + post)")
     return 0
 

@@ -76,11 +76,26 @@ def _flags(location: str, n: int, allowed: range, seq: str, out: list[Problem]) 
     return table[:, 0]
 
 
-def _boxes_sizes(gt: str, boxes: np.ndarray, absent: np.ndarray | None, seq: str, out: list[Problem]) -> None:
+def _boxes_sizes(gt: str, boxes: np.ndarray, absent: np.ndarray | None, seq: str, out: list[Problem],
+                 size: tuple[int, int] | None = None) -> None:
+    """Boxes of visible frames: positive sides, and (``size`` = (W, H) known) on the image."""
     for line, (x, y, w, h) in enumerate(boxes, 1):
         hidden = absent is not None and line <= len(absent) and absent[line - 1] > 0
-        if np.isfinite([w, h]).all() and (w <= 0 or h <= 0) and not hidden:
+        if hidden or not np.isfinite([x, y, w, h]).all():
+            continue
+        if w <= 0 or h <= 0:
             out.append(Problem(gt, f"non-positive box size w={w:g} h={h:g} on a visible frame", line, seq))
+        elif size and (x >= size[0] or y >= size[1] or x + w <= 0 or y + h <= 0):
+            where = "the first box (the tracker starts from it)" if line == 1 else "box"
+            out.append(Problem(gt, f"{where} {[float(x), float(y), float(w), float(h)]} lies entirely outside "
+                                   f"the {size[0]}x{size[1]} image", line, seq))
+
+
+def _first_frame_size(frames: list[str]) -> tuple[int, int] | None:
+    try:
+        return fs.image_size(frames[0]) if frames else None
+    except DataError:
+        return None  # reported as an unreadable frame
 
 
 def _frames(frames: list[str], n_boxes: int, folder: str, seq: str, decode: bool,
@@ -93,6 +108,14 @@ def _frames(frames: list[str], n_boxes: int, folder: str, seq: str, decode: bool
         msg = _image_problem(f, decode)
         if msg:
             out.append(Problem(f, msg, sequence=seq))
+
+
+def _resolution(meta_file: str) -> tuple[int, int] | None:
+    try:
+        wh = ast.literal_eval(parse_meta(fs.read_text(meta_file))["resolution"])
+        return (int(wh[0]), int(wh[1])) if len(wh) == 2 and min(wh) > 0 else None
+    except (DataError, KeyError, ValueError, SyntaxError, TypeError):
+        return None  # reported below as a bad meta_info.ini
 
 
 def _check_got10k_seq(r: Got10k, i: int, decode: bool, out: list[Problem]) -> None:
@@ -108,7 +131,7 @@ def _check_got10k_seq(r: Got10k, i: int, decode: bool, out: list[Problem]) -> No
     if r.split == "test":
         if len(boxes) != 1:
             out.append(Problem(gt, f"test split: expected only the first frame's box, got {len(boxes)} rows", sequence=seq))
-        _boxes_sizes(gt, boxes[:1], None, seq, out)
+        _boxes_sizes(gt, boxes[:1], None, seq, out, _first_frame_size(sorted(fs.join(d, n) for n in present)))
         if not present:
             out.append(Problem(d, "no frames", sequence=seq))
         _frames([fs.join(d, n) for n in present], min(len(boxes), 1), d, seq, decode, out, exact=False)
@@ -117,7 +140,7 @@ def _check_got10k_seq(r: Got10k, i: int, decode: bool, out: list[Problem]) -> No
     absence = _flags(fs.join(d, "absence.label"), n, range(2), seq, out)
     _flags(fs.join(d, "cover.label"), n, range(9), seq, out)
     _flags(fs.join(d, "cut_by_image.label"), n, range(2), seq, out)
-    _boxes_sizes(gt, boxes, absence, seq, out)
+    _boxes_sizes(gt, boxes, absence, seq, out, _resolution(fs.join(d, "meta_info.ini")))
     # The toolkit pairs sorted *.jpg with boxes: names must be 00000001.jpg ... without gaps.
     expected = [f"{k:08d}.jpg" for k in range(1, max(n, len(present)) + 1)]
     have = set(present)
@@ -154,12 +177,12 @@ def _check_generic_seq(r, i: int, d: str, labels: dict[str, str], decode: bool, 
         flags = _flags(loc, len(boxes), range(2), seq, out)
         if flags is not None and len(flags) == len(boxes):
             absent = np.maximum(absent, np.nan_to_num(flags))
-    _boxes_sizes(gt, boxes, absent if labels else None, seq, out)
     frames = r._frame_list(i) if isinstance(r, FolderSequences) else None
     if frames is None:  # LaSOT: names are fixed, report each missing one
         img = fs.join(r.seq_dir(i), "img")
         have = set(fs.list_dir(img))
         frames = [fs.join(img, n) for n in sorted(have) if n.lower().endswith(IMAGE_EXTENSIONS)]
+    _boxes_sizes(gt, boxes, absent if labels else None, seq, out, _first_frame_size(frames))
     _frames(frames, len(boxes), d, seq, decode, out)
 
 

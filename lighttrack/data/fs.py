@@ -8,6 +8,7 @@ frames ``s3://b/got10k/val/GOT-10k_Val_000001/00000001.jpg``.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import posixpath
 from urllib.parse import urlparse
@@ -127,6 +128,16 @@ def list_dir(location: str) -> list[str]:
         return []
     infos = fs.get_file_info(pafs.FileSelector(p, recursive=False))
     return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
+
+
+def image_size(location: str) -> tuple[int, int]:
+    """(width, height) of an image from its header (no decode)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(read_bytes(location))) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{location}: not a readable image ({e})") from None
 
 
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,

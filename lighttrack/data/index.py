@@ -28,7 +28,6 @@ it, and a split's listing file (GOT-10k ``list.txt``) when the index is opened.
 from __future__ import annotations
 
 import ast
-import io
 import json
 import logging
 import os
@@ -41,7 +40,6 @@ from typing import Iterable, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from . import fs
 from .fs import DataError
@@ -77,11 +75,6 @@ def _relative(root: str, location: str) -> str:
     return location[len(prefix):].lstrip("/\\").replace("\\", "/")
 
 
-def _header_size(location: str) -> tuple[int, int]:
-    with Image.open(io.BytesIO(fs.read_bytes(location))) as img:
-        return img.size
-
-
 class ReaderLayout:
     """A GOT-10k, LaSOT or folder reader seen as a layout: one unit per sequence."""
 
@@ -107,7 +100,7 @@ class ReaderLayout:
             wh = ast.literal_eval(r.meta(i).get("resolution", "(0, 0)"))
             size = (int(wh[0]), int(wh[1]))
         else:
-            size = _header_size(frames[0]) if frames else (0, 0)
+            size = fs.image_size(frames[0]) if frames else (0, 0)
         visible = info["visible"]
         bad = box_problems(boxes, visible, size)
         if bad:

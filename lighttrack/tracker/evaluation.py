@@ -28,11 +28,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from lighttrack.atomic import atomic_dir
+from lighttrack.data.fs import DataError, exists, image_size
 from lighttrack.tracker import metrics
 from lighttrack.tracker.lockstep import track_lockstep
 from lighttrack.tracker.params import PRESETS, TrackerParams
 from lighttrack.tracker.plots import plot_success
-from lighttrack.tracker.tracker import Tracker
+from lighttrack.tracker.tracker import Tracker, first_box
 
 __all__ = ["run_sequence", "write_results", "read_results", "score_results", "evaluate_split",
            "protocol_of", "open_split", "stay_put_boxes", "baseline_line", "PRIMARY", "SCORES_NAME"]
@@ -50,8 +52,6 @@ def open_split(root: str | Path, split: str = "val", layout: str | None = None, 
     (GOT-10k), ``root/got10k/<split>/list.txt`` (the embedded dataset), ``root/<c>/<c>-<n>/``
     (LaSOT), else folders of frames with a groundtruth.txt."""
     from lighttrack.data.readers import open_tracking
-
-    from lighttrack.data.fs import DataError
 
     root = Path(root)
     if not root.is_dir():
@@ -237,11 +237,41 @@ def evaluate_split(net, dataset, out_dir: str | Path, params: TrackerParams = PR
     ``report`` (optional) is called after each sequence with ``{"sequence", "index", "frames"}``.
     Returns the scores dict (GOT-10k: ao, sr50, sr75, fps, ...).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sequences = [dataset.sequence(i) for i in range(len(dataset))]  # every annotation read first
-    for i, name, boxes, times in _results(net, sequences, params, batch, device_crops):
-        write_results(out_dir, name, boxes, times)
-        if report is not None:
-            report({"sequence": name, "index": i, "frames": len(boxes)})
-    return score_results(out_dir, dataset, protocol, plot=plot)
+    sequences = read_split(dataset)
+    # Results appear in out_dir only once every sequence is tracked and scored: a failure
+    # half way leaves no result files that a scorer or a reader would take for the split's.
+    with atomic_dir(out_dir) as tmp:
+        for i, name, boxes, times in _results(net, sequences, params, batch, device_crops):
+            write_results(tmp, name, boxes, times)
+            if report is not None:
+                report({"sequence": name, "index": i, "frames": len(boxes)})
+        return score_results(tmp, dataset, protocol, plot=plot)
+
+
+def read_split(dataset) -> list:
+    """Every sequence of ``dataset`` (a reader) with its annotations read and its first box
+    checked against its first frame: what a bad split is refused by, before any tracking."""
+    sequences = [dataset.sequence(i) for i in range(len(dataset))]
+    if not sequences:
+        raise DataError(f"{getattr(dataset, 'root', dataset)}: no sequences to evaluate")
+    for seq in sequences:
+        check_start(seq)
+    return sequences
+
+
+def check_start(seq) -> None:
+    """Refuse a sequence whose first box does not lie on its first frame (the frame's size
+    from the GOT-10k meta data or the image header, not a decode)."""
+    if not len(seq.frames):
+        raise DataError(f"sequence {seq.name}: no frames")
+    resolution = getattr(seq, "meta", {}).get("resolution")
+    try:
+        if resolution:
+            w, h = ast.literal_eval(str(resolution))
+        elif isinstance(seq.frames[0], str) and exists(seq.frames[0]):
+            w, h = image_size(seq.frames[0])
+        else:  # frames that are not files (rendered, in memory): the reader decodes one
+            h, w = seq.read_frame(0).shape[:2]
+        first_box(seq.boxes[0], int(w), int(h))
+    except (ValueError, SyntaxError) as e:
+        raise DataError(f"sequence {seq.name} ({seq.frames[0]}): {e}") from None

@@ -65,5 +65,8 @@ def load_params(name_or_path: str | Path | None = "vot2019", overrides: Iterable
         base = config.to_dict(preset(str(name_or_path)))
         data = {**base, **config.parse_overrides(overrides)}
         return config.from_dict(TrackerParams, data)
+    if not Path(name_or_path).is_file():
+        raise config.ConfigError(f"tracker {str(name_or_path)!r} is neither a preset ({', '.join(sorted(PRESETS))}) "
+                                 "nor an existing YAML file of tracker parameters")
     return config.load(TrackerParams, name_or_path, overrides)
 

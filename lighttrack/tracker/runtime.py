@@ -115,19 +115,17 @@ class OrtNet:
         return cls, reg
 
 
-def _state_dict(checkpoint: str | Path) -> dict:
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict):
-        for key in ("model", "state_dict"):  # training checkpoints wrap the weights
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state dict or a checkpoint with a 'model' entry")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+def _state_dict(path: str | Path) -> dict:
+    """Tracker weights from a checkpoint file; classifier weights (phases 1 and 4's retrain
+    stage) are refused by name before their tensors are read."""
+    from lighttrack import checkpoint
+
+    info = checkpoint.inspect(path)
+    if info.head != "tracker":
+        raise checkpoint.CheckpointError(
+            f"{path}: {checkpoint.DESCRIPTIONS.get((info.phase, info.supernet), info.phase)} with classifier "
+            "weights; a tracker needs a phase-2 supernet or a phase-4 fine-tuned tracker checkpoint")
+    return checkpoint.weights(checkpoint.load(path, weights_only=True))
 
 
 def load_torch_net(arch, checkpoint: str | Path | None = None) -> torch.nn.Module:

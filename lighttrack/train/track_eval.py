@@ -35,7 +35,7 @@ def track_ao(net: nn.Module, reader, cfg: TrackEvalConfig, out_dir: str | Path) 
     from lighttrack.tracker.evaluation import evaluate_split
     from lighttrack.tracker.params import preset
     with torch.no_grad():
-        return evaluate_split(net, reader, out_dir, preset(cfg.tracker), plot=False)
+        return evaluate_split(net, reader, out_dir, load_params(cfg.tracker), plot=False)
 
 
 def _pair_forward(net: Callable, arch: Arch | None, device: torch.device) -> Callable[[dict], object]:
