@@ -163,7 +163,8 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
     trainer = TorchTrainer(
         worker_fn,
         train_loop_config={"config": absolute_paths(to_dict(cfg)), "config_path": args.config, "overrides": args.overrides,
-                           "run_id": run_id, "tracking_uri": tracking_uri(), "name": args.name, "inputs": refs},
+                           "run_id": run_id, "tracking_uri": tracking_uri(), "name": args.name, "inputs": refs,
+                           "phase": phase},
         scaling_config=ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.run.cpus_per_worker}),
         run_config=RunConfig(name=args.name, storage_path=storage,
@@ -278,6 +279,7 @@ class Reporter:
         self.ctx = ray.train.get_context()
         self.rank = self.ctx.get_world_rank()
         self.run_id, self.name = loop_config["run_id"], loop_config["name"]
+        self.phase = loop_config.get("phase")
         self.log_every, self.prefix, self.epochs = max(log_every, 1), prefix, epochs
         # TEST ONLY: kill once per MLflow run (a marker file makes the restarted attempt go on)
         self.fault_marker = Path(tempfile.gettempdir()) / f"lighttrack_fault_{self.run_id}_{prefix.strip('/')}"
@@ -317,8 +319,8 @@ class Reporter:
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
-            if self.rank == 0:
-                torch.save(state, Path(tmp) / CHECKPOINT_FILE)
+            if self.rank == 0:  # stamped with its phase: lighttrack.checkpoint.inspect reads it first
+                torch.save({**state, "phase": self.phase}, Path(tmp) / CHECKPOINT_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report({self.prefix + k: v for k, v in numeric.items()}, checkpoint=checkpoint)
             if self.rank == 0:

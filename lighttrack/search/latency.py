@@ -239,7 +239,7 @@ def _steps(net: StaticTracker) -> list[Step]:
 
 # -- backends -----------------------------------------------------------------------------------
 def _onnx_session(module: nn.Module, example: Sequence[torch.Tensor], threads: int):
-    from lighttrack.tracker.runtime import ort_session  # the optional `deploy` extra
+    from lighttrack.tracker.ort import ort_session  # the optional `deploy` extra
 
     f = io.BytesIO()
     names = [f"in{i}" for i in range(len(example))]

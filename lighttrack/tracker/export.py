@@ -31,7 +31,7 @@ from torch import nn
 from lighttrack.geometry import CONTEXT, IMAGENET_MEAN, IMAGENET_STD, SEARCH_SIZE, TEMPLATE_SIZE
 from lighttrack.models.static import SearchBranch, fold_bn, tile_se_gates
 from lighttrack.tracker.params import TrackerParams
-from lighttrack.tracker.runtime import CARD_NAME, ort_session
+from lighttrack.tracker.ort import CARD_NAME, ort_session
 
 __all__ = ["OPSET", "RawInputNet", "OrtEvalNet", "export_tracker", "calibration_crops", "dataset_samples",
            "quantize_int8", "write_card"]
