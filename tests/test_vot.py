@@ -183,3 +183,19 @@ def test_accuracy_robustness_and_eao_equal_the_vot_toolkits(vot_set, tracker):
     assert ours["robustness"] == pytest.approx(theirs["robustness"], abs=1e-9)
     assert ours["eao"] == pytest.approx(theirs["eao"], abs=1e-6)  # the toolkit sums in float32
     assert ours["failures"] > 0 and ours["eao_interval_covered"]
+
+
+def test_evaluate_protocol_vot_writes_toolkit_results_and_the_baseline(vot_set, tmp_path, capsys):
+    from lighttrack import cli
+
+    root, ds = vot_set
+    code = cli.main(["evaluate", "--protocol", "vot", "--dataset", str(root / "sequences"), "--max-sequences", "1",
+                     "--arch", "lighttrack-mobile", "--out", str(tmp_path / "res")])
+    out = capsys.readouterr().out
+    assert code == 0 and "a tracker that stays at its start box: EAO" in out
+    name = ds.sequence_names[0]
+    lines = (tmp_path / "res" / name / f"{name}_001.txt").read_text().splitlines()
+    assert lines[0] == "1" and len(lines) == len(ds.sequence(0))
+    scores = json.loads((tmp_path / "res" / "scores.json").read_text())
+    assert {"eao", "accuracy", "robustness", "baseline_eao", "beats_baseline"} <= set(scores)
+    assert (tmp_path / "res" / "eao.png").is_file()

@@ -66,9 +66,28 @@ def batch_size(text: str) -> int | str:
     return value
 
 
+def _run_vot(args: argparse.Namespace) -> int:
+    from lighttrack.tracker import Tracker
+    from lighttrack.tracker.vot import evaluate_vot, open_vot, vot_line
+
+    dataset = open_vot(args.dataset, args.max_sequences)
+    tracker = Tracker(build_net(args), tracker_params(args))
+
+    def report(info: dict) -> None:
+        print(f"[{info['index'] + 1}/{len(dataset)}] {info['sequence']}: {info['frames']} frames, "
+              f"{info['failures']} failures", flush=True)
+
+    scores = evaluate_vot(tracker, dataset, args.out, report=report)
+    print(json.dumps({k: v for k, v in scores.items() if "curve" not in k}, indent=2))
+    print(vot_line(scores))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from lighttrack.tracker.evaluation import evaluate_split, open_split
 
+    if args.protocol == "vot":
+        return _run_vot(args)
     dataset = open_split(args.dataset, args.split, args.layout, args.max_sequences)
     net = build_net(args)
 
@@ -95,6 +114,9 @@ def register(subparsers) -> None:
     p.add_argument("--layout", choices=("got10k", "lasot", "folder"), default=None,
                    help="dataset layout (detected when omitted)")
     p.add_argument("--max-sequences", type=count, default=0, help="only the first N sequences (0: all)")
+    p.add_argument("--protocol", choices=("auto", "vot"), default="auto",
+                   help="auto: one pass, GOT-10k (AO) or OTB (AUC) by layout; vot: VOT-layout sequences, "
+                        "supervised experiment with re-initialisation (accuracy, failures, EAO)")
     p.add_argument("--out", required=True, help="results directory")
     p.add_argument("--batch", type=batch_size, default="auto",
                    help="sequences tracked in lockstep: auto (as many as memory and the device suit), 1 or K")

@@ -36,7 +36,8 @@ from lighttrack.data.fs import DataError
 
 __all__ = ["INITIALIZATION", "FAILURE", "UNKNOWN", "VotProtocol", "VOT2019", "parse_region", "region_box",
            "overlap", "VotSequence", "VotDataset", "run_supervised", "write_trajectory", "read_trajectory",
-           "sequence_overlaps", "accuracy", "eao_curve", "score_vot"]
+           "sequence_overlaps", "accuracy", "fragments", "eao_curve", "score_vot", "open_vot", "evaluate_vot",
+           "vot_line"]
 
 UNKNOWN, INITIALIZATION, FAILURE = 0, 1, 2  # the toolkit's special codes in a trajectory
 
@@ -369,3 +370,71 @@ def score_vot(trajectories: dict[str, list], dataset: VotDataset, protocol: VotP
             "beats_baseline": bool(ours["eao"] > stay["eao"]), "sequences": len(seqs),
             "eao_interval": [protocol.eao_low, protocol.eao_high],
             "eao_interval_covered": longest > protocol.eao_high}
+
+
+# -- a whole split -----------------------------------------------------------------------------
+def open_vot(root: str | Path, max_sequences: int = 0) -> VotDataset:
+    """A VOT sequences folder: ``root/list.txt``, or a toolkit workspace's ``root/sequences``."""
+    root = Path(root)
+    if not (root / "list.txt").is_file() and (root / "sequences" / "list.txt").is_file():
+        root = root / "sequences"
+    ds = VotDataset(root)
+    return VotDataset(root, ds.sequence_names[:max_sequences]) if max_sequences else ds
+
+
+def evaluate_vot(tracker, dataset: VotDataset, out_dir: str | Path, protocol: VotProtocol = VOT2019,
+                 report: Callable[[dict], None] | None = None, plot: bool = True) -> dict:
+    """The supervised experiment on every sequence with ``tracker`` (``initialize``/``track``):
+    the toolkit's result files ``<out_dir>/<name>/<name>_001.txt``, ``scores.json`` and the
+    EAO curve beside the baseline's. Every sequence and first region is read and checked
+    before the first frame is tracked; the files appear only when all are done."""
+    import json
+
+    from lighttrack.atomic import atomic_dir
+    from lighttrack.tracker.tracker import first_box
+
+    seqs = [dataset.sequence(i) for i in range(len(dataset))]
+    for seq in seqs:
+        try:
+            first_box(seq.boxes[0], *seq.size)
+        except ValueError as e:
+            raise DataError(f"sequence {seq.name}: {e}") from None
+    trajectories = {}
+    with atomic_dir(out_dir) as tmp:
+        for i, seq in enumerate(seqs):
+            trajectories[seq.name] = run_supervised(tracker, seq, protocol)
+            write_trajectory(tmp, seq.name, trajectories[seq.name])
+            if report is not None:
+                report({"sequence": seq.name, "index": i, "frames": len(seq),
+                        "failures": sum(isinstance(e, int) and e == FAILURE for e in trajectories[seq.name])})
+        scores = score_vot(trajectories, dataset, protocol)
+        (tmp / "scores.json").write_text(json.dumps(scores, indent=2))
+        if plot:
+            _plot_eao(scores, tmp / "eao.png", protocol)
+    return scores
+
+
+def _plot_eao(scores: dict, path: Path, protocol: VotProtocol) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(scores["eao_curve"], label=f"tracker (EAO {scores['eao']:.3f})")
+    ax.plot(scores["baseline_eao_curve"], ":", label=f"stays at its start box (EAO {scores['baseline_eao']:.3f})")
+    ax.axvspan(protocol.eao_low, protocol.eao_high, alpha=0.1, color="grey")
+    ax.set(xlabel="Sequence length (frames)", ylabel="Expected overlap", ylim=(0, 1), title="Expected average overlap")
+    ax.grid(True)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def vot_line(scores: dict) -> str:
+    """One line: EAO, accuracy and failures beside the baseline's, and whether it beats it."""
+    verdict = "beats it" if scores["beats_baseline"] else "does NOT beat it"
+    short = "" if scores["eao_interval_covered"] else " (sequences shorter than the EAO interval: EAO is partial)"
+    return (f"EAO {scores['eao']:.4f} (A {scores['accuracy']:.3f}, {scores['failures']} failures); a tracker that "
+            f"stays at its start box: EAO {scores['baseline_eao']:.4f} (A {scores['baseline_accuracy']:.3f}, "
+            f"{scores['baseline_failures']} failures) ({verdict}){short}")
