@@ -9,7 +9,7 @@ bash scripts/install_vot.sh || echo "[test] the VOT toolkit did not install: tes
 echo "[test] $(date +%T) pytest $*"
 start=$(date +%s)
 set +e
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=15 "$@"
 rc=$?
 set -e
 echo "[test] pytest exit code $rc after $(( $(date +%s) - start )) s"
