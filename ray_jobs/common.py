@@ -335,7 +335,6 @@ def check_inputs(cfg: Any, where: str = "") -> None:
     from lighttrack.data.check import check_image_folder_quick, check_source_quick
     from lighttrack.data.sampling import PairDataConfig
     from lighttrack.search.evaluate import EvalConfig
-    from lighttrack.tracker.evaluation import open_split
     from lighttrack.tracker.params import load_params
     from lighttrack.train.config import PretrainConfig, RetrainStageConfig, TrackEvalConfig
 
@@ -345,17 +344,17 @@ def check_inputs(cfg: Any, where: str = "") -> None:
             if sc.pairs_per_epoch:
                 check_source_quick(sc.kind, sc.root, sc.split, key(f"sources[{i}]"))
         return
-    if isinstance(cfg, (TrackEvalConfig, EvalConfig)):
-        root, split = (cfg.root, cfg.split) if isinstance(cfg, TrackEvalConfig) else (cfg.val_root, cfg.val_split)
-        try:
-            open_split(root, split)
-            if isinstance(cfg, EvalConfig) and cfg.recalibrate and cfg.recal_batches:
+    if isinstance(cfg, (TrackEvalConfig, EvalConfig)):  # GOT-10k-layout validation (local or a bucket)
+        if isinstance(cfg, TrackEvalConfig):
+            check_source_quick("got10k", cfg.root, cfg.split, key("root"))
+        else:
+            check_source_quick("got10k", cfg.val_root, cfg.val_split, key("val_root"))
+            if cfg.recalibrate and cfg.recal_batches:
                 check_source_quick("got10k", cfg.recal_root, cfg.recal_split, key("recal_root"))
+        try:
             load_params(cfg.tracker)
         except ConfigError as e:
             raise ConfigError(f"{key('tracker')}: {e}") from None
-        except ValueError as e:  # DataError
-            raise type(e)(f"{where or 'eval'}: {e}") from None
         return
     if isinstance(cfg, PretrainConfig) or (isinstance(cfg, RetrainStageConfig) and cfg.enabled):
         check_image_folder_quick(cfg.data_root, where=key("data_root"))

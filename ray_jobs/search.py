@@ -156,7 +156,7 @@ class _Resumed:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from lighttrack.search.budget import BudgetCheck, CostModel, check_possible
+    from lighttrack.search.budget import CostModel, check_possible
     from lighttrack.search.config import SearchConfig
 
     cfg = common.load_config(SearchConfig, args)
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     # The evaluators may run on any node: the weights travel through the object store
     # (one copy, fetched by each actor's node), never as a path of the driver's disk.
     weights = ray.put(ckpt.read_bytes())
-    with _open_run(name, args, cfg, supernet) as run:
+    with _open_run(name, args, cfg, supernet):
         import mlflow
 
         mlflow.set_tags({SEARCH_NAME_TAG: name, "lighttrack.supernet": cfg.supernet,

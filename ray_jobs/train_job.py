@@ -142,7 +142,6 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
     if args.use_gpu is not None:
         overrides.append(f"run.use_gpu={args.use_gpu}")
     cfg = load(cfg_cls, args.config, overrides)
-    check_inputs(cfg)  # every dataset and tracker file the job will read, before Ray and MLflow
     tags = lineage(cfg)
     setup_mlflow(args.experiment)
     states = {}
@@ -151,6 +150,7 @@ def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Call
         states[key] = {"model": state["model"]}  # the weights only, not the optimizer state
         tags |= ref_tags if key == "init" else {f"lighttrack.{key}_{k.rsplit('.', 1)[-1]}": v
                                                  for k, v in ref_tags.items()}
+    check_inputs(cfg)  # every dataset and tracker file the job will read: still before Ray and any run
     connect_ray(args.address)
     capacity = cluster_capacity()  # read once: the storage check and --use-gpu auto both need it
     storage = storage_path_check(args.storage_path, capacity.max_nodes)

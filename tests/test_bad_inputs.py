@@ -171,7 +171,7 @@ def test_datasets_a_job_reads_are_checked_before_ray(no_services, ckpts, tmp_pat
         train_supernet.main(["--config", str(SUPERNET_MICRO), "--name", "bad", "--storage-path",
                              str(tmp_path / "runs"), "--set", f"init={ckpts['phase1']}",
                              "--set", "data.sources=[{root: /nonexistent/got10k}]"])
-    with pytest.raises(DataError, match="no split 'nosuch' .* its splits: .*val"):
+    with pytest.raises(DataError, match="eval.val_root: GOT-10k split must be train, val or test, got 'nosuch'"):
         search.main(["--config", str(ROOT / "configs" / "search_micro.yaml"), "--supernet", str(ckpts["phase2"]),
                      "--flops-max", "600M", "--params-max", "2M", "--set", "eval.val_split=nosuch"])
 

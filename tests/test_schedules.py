@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lighttrack.config import load
-from lighttrack.train.config import PretrainConfig, RetrainConfig, SupernetConfig
+from lighttrack.train.config import PretrainConfig, RetrainConfig, ScheduleConfig, SupernetConfig
 from lighttrack.train.schedules import build_optimizer, lr_at, param_groups, set_lr
 
 
@@ -58,9 +58,13 @@ def test_backbone_group_runs_at_lr_mult():
 
 
 def test_bad_schedule_is_a_clear_error():
-    cfg = load(SupernetConfig, overrides=["schedule.decay=exp"])
+    # refused where the config loads, naming the key ...
+    with pytest.raises(ValueError, match="schedule.decay: 'exp' is not one of"):
+        load(SupernetConfig, overrides=["schedule.decay=exp"])
+    with pytest.raises(ValueError, match="schedule.final_lr: 0.0; log decay needs final_lr > 0"):
+        load(SupernetConfig, overrides=["schedule.decay=log", "schedule.final_lr=0"])
+    # ... and by the schedule itself for a config built in code
     with pytest.raises(ValueError, match="schedule.decay"):
-        lr_at(1.0, 0.1, 10, cfg.schedule)
-    cfg = load(SupernetConfig, overrides=["schedule.decay=log", "schedule.final_lr=0"])
+        lr_at(1.0, 0.1, 10, ScheduleConfig(decay="exp"))
     with pytest.raises(ValueError, match="log decay"):
-        lr_at(9.0, 0.1, 10, cfg.schedule)
+        lr_at(9.0, 0.1, 10, ScheduleConfig(decay="log", final_lr=0.0))

@@ -9,12 +9,14 @@ configs can train on 64-128 px images.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from ..config import PosInt, Range
 from ..geometry import IMAGENET_MEAN, IMAGENET_STD
 from . import fs
 from .fs import DataError
@@ -27,8 +29,8 @@ __all__ = ["ClassificationConfig", "ImageFolderCV", "train_transform", "eval_tra
 class ClassificationConfig:
     """ImageNet-layout data for phase 1."""
     root: str = "data/synth/imagenet"  # folder with train/ and val/: local path or pyarrow.fs URI
-    size: int = 224  # network input side, pixels
-    min_scale: float = 0.08  # RandomResizedCrop smallest area fraction
+    size: PosInt = 224  # network input side, pixels
+    min_scale: Annotated[float, Range(gt=0, le=1)] = 0.08  # RandomResizedCrop smallest area fraction
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:

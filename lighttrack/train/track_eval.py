@@ -33,7 +33,7 @@ def open_val(cfg: TrackEvalConfig):
 def track_ao(net: nn.Module, reader, cfg: TrackEvalConfig, out_dir: str | Path) -> dict:
     """Scores (``ao``, ``sr50``, ...) of ``net`` (template/search module, eval mode) on ``reader``."""
     from lighttrack.tracker.evaluation import evaluate_split
-    from lighttrack.tracker.params import preset
+    from lighttrack.tracker.params import load_params
     with torch.no_grad():
         return evaluate_split(net, reader, out_dir, load_params(cfg.tracker), plot=False)
 
