@@ -346,6 +346,8 @@ def check_inputs(cfg: Any, where: str = "") -> None:
         return
     if isinstance(cfg, (TrackEvalConfig, EvalConfig)):  # GOT-10k-layout validation (local or a bucket)
         if isinstance(cfg, TrackEvalConfig):
+            if not (cfg.num_paths or cfg.paths):
+                return  # no path is evaluated: the split is never read
             check_source_quick("got10k", cfg.root, cfg.split, key("root"))
         else:
             check_source_quick("got10k", cfg.val_root, cfg.val_split, key("val_root"))

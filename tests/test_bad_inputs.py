@@ -297,3 +297,15 @@ def test_unwritable_outputs_split_names_and_presets_are_one_line(tmp_path, capsy
     code, err = _cli(["evaluate", "--arch", "lighttrack-mobile", "--tracker", "vot2091", "--dataset", root,
                       "--out", tmp_path / "r"], capsys)
     assert code == 2 and "tracker 'vot2091' is neither a preset (released, vot2019)" in err
+
+
+def test_a_split_the_job_never_reads_is_not_required(monkeypatch):
+    """Phase 2 with no evaluated path never reads its validation split (a cluster job whose
+    data is in a bucket keeps the config's local default there)."""
+    from lighttrack.data.fs import DataError
+    from ray_jobs.common import check_inputs
+
+    monkeypatch.chdir(ROOT)  # the micro config's data roots are relative to the checkout
+    check_inputs(load(SupernetConfig, SUPERNET_MICRO, ["eval.num_paths=0", "eval.root=/nonexistent"]))
+    with pytest.raises(DataError, match="eval.root: dataset root /nonexistent does not exist"):
+        check_inputs(load(SupernetConfig, SUPERNET_MICRO, ["eval.num_paths=1", "eval.root=/nonexistent"]))

@@ -185,14 +185,17 @@ def test_accuracy_robustness_and_eao_equal_the_vot_toolkits(vot_set, tracker):
     assert ours["failures"] > 0 and ours["eao_interval_covered"]
 
 
-def test_evaluate_protocol_vot_writes_toolkit_results_and_the_baseline(vot_set, tmp_path, capsys):
+def test_evaluate_protocol_vot_writes_toolkit_results_and_the_baseline(tmp_path, capsys):
     from lighttrack import cli
+    from lighttrack.data.synth_vot import write_vot
 
-    root, ds = vot_set
-    code = cli.main(["evaluate", "--protocol", "vot", "--dataset", str(root / "sequences"), "--max-sequences", "1",
+    write_vot(tmp_path / "ws" / "sequences", sequences=2, frames=(40, 50))  # a toolkit workspace's layout
+    code = cli.main(["evaluate", "--protocol", "vot", "--dataset", str(tmp_path / "ws"), "--max-sequences", "1",
                      "--arch", "lighttrack-mobile", "--out", str(tmp_path / "res")])
     out = capsys.readouterr().out
     assert code == 0 and "a tracker that stays at its start box: EAO" in out
+    assert "shorter than the EAO interval" in out
+    ds = vot.open_vot(tmp_path / "ws")
     name = ds.sequence_names[0]
     lines = (tmp_path / "res" / name / f"{name}_001.txt").read_text().splitlines()
     assert lines[0] == "1" and len(lines) == len(ds.sequence(0))
