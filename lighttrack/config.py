@@ -37,9 +37,9 @@ class Range:
     lt: float | None = None
 
     def check(self, value: float, where: str) -> None:
-        bounds = (("ge", value >= (self.ge or 0)), ("gt", value > (self.gt or 0)),
-                  ("le", value <= (self.le or 0)), ("lt", value < (self.lt or 0)))
-        if not all(ok for name, ok in bounds if getattr(self, name) is not None):
+        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        if not ok:
             raise ConfigError(f"{where}: {value!r} is out of range; must be {self}")
 
     def __str__(self) -> str:

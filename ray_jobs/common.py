@@ -328,8 +328,8 @@ def storage_path_check(path: str | None, num_nodes: int | None = None) -> str | 
 
 
 def check_inputs(cfg: Any, where: str = "") -> None:
-    """Check, on the driver and before Ray or MLflow start, every dataset and tracker file
-    that job config ``cfg`` names: a listing per tracking source, the validation split, the
+    """Check, on the driver before Ray starts or any MLflow run exists, every dataset and
+    tracker file that job config ``cfg`` names: a listing per tracking source, the validation split, the
     ImageNet folders (their class folders or index), tracker YAML files. A problem is a
     ``DataError``/``ConfigError`` naming the config key."""
     from lighttrack.data.check import check_image_folder_quick, check_source_quick
