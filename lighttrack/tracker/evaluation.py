@@ -115,12 +115,15 @@ def read_results(out_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray
 
 
 def _image_size(seq) -> tuple[float, float]:
-    """(W, H): the toolkit's ``resolution`` from GOT-10k meta data, else frame 0's size."""
+    """(W, H): the toolkit's ``resolution`` from GOT-10k meta data, else frame 0's size
+    (from the image header when the frame is a file; frames rendered in memory are read)."""
     resolution = getattr(seq, "meta", {}).get("resolution")
     if resolution:
         w, h = ast.literal_eval(str(resolution))
-        return float(w), float(h)
-    h, w = seq.read_frame(0).shape[:2]
+    elif isinstance(seq.frames[0], str) and exists(seq.frames[0]):
+        w, h = image_size(seq.frames[0])
+    else:
+        h, w = seq.read_frame(0).shape[:2]
     return float(w), float(h)
 
 
@@ -264,14 +267,8 @@ def check_start(seq) -> None:
     from the GOT-10k meta data or the image header, not a decode)."""
     if not len(seq.frames):
         raise DataError(f"sequence {seq.name}: no frames")
-    resolution = getattr(seq, "meta", {}).get("resolution")
     try:
-        if resolution:
-            w, h = ast.literal_eval(str(resolution))
-        elif isinstance(seq.frames[0], str) and exists(seq.frames[0]):
-            w, h = image_size(seq.frames[0])
-        else:  # frames that are not files (rendered, in memory): the reader decodes one
-            h, w = seq.read_frame(0).shape[:2]
+        w, h = _image_size(seq)
         first_box(seq.boxes[0], int(w), int(h))
     except (ValueError, SyntaxError) as e:
         raise DataError(f"sequence {seq.name} ({seq.frames[0]}): {e}") from None

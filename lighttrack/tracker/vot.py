@@ -333,10 +333,12 @@ def eao_curve(parts: list[tuple[np.ndarray, bool]]) -> np.ndarray:
         return (running * mask).sum(0) / mask.sum(0)
 
 
-def score_vot(trajectories: dict[str, list], dataset: VotDataset, protocol: VotProtocol = VOT2019) -> dict:
+def score_vot(trajectories: dict[str, list], dataset: VotDataset | list[VotSequence],
+              protocol: VotProtocol = VOT2019) -> dict:
     """Accuracy, robustness, EAO (and per tag) of ``{sequence name: trajectory}``, with the
-    same figures of the tracker that stays at its start box (``baseline_*``)."""
-    seqs = [dataset.sequence(i) for i in range(len(dataset))]
+    same figures of the tracker that stays at its start box (``baseline_*``). ``dataset``
+    may be the sequences already read."""
+    seqs = dataset if isinstance(dataset, list) else [dataset.sequence(i) for i in range(len(dataset))]
 
     def figures(traj_of: Callable[[VotSequence], list]) -> dict:
         acc_w = fail_w = weight = 0.0
@@ -407,7 +409,7 @@ def evaluate_vot(tracker, dataset: VotDataset, out_dir: str | Path, protocol: Vo
             if report is not None:
                 report({"sequence": seq.name, "index": i, "frames": len(seq),
                         "failures": sum(isinstance(e, int) and e == FAILURE for e in trajectories[seq.name])})
-        scores = score_vot(trajectories, dataset, protocol)
+        scores = score_vot(trajectories, seqs, protocol)
         (tmp / "scores.json").write_text(json.dumps(scores, indent=2))
         if plot:
             _plot_eao(scores, tmp / "eao.png", protocol)
