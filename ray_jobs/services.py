@@ -219,6 +219,13 @@ class LocalNode:
     log: Path | None = None
     _proc: subprocess.Popen | None = None
 
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why such a node cannot start on this machine, or None when it can."""
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            return "worker nodes in their own mount namespaces need root and unshare(1)"
+        return None
+
     def start(self, timeout: float = 120.0) -> "LocalNode":
         import ray  # noqa: F401  (fail here, not in the namespace, when Ray is missing)
 

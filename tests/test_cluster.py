@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ray_jobs.pipeline import PHASES, ROOT, ensure_data, run_phases
-from ray_jobs.services import LocalCluster, submit_job
+from ray_jobs.services import LocalCluster, LocalNode, submit_job
 # The single-node smoke test's checks, run again on this module's `smoke` fixture.
 from tests.test_pipeline_smoke import (  # noqa: F401
     test_pretrain_run_and_checkpoint, test_retrain_run_and_checkpoint, test_search_best_arch_and_candidates,
@@ -35,8 +35,8 @@ HIDDEN = (ROOT / "runs", ROOT / "data")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3_server):
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("worker nodes in their own mount namespaces need root and unshare(1)")
+    if LocalNode.unavailable():
+        pytest.skip(LocalNode.unavailable())
     for d in HIDDEN:
         d.mkdir(exist_ok=True)
     c = LocalCluster(tmp_path_factory.mktemp("cluster"), nodes=2, cpus_per_node=1, hide=HIDDEN, s3=s3_server)
