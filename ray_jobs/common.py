@@ -344,13 +344,13 @@ def check_inputs(cfg: Any, where: str = "") -> None:
             if sc.pairs_per_epoch:
                 check_source_quick(sc.kind, sc.root, sc.split, key(f"sources[{i}]"))
         return
-    if isinstance(cfg, (TrackEvalConfig, EvalConfig)):  # GOT-10k-layout validation (local or a bucket)
+    if isinstance(cfg, (TrackEvalConfig, EvalConfig)):  # validation sequences (local or a bucket)
         if isinstance(cfg, TrackEvalConfig):
             if not (cfg.num_paths or cfg.paths):
                 return  # no path is evaluated: the split is never read
-            check_source_quick("got10k", cfg.root, cfg.split, key("root"))
+            _check_validation(cfg.metric, cfg.root, cfg.split, key("root"))
         else:
-            check_source_quick("got10k", cfg.val_root, cfg.val_split, key("val_root"))
+            _check_validation(cfg.metric, cfg.val_root, cfg.val_split, key("val_root"))
             if cfg.recalibrate and cfg.recal_batches:
                 check_source_quick("got10k", cfg.recal_root, cfg.recal_split, key("recal_root"))
         try:
@@ -364,6 +364,20 @@ def check_inputs(cfg: Any, where: str = "") -> None:
         for f in dataclasses.fields(cfg):
             if dataclasses.is_dataclass(getattr(cfg, f.name)):
                 check_inputs(getattr(cfg, f.name), key(f.name))
+
+
+def _check_validation(metric: str, root: str, split: str, where: str) -> None:
+    """GOT-10k listing of ``root/split`` (metric ao) or VOT ``list.txt`` of ``root`` (eao)."""
+    if metric != "eao":
+        from lighttrack.data.check import check_source_quick
+        check_source_quick("got10k", root, split, where)
+        return
+    from lighttrack.data.fs import DataError
+    from lighttrack.tracker.vot import open_vot
+    try:
+        open_vot(root)
+    except DataError as e:
+        raise DataError(f"{where} (metric eao: a VOT sequences folder): {e}") from None
 
 
 def failure_reason(error: BaseException) -> str:

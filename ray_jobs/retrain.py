@@ -126,7 +126,8 @@ def worker(loop_config: dict) -> None:
         n = max(ft.eval.recalibrate_batches, 4)
         ref_eval = supernet_evaluator(ft.eval.__class__(**(vars(ft.eval) | {"recalibrate_batches": n})),
                                       [arch], recal, dist.device)
-        rep({"supernet_path_val_ao": ref_eval(supernet.to(dist.device), -1)["val_ao/path0"]})
+        m = ft.eval.metric
+        rep({f"supernet_path_val_{m}": ref_eval(supernet.to(dist.device), -1)[f"val_{m}/path0"]})
     elif state is None and supernet is not None:
         rep({})
     train_tracking(tracker, loader, ft, cfg.run, tagged(rep, "finetune"), dist, ddp_wrap, state,

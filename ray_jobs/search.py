@@ -251,7 +251,8 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
                      "lighttrack.cache": cache_location, "lighttrack.gpus_per_evaluator": gpus})
     cache = EvalCache(cache_location)
     step = {"n": 0}
-    out = {"budgets": {}, "supernet_id": sid, "settings_id": eid}
+    m = cfg.eval.metric  # the fitness: ao | eao
+    out = {"budgets": {}, "supernet_id": sid, "settings_id": eid, "metric": m}
 
     for b in budgets:
         check = BudgetCheck(b, costs)
@@ -265,15 +266,16 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
         seeded = source.seed(rows)
         print(f"search {b.label}: {len(rows)} cached results, {seeded} fit and seeded the optimizer, "
               f"{done} done earlier by this search; up to {max_eval - done} more", flush=True)
-        best = {"ao": -1.0}
+        best = {"fitness": -1.0}
 
         def on_result(h, label=b.label, best=best):
             step["n"] += 1
-            if h["ao"] > best["ao"]:
+            if h["fitness"] > best["fitness"]:
                 best.update(h)
             # Rows cached before the baseline existed have none (None).
-            baseline = {} if h.get("baseline_ao") is None else {f"baseline_ao/{label}": h["baseline_ao"]}
-            mlflow.log_metrics({f"ao/{label}": h["ao"], f"best_ao/{label}": best["ao"], **baseline,
+            base = h["baseline_fitness"]
+            baseline = {} if base is None else {f"baseline_{m}/{label}": base}
+            mlflow.log_metrics({f"{m}/{label}": h["fitness"], f"best_{m}/{label}": best["fitness"], **baseline,
                                 "cache_answer": float(h["source"] == "cache")}, step=step["n"])
 
         searcher = LightTrackSearcher(source, cfg.workers, on_result)
@@ -320,10 +322,11 @@ def log_results(res: dict, budgets, name: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lighttrack.search.cache import SCHEMA
+    from lighttrack.search.cache import SCHEMA, baseline_fitness, fitness
     from lighttrack.search.pareto import pareto_front, plot_pareto, plot_progress
 
-    rows = res["rows"]
+    rows, m = res["rows"], res["metric"]
+    figures = ("sr50", "sr75") if m == "ao" else ("accuracy", "failures")  # the protocol's others
     mine = [r for r in rows if r["search"] == name]
     out = Path(tempfile.mkdtemp(prefix="lt-search-out-"))
     table = pa.Table.from_pylist(mine, schema=SCHEMA).rename_columns(
@@ -335,32 +338,32 @@ def log_results(res: dict, budgets, name: str) -> None:
         fit = [r for r in rows if b.fits(r["macs"], r["params"], r["latency_ms"])]
         if not fit:
             continue
-        r = max(fit, key=lambda r: (r["ao"], -r["macs"]))
-        base = r.get("baseline_ao")
+        r = max(fit, key=lambda r: (fitness(r), -r["macs"]))
+        base = baseline_fitness(r)
         if base is None:  # a row cached before the baseline existed: any row of these settings has it
-            base = next((o["baseline_ao"] for o in rows if o.get("baseline_ao") is not None), None)
-        bests.append({"budget": b.label, "arch": r["arch"], "ao": r["ao"], "baseline_ao": base,
-                      "beats_baseline": None if base is None else bool(r["ao"] > base), "sr50": r["sr50"],
-                      "sr75": r["sr75"], "params": r["params"], "macs": r["macs"],
+            base = next((baseline_fitness(o) for o in rows if baseline_fitness(o) is not None), None)
+        bests.append({"budget": b.label, "arch": r["arch"], "metric": m, m: fitness(r), f"baseline_{m}": base,
+                      "beats_baseline": None if base is None else bool(fitness(r) > base),
+                      **{k: r[k] for k in figures}, "params": r["params"], "macs": r["macs"],
                       "latency_ms": r["latency_ms"], "budget_macs": b.macs_max,
                       "budget_params": b.params_max, "budget_latency_ms": b.latency_max_ms})
         (out / f"best_arch_{b.label}.json").write_text(json.dumps(bests[-1], indent=2))
-        print(f"search {b.label}: best AO {r['ao']:.4f} {r['arch']} ({r['macs'] / 1e6:.1f}M MACs, "
+        print(f"search {b.label}: best {m.upper()} {fitness(r):.4f} {r['arch']} ({r['macs'] / 1e6:.1f}M MACs, "
               f"{r['params'] / 1e6:.3f}M params); a tracker that stays at the first box: "
               f"{'unknown' if base is None else f'{base:.4f}'}", flush=True)
     if bests:
         (out / "best_arch.json").write_text(json.dumps({**bests[0], "all": bests}, indent=2))
         mlflow.set_tag(common.ARCH_TAG, bests[0]["arch"])
-        if bests[0]["baseline_ao"] is not None:
-            mlflow.log_metric("baseline_ao", bests[0]["baseline_ao"])
-        mlflow.log_metrics({"best_ao": bests[0]["ao"], "best_macs": bests[0]["macs"],
+        if bests[0][f"baseline_{m}"] is not None:
+            mlflow.log_metric(f"baseline_{m}", bests[0][f"baseline_{m}"])
+        mlflow.log_metrics({f"best_{m}": bests[0][m], "best_macs": bests[0]["macs"],
                             "best_params": bests[0]["params"]})
     front = pareto_front(rows)
     pa.Table.from_pylist(front, schema=SCHEMA).to_pandas().to_csv(out / "pareto_front.csv", index=False)
-    baseline = next((r["baseline_ao"] for r in rows if r.get("baseline_ao") is not None), None)
-    plot_pareto(rows, front, out / "pareto_front.png", [(b.label, b.macs_max) for b in budgets], baseline)
-    plot_progress({k: [h["ao"] for h in v["history"]] for k, v in res["budgets"].items()},
-                  out / "progress.png", baseline)
+    baseline = next((baseline_fitness(r) for r in rows if baseline_fitness(r) is not None), None)
+    plot_pareto(rows, front, out / "pareto_front.png", [(b.label, b.macs_max) for b in budgets], baseline, m)
+    plot_progress({k: [h["fitness"] for h in v["history"]] for k, v in res["budgets"].items()},
+                  out / "progress.png", baseline, m)
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in res["budgets"].items()}
     summary.update(supernet_loads=res["supernet_loads"], evaluators_lost=res["evaluators_lost"],
                    seconds=res["seconds"])

@@ -24,7 +24,7 @@ from ray.tune.search.nevergrad import NevergradSearch
 
 from lighttrack.arch import parse
 from lighttrack.search.budget import CostModel
-from lighttrack.search.cache import EvalCache
+from lighttrack.search.cache import SCHEMA, EvalCache
 from lighttrack.search.searcher import CandidateSource
 
 __all__ = ["Evaluator", "LightTrackSearcher", "trial", "to_report", "from_report"]
@@ -39,9 +39,7 @@ def to_report(row: dict) -> dict:
 
 
 def from_report(result: dict) -> dict:
-    row = {k: result.get(k) for k in ("supernet_id", "settings_id", "arch", "ao", "baseline_ao", "sr50", "sr75",
-                                       "params", "macs", "latency_ms", "recal_batches", "seconds",
-                                       "search", "budget", "worker", "trial")}
+    row = {k: result.get(k) for k in SCHEMA.names if k not in _TIME_KEYS}
     for k in _TIME_KEYS:
         if result.get(k) is not None:
             row[k] = dt.datetime.fromtimestamp(result[k], dt.timezone.utc)
@@ -124,7 +122,7 @@ class LightTrackSearcher(NevergradSearch):
 
     def __init__(self, source: CandidateSource, max_concurrent: int,
                  on_result: Callable[[dict], None] | None = None) -> None:
-        super().__init__(optimizer=source.opt, metric="ao", mode="max")
+        super().__init__(optimizer=source.opt, metric="fitness", mode="max")
         self.source, self.max_concurrent, self.on_result = source, max_concurrent, on_result
         self._arch_of: dict[str, str] = {}
         self._worker_of: dict[str, int] = {}
@@ -167,7 +165,7 @@ class LightTrackSearcher(NevergradSearch):
         self._worker_of.pop(trial_id, None)
         if arch is None:
             return
-        if error or not result or "ao" not in result:
+        if error or not result or ("fitness" not in result and "ao" not in result):  # "ao": an older row
             # a trial lost with its node errors too: try the candidate again (a bounded
             # number of times; the evaluator's cache check answers it if it was finished)
             self.source.fail(arch, retry=True)

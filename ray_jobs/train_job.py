@@ -331,7 +331,7 @@ class Reporter:
                 epoch = int(metrics["epoch"])
                 eta = metrics.get("eta_s", float("nan"))
                 extra = " ".join(f"{k}={v:.4g}" for k, v in numeric.items()
-                                 if k.startswith(("train_loss", "top1", "val_ao")))
+                                 if k.startswith(("train_loss", "top1", "val_ao", "val_eao")))
                 # the process's own stdout: Ray Train wraps sys.stdout and patches print() to
                 # log as well as echo, and either way the line reached the driver twice
                 out = sys.__stdout__ or sys.stdout

@@ -141,3 +141,28 @@ def test_tighter_budgets_in_one_run_reuse_the_cache(setup, first):
         assert list(tmp.glob(f"mlartifacts/**/best_arch_{b.label}.json")), b.label
     print(f"second search ({' + '.join(TIGHT)}): {seconds:.1f} s")
     assert list(tmp.glob("mlartifacts/**/pareto_front.png"))
+
+
+def test_a_search_by_vot_eao_scores_under_settings_of_its_own(setup, first):
+    """``eval.metric=eao``: candidates are scored by the VOT experiment on a VOT folder, their
+    rows keep apart from the AO rows of the same supernet, and the best is reported by EAO."""
+    import json
+
+    from lighttrack.data.synth_vot import write_vot
+
+    tmp, env, address = setup
+    write_vot(tmp / "vot", seed=3, sequences=1, frames=(60, 60))
+    ao_settings = {r["settings_id"] for r in _rows(tmp)}
+    out = _run(_cmd(tmp, address, "vot", (FIRST,), 2) + [
+        "--set", "eval.metric=eao", "--set", f"eval.val_root={tmp / 'vot'}", "--set", "eval.val_frames=0"], env, tmp)
+    assert re.search(rf"search {re.escape(FIRST)}: 0 cached results", out), out[-2000:]  # AO rows not told
+    rows = _rows(tmp, "vot")
+    assert len(rows) == 2 and not {r["settings_id"] for r in rows} & ao_settings
+    for r in rows:
+        assert r["metric"] == "eao" and r["fitness"] == r["eao"] and r["ao"] is None
+        assert r["baseline_fitness"] == r["baseline_eao"] is not None
+    best = re.search(rf"search {re.escape(FIRST)}: best EAO ([0-9.]+) (\S+) ", out)
+    assert best and float(best.group(1)) == pytest.approx(max(r["eao"] for r in rows), abs=1e-4)
+    card = [json.loads(p.read_text()) for p in tmp.glob("mlartifacts/**/best_arch.json")
+            if json.loads(p.read_text()).get("metric") == "eao"]
+    assert card and {"eao", "baseline_eao", "accuracy", "failures", "beats_baseline"} <= set(card[0])

@@ -6,7 +6,9 @@
 Writes template/search graphs (torch.export ``.pt2`` and ONNX), BN and normalisation
 folded, and ``model_card.json``. With ``--dataset`` the exported tracker is evaluated on
 the split (AO in the card); ``--int8`` adds ONNX Runtime int8 graphs calibrated on crops
-of that split, and their AO change.
+of that split, and their AO change. With ``--vot`` it also runs the VOT supervised
+experiment on a VOT sequences folder (EAO, accuracy, failures in the card's
+``scores.vot``), each figure beside the stay-at-start tracker's.
 """
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ def _ao(net, dataset, params) -> dict:
     return {k: s[k] for k in keep if k in s}
 
 
+VOT_KEEP = ("eao", "accuracy", "robustness", "failures", "baseline_eao", "baseline_accuracy", "baseline_failures",
+            "beats_baseline", "sequences", "eao_interval", "eao_interval_covered")
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
@@ -41,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     from lighttrack.tracker.export import (calibration_crops, dataset_samples, export_tracker, quantize_int8,
                                            write_card)
     from lighttrack.tracker.runtime import OrtNet, load_torch_net
+    from lighttrack.tracker.validation import open_validation, score
 
     torch.set_num_threads(args.threads)
     arch = resolve(args.arch)
@@ -50,6 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     dataset = open_split(args.dataset, args.split, None, args.max_sequences) if args.dataset else None
     if dataset is not None:
         read_split(dataset)  # a broken split stops here, before anything is exported
+    vot = open_validation(args.vot, metric="eao", max_sequences=args.max_sequences) if args.vot else None
     net = load_torch_net(arch, args.checkpoint)
     out = Path(args.out)
     # Everything is written and scored in a hidden folder inside `out` and moved in at the end:
@@ -62,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
         card = write_card(tmp, arch=arch, files=files, params=params,
                           complexity={"params": c.params, "macs": c.macs},
                           source={"checkpoint": args.checkpoint, "supernet": args.supernet, "run": args.run})
+        scores = {}
         if dataset is not None:
             scores = {"dataset": str(args.dataset), "split": args.split, "sequences": len(dataset),
                       **_ao(OrtNet(tmp, args.threads), dataset, params)}
@@ -70,6 +79,10 @@ def _run(args: argparse.Namespace) -> int:
                 scores["int8"] = q
                 if "ao" in q:
                     scores["ao_change_int8"] = q["ao"] - scores["ao"]
+        if vot is not None:
+            s = score(OrtNet(tmp, args.threads), vot, params)
+            scores["vot"] = {"dataset": str(args.vot), **{k: s[k] for k in VOT_KEEP}}
+        if scores:
             data = json.loads(card.read_text())
             data["scores"] = scores
             card.write_text(json.dumps(data, indent=2))
@@ -86,6 +99,8 @@ def register(subparsers) -> None:
     p.add_argument("--int8", action="store_true", help="also write ONNX Runtime int8 graphs (needs --dataset)")
     p.add_argument("--dataset", default=None, help="evaluate the export on this dataset's split")
     p.add_argument("--split", default="val")
+    p.add_argument("--vot", default=None, metavar="SEQUENCES",
+                   help="also score the export by the VOT supervised experiment on this VOT sequences folder")
     p.add_argument("--max-sequences", type=count, default=0, help="only the first N sequences (0: all)")
     p.add_argument("--calibration", type=positive_int, default=32, help="int8 calibration crops")
     p.add_argument("--supernet", default=None, help="supernet the weights came from (model card)")

@@ -26,16 +26,25 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["SCHEMA", "EvalCache", "supernet_id", "settings_id", "fingerprint_sequences"]
+__all__ = ["SCHEMA", "SCORE_COLUMNS", "EvalCache", "supernet_id", "settings_id", "fingerprint_sequences",
+           "fitness", "baseline_fitness", "metric"]
 
 SCHEMA = pa.schema([
     ("supernet_id", pa.string()),
     ("settings_id", pa.string()),
     ("arch", pa.string()),
-    ("ao", pa.float64()),
-    ("baseline_ao", pa.float64()),  # a tracker that stays at the first box, same frames (per settings)
+    # The fitness is the settings' metric (ao | eao); rows cached before it existed are AO rows.
+    ("metric", pa.string()),
+    ("fitness", pa.float64()),
+    ("baseline_fitness", pa.float64()),  # a tracker that stays at its start box, same frames
+    ("ao", pa.float64()),  # GOT-10k figures (metric ao)
+    ("baseline_ao", pa.float64()),
     ("sr50", pa.float64()),
     ("sr75", pa.float64()),
+    ("eao", pa.float64()),  # VOT figures (metric eao)
+    ("baseline_eao", pa.float64()),
+    ("accuracy", pa.float64()),
+    ("failures", pa.int64()),
     ("params", pa.int64()),
     ("macs", pa.int64()),
     ("latency_ms", pa.float64()),
@@ -49,6 +58,24 @@ SCHEMA = pa.schema([
     ("trial", pa.string()),  # Ray Tune trial id, when run by one
 ])
 _KEY = ("supernet_id", "settings_id", "arch")
+SCORE_COLUMNS = ("metric", "fitness", "baseline_fitness", "ao", "baseline_ao", "sr50", "sr75", "eao",
+                 "baseline_eao", "accuracy", "failures")
+
+
+def fitness(row: Mapping[str, Any]) -> float:
+    """A row's score by its settings' metric (a row written before the metric existed: its AO)."""
+    value = row.get("fitness")
+    return float(row["ao"] if value is None else value)
+
+
+def baseline_fitness(row: Mapping[str, Any]) -> float | None:
+    value = row.get("baseline_fitness")
+    value = row.get("baseline_ao") if value is None else value
+    return None if value is None else float(value)
+
+
+def metric(row: Mapping[str, Any]) -> str:
+    return row.get("metric") or "ao"
 
 
 def supernet_id(state_dict: Mapping[str, Any]) -> str:
@@ -74,7 +101,7 @@ def fingerprint_sequences(sequences: Iterable[Any], read_bytes: Any = None) -> s
     for seq in sequences:
         h.update(f"seq|{seq.name}|{len(seq.frames)}|".encode())
         h.update(np.ascontiguousarray(np.asarray(seq.boxes, dtype=np.float64)).tobytes())
-        h.update(np.ascontiguousarray(np.asarray(seq.absent, dtype=bool)).tobytes())
+        h.update(np.ascontiguousarray(np.asarray(getattr(seq, "absent", ()), dtype=bool)).tobytes())
         for f in seq.frames:
             h.update(hashlib.sha1(read(str(f))).digest())
     return h.hexdigest()[:20]

@@ -8,16 +8,17 @@ recalibrated on the same pairs) and the validation sequences. ``evaluate(arch)``
    the candidates evaluated before on the same supernet),
 2. re-estimates the running statistics of every BN on the candidate's path over all
    recalibration batches (``models.bn.recalibrate_bn``; forward only),
-3. runs the real tracker over the validation sequences (``tracker.evaluate_split``: in
-   lockstep, ``batch`` sequences at a time), on the candidate's torch path or, on a CPU,
-   exported in memory to ONNX Runtime (BN folded after the recalibration, as deployed):
-   2-3x faster a frame here, for about 1.5 s of export (``backend``),
+3. runs the real tracker over the validation sequences by ``metric``
+   (``tracker.validation``: GOT-10k AO in lockstep, ``batch`` sequences at a time, or VOT
+   EAO with re-initialisation), on the candidate's torch path or, on a CPU, exported in
+   memory to ONNX Runtime (BN folded after the recalibration, as deployed): 2-3x faster a
+   frame here, for about 1.5 s of export (``backend``),
 
-and returns a cache row: GOT-10k AO (the fitness), SR, params, MACs, seconds.
+and returns a cache row: the fitness (AO or EAO) and the stay-at-start baseline's, the
+protocol's other figures, params, MACs, seconds.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import io
 import tempfile
@@ -36,6 +37,7 @@ from lighttrack.models import TrackSupernet, recalibrate_bn
 from lighttrack.search import cache
 from lighttrack.search.budget import CostModel
 from lighttrack.tracker.params import check_tracker
+from lighttrack.tracker.validation import Metric, open_validation, score
 
 __all__ = ["EvalConfig", "CandidateEvaluator", "load_supernet", "recal_batches"]
 
@@ -44,8 +46,9 @@ __all__ = ["EvalConfig", "CandidateEvaluator", "load_supernet", "recal_batches"]
 class EvalConfig:
     """How a candidate is scored (every field here enters the evaluation-settings id)."""
 
-    val_root: str = "data/synth/got10k"  # GOT-10k-layout root (local path or URI)
-    val_split: str = "val"  # split whose sequences score candidates
+    metric: Metric = "ao"  # the fitness: ao (GOT-10k, one pass) | eao (VOT, re-initialised)
+    val_root: str = "data/synth/got10k"  # GOT-10k-layout root (ao) or VOT sequences folder (eao); path or URI
+    val_split: str = "val"  # split whose sequences score candidates (ao only)
     val_sequences: Count = 0  # use the first N sequences (0 = all)
     val_frames: Count = 0  # use the first N frames of each sequence (0 = all; quick settings)
     recal_root: str = "data/synth/got10k"  # training pairs for BN recalibration
@@ -103,30 +106,27 @@ class CandidateEvaluator:
 
     def __init__(self, supernet: TrackSupernet, supernet_id: str, cfg: EvalConfig,
                  costs: CostModel | None = None, work_dir: str | Path | None = None) -> None:
-        from lighttrack.data.readers import Got10k
         from lighttrack.tracker.params import load_params
 
         self.net, self.supernet_id, self.cfg = supernet.eval(), supernet_id, cfg
         self.device = next(supernet.parameters()).device
         self.costs = costs or CostModel()
         self.params = load_params(cfg.tracker)
-        val = Got10k(cfg.val_root, cfg.val_split)
-        if cfg.val_sequences:
-            val = Got10k(cfg.val_root, cfg.val_split, val.sequence_names[:cfg.val_sequences])
-        self.val = _Head(val, cfg.val_frames) if cfg.val_frames else val
+        self.val = open_validation(cfg.val_root, cfg.val_split, cfg.metric, cfg.val_sequences, cfg.val_frames)
         self.batches = recal_batches(cfg) if cfg.recalibrate else []
         # Checkpoint BN buffers, restored before every candidate.
         self._bn_state = {k: v.clone() for k, v in supernet.state_dict().items()
                           if _is_bn_buffer(supernet, k)}
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="lt-search-"))
-        sequences = [self.val.sequence(i) for i in range(len(self.val))]  # annotations read once
-        self.backend = self._backend(cfg.backend, sum(len(s.frames) for s in sequences))
+        self.backend = self._backend(cfg.backend, self.val.frames)
+        # AO settings keep the ids they had before the metric existed (their caches stay valid).
+        extra = ({"backend": self.backend} if self.backend != "torch" else {}) | (
+            {"metric": cfg.metric} if cfg.metric != "ao" else {})
         self.settings_id = cache.settings_id(
-            sequences=cache.fingerprint_sequences(sequences),
+            sequences=cache.fingerprint_sequences(self.val.sequences),
             tracker=self.params, recal_batches=cfg.recal_batches if cfg.recalibrate else 0,
             recal_batch_size=cfg.recal_batch_size, seed=cfg.seed,
-            recal_data=f"{cfg.recal_root}:{cfg.recal_split}",
-            extra={"backend": self.backend} if self.backend != "torch" else None)
+            recal_data=f"{cfg.recal_root}:{cfg.recal_split}", extra=extra or None)
         self.evaluations = 0
 
     def _backend(self, name: str, frames: int) -> str:
@@ -156,38 +156,14 @@ class CandidateEvaluator:
             recalibrate_bn(lambda b: path(b[0].to(dev), b[1].to(dev)), self.batches)
         path.eval()
         out = self.work_dir / f"eval{self.evaluations:05d}"
-        scores = _evaluate_split(self._tracking_net(path), self.val, out, self.params, self.cfg.batch or "auto")
+        scores = score(self._tracking_net(path), self.val, self.params, out, self.cfg.batch or "auto")
         c = self.costs(arch)
         self.evaluations += 1
+        figures = {k: scores.get(k) for k in cache.SCORE_COLUMNS}
         return {"supernet_id": self.supernet_id, "settings_id": self.settings_id, "arch": str(arch),
-                "ao": float(scores["ao"]), "sr50": float(scores["sr50"]), "sr75": float(scores["sr75"]),
-                "baseline_ao": float(scores["baseline_ao"]),
-                "params": c.params, "macs": c.macs, "latency_ms": c.latency_ms,
+                **figures, "params": c.params, "macs": c.macs, "latency_ms": c.latency_ms,
                 "recal_batches": len(self.batches), "seconds": time.perf_counter() - t0,
                 "started": started, "finished": dt.datetime.now(dt.timezone.utc)}
-
-
-def _evaluate_split(net: Any, val: Any, out: Path, params: Any, batch: int | str) -> dict:
-    from lighttrack.tracker.evaluation import evaluate_split
-
-    return evaluate_split(net, val, out, params, protocol="got10k", plot=False, batch=batch)
-
-
-class _Head:
-    """A GOT-10k reader cut to the first ``frames`` frames of every sequence."""
-
-    def __init__(self, reader: Any, frames: int) -> None:
-        self.reader, self.frames = reader, frames
-        self.sequence_names = reader.sequence_names
-
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def sequence(self, i: int) -> Any:
-        seq, n = self.reader.sequence(i), self.frames
-        meta = {k: (v[:n] if k == "cover" and hasattr(v, "__len__") else v) for k, v in seq.meta.items()}
-        return dataclasses.replace(seq, frames=seq.frames[:n], boxes=seq.boxes[:n],
-                                   absent=seq.absent[:n], meta=meta)
 
 
 def _is_bn_buffer(net: nn.Module, key: str) -> bool:

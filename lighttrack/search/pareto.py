@@ -1,4 +1,6 @@
-"""Pareto front (max AO, min MACs, min params) and the search's PNG plots."""
+"""Pareto front (max fitness, min MACs, min params) and the search's PNG plots.
+
+The fitness is the search's metric: GOT-10k AO or VOT EAO (``cache.fitness``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,23 +8,28 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from lighttrack.search.cache import fitness
+
 __all__ = ["pareto_front", "best_so_far", "plot_progress", "plot_pareto"]
 
 Row = Mapping[str, object]
 
 
 def pareto_front(rows: Sequence[Row], keys: tuple[str, ...] = ("macs", "params")) -> list[Row]:
-    """Rows no other row beats: AO at least as high and every cost in ``keys`` at most as
+    """Rows no other row beats: fitness at least as high and every cost in ``keys`` at most as
     high, one of them strictly. Sorted by MACs."""
     front = []
     for r in rows:
         dominated = any(
-            o["ao"] >= r["ao"] and all(o[k] <= r[k] for k in keys)
-            and (o["ao"] > r["ao"] or any(o[k] < r[k] for k in keys))
+            fitness(o) >= fitness(r) and all(o[k] <= r[k] for k in keys)
+            and (fitness(o) > fitness(r) or any(o[k] < r[k] for k in keys))
             for o in rows)
         if not dominated:
             front.append(r)
-    return sorted(front, key=lambda r: (r["macs"], -r["ao"]))
+    return sorted(front, key=lambda r: (r["macs"], -fitness(r)))
+
+
+_LABEL = {"ao": "AO (GOT-10k val)", "eao": "EAO (VOT supervised)"}
 
 
 def best_so_far(aos: Sequence[float]) -> np.ndarray:
@@ -41,9 +48,10 @@ def _baseline(ax, baseline: float | None) -> None:
         ax.axhline(baseline, ls=":", color="black", label=f"stays at the first box ({baseline:.3f})")
 
 
-def plot_progress(curves: Mapping[str, Sequence[float]], path: str | Path, baseline: float | None = None) -> None:
-    """Best AO vs number of evaluations, one curve per budget label; ``baseline`` = the AO
-    of a tracker that stays at the first box on the same frames (a dotted line)."""
+def plot_progress(curves: Mapping[str, Sequence[float]], path: str | Path, baseline: float | None = None,
+                  metric: str = "ao") -> None:
+    """Best fitness vs number of evaluations, one curve per budget label; ``baseline`` = the
+    fitness of a tracker that stays at the first box on the same frames (a dotted line)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, aos in curves.items():
@@ -51,7 +59,7 @@ def plot_progress(curves: Mapping[str, Sequence[float]], path: str | Path, basel
         ax.step(np.arange(1, len(best) + 1), best, where="post", label=label)
     _baseline(ax, baseline)
     ax.set_xlabel("evaluations")
-    ax.set_ylabel("best AO (GOT-10k val)")
+    ax.set_ylabel(f"best {_LABEL[metric]}")
     ax.grid(alpha=0.3)
     if curves or baseline is not None:
         ax.legend()
@@ -61,24 +69,25 @@ def plot_progress(curves: Mapping[str, Sequence[float]], path: str | Path, basel
 
 
 def plot_pareto(rows: Sequence[Row], front: Sequence[Row], path: str | Path,
-                budgets: Sequence[tuple[str, int | None]] = (), baseline: float | None = None) -> None:
-    """AO vs MACs of every evaluated candidate (colour = params), front joined, budget lines,
-    the stay-at-first-box AO as a dotted line."""
+                budgets: Sequence[tuple[str, int | None]] = (), baseline: float | None = None,
+                metric: str = "ao") -> None:
+    """Fitness vs MACs of every evaluated candidate (colour = params), front joined, budget lines,
+    the stay-at-first-box fitness as a dotted line."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     if rows:
-        sc = ax.scatter([r["macs"] / 1e6 for r in rows], [r["ao"] for r in rows],
+        sc = ax.scatter([r["macs"] / 1e6 for r in rows], [fitness(r) for r in rows],
                         c=[r["params"] / 1e6 for r in rows], cmap="viridis", s=18)
         fig.colorbar(sc, ax=ax, label="params (M)")
     if front:
-        ax.plot([r["macs"] / 1e6 for r in front], [r["ao"] for r in front], "r.-", label="Pareto front")
+        ax.plot([r["macs"] / 1e6 for r in front], [fitness(r) for r in front], "r.-", label="Pareto front")
     _baseline(ax, baseline)
     for label, macs in budgets:
         if macs:
             ax.axvline(macs / 1e6, ls="--", color="gray")
             ax.text(macs / 1e6, ax.get_ylim()[1], label, rotation=90, va="top", fontsize=7)
     ax.set_xlabel("MACs (M, search branch)")
-    ax.set_ylabel("AO (GOT-10k val)")
+    ax.set_ylabel(_LABEL[metric])
     ax.grid(alpha=0.3)
     if front or baseline is not None:
         ax.legend(loc="lower right")

@@ -10,7 +10,8 @@
 
 Ray Tune's searcher (``ray_jobs/search_actors.py``) and the plain in-process loop
 (:func:`run_plain`) both drive it, so they propose the same candidates for the same seed.
-Fitness is GOT-10k AO, maximised; Nevergrad minimises ``-AO``.
+Fitness is the settings' metric (GOT-10k AO or VOT EAO, ``cache.fitness``), maximised;
+Nevergrad minimises its negative.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import nevergrad as ng
 
 from lighttrack.arch import Arch, parse
 from lighttrack.search import space
+from lighttrack.search.cache import baseline_fitness, fitness
 from lighttrack.search.budget import BudgetCheck
 
 __all__ = ["SearchStats", "CandidateSource", "run_plain"]
@@ -50,7 +52,7 @@ class _Pending:
 class CandidateSource:
     """Ask/tell bookkeeping for one search (one budget).
 
-    ``known`` maps arch strings to cached rows (with ``ao``) valid for this supernet and
+    ``known`` maps arch strings to cached rows (with a fitness) valid for this supernet and
     settings; ``max_evaluations`` counts results obtained by this search (trials plus cache
     answers, plus ``done`` from an interrupted earlier run of the same search).
     """
@@ -81,7 +83,7 @@ class CandidateSource:
             if not sp.contains(arch) or not self.check(arch):
                 continue
             try:
-                self.opt.tell(space.candidate(self.opt.parametrization, arch), -float(row["ao"]))
+                self.opt.tell(space.candidate(self.opt.parametrization, arch), -fitness(row))
             except ng.errors.TellNotAskedNotSupportedError:
                 break  # this optimizer cannot be seeded; repeated archs still come from the cache
             told += 1
@@ -114,7 +116,7 @@ class CandidateSource:
             if key in self.known:
                 self.stats.cache_hits += 1
                 row = self.known[key]
-                self.opt.tell(cand, -float(row["ao"]))
+                self.opt.tell(cand, -fitness(row))
                 self._record(key, row, "cache")
                 continue
             if key in self.pending:
@@ -129,11 +131,11 @@ class CandidateSource:
 
     # -- telling ------------------------------------------------------------------------
     def complete(self, arch: Arch | str, row: Mapping[str, Any]) -> None:
-        """Result of a trial (a cache row: ``ao``, ``sr50``, ``params``, ``macs``, ...)."""
+        """Result of a trial (a cache row: ``fitness``, ``params``, ``macs``, ...)."""
         key = str(arch)
         pending = self.pending.pop(key)
         for cand in pending.candidates:
-            self.opt.tell(cand, -float(row["ao"]))
+            self.opt.tell(cand, -fitness(row))
         self.known[key] = row
         self.stats.trials += 1
         self._record(key, row, "trial")
@@ -155,9 +157,10 @@ class CandidateSource:
         self.stats.failed += 1
 
     def _record(self, key: str, row: Mapping[str, Any], source: str) -> None:
-        keep = ("ao", "baseline_ao", "sr50", "sr75", "params", "macs", "latency_ms", "seconds", "search")
-        self.history.append({"eval": len(self.history), "arch": key, "source": source,
-                             **{k: row.get(k) for k in keep}})
+        keep = ("ao", "baseline_ao", "sr50", "sr75", "eao", "baseline_eao", "params", "macs", "latency_ms",
+                "seconds", "search")
+        self.history.append({"eval": len(self.history), "arch": key, "source": source, "fitness": fitness(row),
+                             "baseline_fitness": baseline_fitness(row), **{k: row.get(k) for k in keep}})
 
 
 def run_plain(source: CandidateSource, evaluate: Callable[[Arch], Mapping[str, Any]]) -> CandidateSource:

@@ -361,7 +361,9 @@ def score_vot(trajectories: dict[str, list], dataset: VotDataset | list[VotSeque
         curve = eao_curve(parts)
         window = curve[protocol.eao_low:protocol.eao_high + 1]
         return {"accuracy": acc_w / weight, "robustness": fail_w / weight, "failures": failures,
-                "eao": float(np.mean(window)) if len(window) else float("nan"), "eao_curve": curve.tolist(),
+                # No run lasts into the interval (every fragment shorter than its start): the
+                # toolkit's mean of that empty window is NaN; nothing is expected there, so 0.
+                "eao": float(np.mean(window)) if len(window) else 0.0, "eao_curve": curve.tolist(),
                 "tags": {t: {"accuracy": v[0] / v[1] if v[1] else float("nan"), "failures": v[2]}
                          for t, v in sorted(tag_acc.items())}}
 
@@ -377,25 +379,27 @@ def score_vot(trajectories: dict[str, list], dataset: VotDataset | list[VotSeque
 # -- a whole split -----------------------------------------------------------------------------
 def open_vot(root: str | Path, max_sequences: int = 0) -> VotDataset:
     """A VOT sequences folder: ``root/list.txt``, or a toolkit workspace's ``root/sequences``."""
-    root = Path(root)
-    if not (root / "list.txt").is_file() and (root / "sequences" / "list.txt").is_file():
-        root = root / "sequences"
+    root = str(root)
+    if not fs.exists(fs.join(root, "list.txt")) and fs.exists(fs.join(root, "sequences", "list.txt")):
+        root = fs.join(root, "sequences")
     ds = VotDataset(root)
     return VotDataset(root, ds.sequence_names[:max_sequences]) if max_sequences else ds
 
 
-def evaluate_vot(tracker, dataset: VotDataset, out_dir: str | Path, protocol: VotProtocol = VOT2019,
-                 report: Callable[[dict], None] | None = None, plot: bool = True) -> dict:
+def evaluate_vot(tracker, dataset: VotDataset | list[VotSequence], out_dir: str | Path,
+                 protocol: VotProtocol = VOT2019, report: Callable[[dict], None] | None = None,
+                 plot: bool = True) -> dict:
     """The supervised experiment on every sequence with ``tracker`` (``initialize``/``track``):
     the toolkit's result files ``<out_dir>/<name>/<name>_001.txt``, ``scores.json`` and the
     EAO curve beside the baseline's. Every sequence and first region is read and checked
-    before the first frame is tracked; the files appear only when all are done."""
+    before the first frame is tracked (``dataset`` may be the sequences already read); the
+    files appear only when all are done."""
     import json
 
     from lighttrack.atomic import atomic_dir
     from lighttrack.tracker.tracker import first_box
 
-    seqs = [dataset.sequence(i) for i in range(len(dataset))]
+    seqs = dataset if isinstance(dataset, list) else [dataset.sequence(i) for i in range(len(dataset))]
     for seq in seqs:
         try:
             first_box(seq.boxes[0], *seq.size)

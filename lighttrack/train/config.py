@@ -14,6 +14,7 @@ from lighttrack.arch import ArchError, resolve
 from lighttrack.config import ConfigError, Count, Fraction, NonNegFloat, PosFloat, PosInt, Range
 from lighttrack.data.sampling import PairDataConfig  # tracking pair sources + crop processing
 from lighttrack.tracker.params import check_tracker
+from lighttrack.tracker.validation import Metric
 
 __all__ = [
     "OptimConfig", "ScheduleConfig", "RunConfig", "ClassModelConfig", "PretrainConfig",
@@ -93,8 +94,9 @@ class PretrainConfig:
 
 @dataclass
 class TrackEvalConfig:
-    root: str = "data/got10k"    # sequences for val AO
-    split: str = "val"
+    metric: Metric = "ao"  # ao (GOT-10k layout, one pass) | eao (VOT layout, re-initialised)
+    root: str = "data/got10k"    # validation sequences: GOT-10k root (ao) or VOT sequences folder (eao)
+    split: str = "val"  # (ao only)
     max_sequences: Count = 0       # 0 = all
     paths: list[str] = field(default_factory=list)  # fixed arch strings / presets; empty = `num_paths` random ones
     num_paths: Count = 2

@@ -1,41 +1,38 @@
-"""Val AO of fixed architectures during phase 2 / 4 (the tracker's own evaluation).
+"""Validation of fixed architectures during phase 2 / 4 (the tracker's own evaluation).
 
-Each path is tracked on the first ``max_sequences`` val sequences with
-``lighttrack.tracker.evaluation.evaluate_split`` after re-estimating its BN statistics
-on training pairs (the supernet's statistics are restored afterwards).
+Each path is tracked on the first ``max_sequences`` validation sequences by the config's
+metric (``tracker.validation``: GOT-10k AO or VOT EAO) after re-estimating its BN
+statistics on training pairs (the supernet's statistics are restored afterwards). Logged
+as ``val_<metric>...`` beside ``val_baseline_<metric>``, the tracker that stays at its
+start box on the same frames.
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from lighttrack.arch import Arch
+from lighttrack.tracker.params import load_params
+from lighttrack.tracker.validation import Validation, open_validation, score
 from lighttrack.train.bn import path_bn_recalibrated
 from lighttrack.train.common import pair_batch, unwrap
 from lighttrack.train.config import TrackEvalConfig
 
-__all__ = ["open_val", "track_ao", "supernet_evaluator", "static_evaluator"]
+__all__ = ["open_val", "track_scores", "supernet_evaluator", "static_evaluator"]
 
 
-def open_val(cfg: TrackEvalConfig):
-    """The GOT-10k-layout reader of the val sequences (first ``max_sequences``)."""
-    from lighttrack.data.readers import Got10k
-    reader = Got10k(cfg.root, cfg.split)
-    if cfg.max_sequences:
-        reader = Got10k(cfg.root, cfg.split, names=list(reader.sequence_names)[:cfg.max_sequences])
-    return reader
+def open_val(cfg: TrackEvalConfig) -> Validation:
+    """The validation sequences (first ``max_sequences``), read and checked once."""
+    return open_validation(cfg.root, cfg.split, cfg.metric, cfg.max_sequences)
 
 
-def track_ao(net: nn.Module, reader, cfg: TrackEvalConfig, out_dir: str | Path) -> dict:
-    """Scores (``ao``, ``sr50``, ...) of ``net`` (template/search module, eval mode) on ``reader``."""
-    from lighttrack.tracker.evaluation import evaluate_split
-    from lighttrack.tracker.params import load_params
+def track_scores(net: nn.Module, val: Validation, cfg: TrackEvalConfig) -> dict:
+    """Scores (``fitness``, ``baseline_fitness``, the protocol's figures) of ``net``
+    (template/search module, eval mode) on ``val``."""
     with torch.no_grad():
-        return evaluate_split(net, reader, out_dir, load_params(cfg.tracker), plot=False)
+        return score(net, val, load_params(cfg.tracker))
 
 
 def _pair_forward(net: Callable, arch: Arch | None, device: torch.device) -> Callable[[dict], object]:
@@ -47,35 +44,36 @@ def _pair_forward(net: Callable, arch: Arch | None, device: torch.device) -> Cal
 
 def supernet_evaluator(cfg: TrackEvalConfig, archs: Sequence[Arch], recal_batches: Iterable[dict] | None,
                        device: torch.device) -> Callable[[nn.Module, int], dict]:
-    """``evaluate(supernet, epoch) -> {"val_ao/path<i>": ao, "val_ao/mean": ...}``."""
-    reader = open_val(cfg)
+    """``evaluate(supernet, epoch) -> {"val_<m>/path<i>": ..., "val_<m>/mean": ...}`` (m = ao | eao)."""
+    val, m = open_val(cfg), cfg.metric
 
     def evaluate(model: nn.Module, epoch: int) -> dict:
         model = unwrap(model)
         out = {}
         for i, arch in enumerate(archs):
             with path_bn_recalibrated(model, _pair_forward(model, arch, device), recal_batches,
-                                      cfg.recalibrate_batches), tempfile.TemporaryDirectory() as tmp:
+                                      cfg.recalibrate_batches):
                 model.eval()
-                scores = track_ao(model.path(arch), reader, cfg, tmp)
-            out[f"val_ao/path{i}"] = float(scores["ao"])
-        out["val_ao/mean"] = sum(out.values()) / max(len(archs), 1)
-        out["val_baseline_ao"] = float(scores["baseline_ao"])  # stays at the first box, same frames
+                scores = track_scores(model.path(arch), val, cfg)
+            out[f"val_{m}/path{i}"] = scores["fitness"]
+        out[f"val_{m}/mean"] = sum(out.values()) / max(len(archs), 1)
+        out[f"val_baseline_{m}"] = scores["baseline_fitness"]  # stays at the first box, same frames
         return out
     return evaluate
 
 
 def static_evaluator(cfg: TrackEvalConfig) -> Callable[[nn.Module, int], dict]:
-    """``evaluate(static_tracker, epoch) -> {"val_ao": ao, "val_sr50": ...}`` (own BN statistics)."""
-    reader = open_val(cfg)
+    """``evaluate(static_tracker, epoch) -> {"val_ao": ao, "val_sr50": ...}`` or, by VOT,
+    ``{"val_eao", "val_accuracy", "val_failures", ...}`` (own BN statistics)."""
+    val, m = open_val(cfg), cfg.metric
+    figures = ("sr50",) if m == "ao" else ("accuracy", "failures")
 
     def evaluate(model: nn.Module, epoch: int) -> dict:
         model = unwrap(model)
         was = model.training
         model.eval()
-        with tempfile.TemporaryDirectory() as tmp:
-            scores = track_ao(model, reader, cfg, tmp)
+        scores = track_scores(model, val, cfg)
         model.train(was)
-        return {"val_ao": float(scores["ao"]), "val_sr50": float(scores.get("sr50", float("nan"))),
-                "val_baseline_ao": float(scores["baseline_ao"])}
+        return {f"val_{m}": scores["fitness"], **{f"val_{k}": float(scores.get(k, float("nan"))) for k in figures},
+                f"val_baseline_{m}": scores["baseline_fitness"]}
     return evaluate
