@@ -155,13 +155,14 @@ def test_a_search_by_vot_eao_scores_under_settings_of_its_own(setup, first):
     ao_settings = {r["settings_id"] for r in _rows(tmp)}
     out = _run(_cmd(tmp, address, "vot", (FIRST,), 2) + [
         "--set", "eval.metric=eao", "--set", f"eval.val_root={tmp / 'vot'}", "--set", "eval.val_frames=0"], env, tmp)
-    assert re.search(rf"search {re.escape(FIRST)}: 0 cached results", out), out[-2000:]  # AO rows not told
+    label = Budget.parse(FIRST).label
+    assert re.search(rf"search {label}: 0 cached results", out), out[-2000:]  # AO rows not told
     rows = _rows(tmp, "vot")
     assert len(rows) == 2 and not {r["settings_id"] for r in rows} & ao_settings
     for r in rows:
         assert r["metric"] == "eao" and r["fitness"] == r["eao"] and r["ao"] is None
         assert r["baseline_fitness"] == r["baseline_eao"] is not None
-    best = re.search(rf"search {re.escape(FIRST)}: best EAO ([0-9.]+) (\S+) ", out)
+    best = re.search(rf"search {label}: best EAO ([0-9.]+) (\S+) ", out)
     assert best and float(best.group(1)) == pytest.approx(max(r["eao"] for r in rows), abs=1e-4)
     card = [json.loads(p.read_text()) for p in tmp.glob("mlartifacts/**/best_arch.json")
             if json.loads(p.read_text()).get("metric") == "eao"]
