@@ -87,7 +87,7 @@ def test_search_rows_carry_the_baseline_of_the_cut_frames(embedded, tmp_path):
     net = TrackSupernet().eval()
     cut = CandidateEvaluator(net, "sid", EvalConfig(**cfg, val_frames=6))
     row = cut.evaluate(resolve("smallest"))
-    stay_cut = evaluate_split(StayTracker(), cut.val, tmp_path / "cut", protocol="got10k", plot=False)
+    stay_cut = evaluate_split(StayTracker(), cut.val.reader, tmp_path / "cut", protocol="got10k", plot=False)
     stay_full = evaluate_split(StayTracker(), open_split(embedded, "val"), tmp_path / "full", plot=False)
     assert row["baseline_ao"] == stay_cut["ao"] != stay_full["ao"]
 
