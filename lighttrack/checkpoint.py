@@ -17,6 +17,7 @@ tracker                       static                retrain (phase 4, fine-tuned
 """
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -52,10 +53,13 @@ class CheckpointInfo:
         return f"{self.path}: {self.phase} checkpoint ({net} {self.head}{done})"
 
 
-def load(path: str | Path, mmap: bool = False, weights_only: bool = False) -> dict:
+def load(path: str | Path | bytes, mmap: bool = False, weights_only: bool = False) -> dict:
     """The checkpoint's object (a dict), or a :class:`CheckpointError` naming the file.
+    ``path`` may be the file's bytes (a checkpoint handed through Ray's object store).
     ``weights_only``: refuse pickled objects other than tensors and plain containers (for
     files from elsewhere; training checkpoints hold numpy scalars in their metrics)."""
+    if isinstance(path, bytes):
+        return _read(io.BytesIO(path), "checkpoint bytes", weights_only, mmap=False)
     p = Path(path)
     if p.is_dir():
         raise CheckpointError(f"{p}: a folder, not a checkpoint file")
@@ -64,14 +68,18 @@ def load(path: str | Path, mmap: bool = False, weights_only: bool = False) -> di
     if not zipfile.is_zipfile(p):  # torch.save writes a zip archive (its central directory last)
         what = "an empty file" if p.stat().st_size == 0 else "truncated, or another kind of file"
         raise CheckpointError(f"{p}: not a PyTorch checkpoint ({what}: torch.save writes a zip archive)")
+    return _read(p, str(p), weights_only, mmap)
+
+
+def _read(source, name: str, weights_only: bool, mmap: bool) -> dict:
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=weights_only, mmap=mmap)
+        obj = torch.load(source, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
             KeyError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint ({first})") from None
+        raise CheckpointError(f"{name}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{p}: holds a {type(obj).__name__}, not a checkpoint dict or a state dict")
+        raise CheckpointError(f"{name}: holds a {type(obj).__name__}, not a checkpoint dict or a state dict")
     return obj
 
 

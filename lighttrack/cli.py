@@ -19,13 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lighttrack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"lighttrack.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"lighttrack.commands.{name}":
-                continue  # area not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"lighttrack.commands.{name}").register(sub)
     return parser
 
 

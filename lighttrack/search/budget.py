@@ -7,7 +7,6 @@ model's convention (fvcore total of the search branch, template features precomp
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -22,22 +21,11 @@ class BudgetError(ConfigError):
     """A malformed budget, or one that no architecture of the space can satisfy."""
 
 
-_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}
+def parse_quantity(text: str | int) -> int:
+    """``"600M" -> 600_000_000`` (the grammar of ``models.complexity.parse_quantity``)."""
+    from lighttrack.models.complexity import parse_quantity as parse
 
-
-def parse_quantity(text: str | int | float) -> int:
-    """``"600M" -> 600_000_000``; defers to the model's parser when it exists."""
-    try:
-        from lighttrack.models.complexity import parse_quantity as model_parse
-        return int(model_parse(text))
-    except ImportError:  # model core not there yet: same convention
-        pass
-    if isinstance(text, (int, float)):
-        return int(text)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*", str(text))
-    if not m:
-        raise BudgetError(f"not a quantity like 600M or 2M: {text!r}")
-    return int(round(float(m.group(1)) * _SUFFIX[m.group(2).upper()]))
+    return int(parse(text))
 
 
 def _short(n: int) -> str:

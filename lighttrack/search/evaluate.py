@@ -20,7 +20,6 @@ protocol's other figures, params, MACs, seconds.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lighttrack import checkpoint
 from lighttrack.arch import Arch
 from lighttrack.config import Count, PosInt
 from lighttrack.models import TrackSupernet, recalibrate_bn
@@ -74,10 +74,7 @@ ORT_MIN_FRAMES = 200
 def load_supernet(path: str | Path | bytes, device: str = "cpu") -> tuple[TrackSupernet, str]:
     """A TrackSupernet from ``checkpoint.pt`` (dict with ``model``; a path or the file's
     bytes) and its content id."""
-    ckpt = torch.load(io.BytesIO(path) if isinstance(path, bytes) else str(path), map_location="cpu",
-                      weights_only=False)
-    state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = checkpoint.weights(checkpoint.load(path))
     net = TrackSupernet.for_state_dict(state)
     net.load_state_dict(state)
     return net.to(device).eval(), cache.supernet_id(state)

@@ -53,7 +53,7 @@ from lighttrack.models.static import SearchBranch, StaticTracker, tile_se_gates
 from lighttrack.models.supernet import head_output
 
 __all__ = ["FORMAT", "BACKENDS", "CLOCKS", "LatencyTable", "LatencyTableError", "profile",
-           "measure_whole", "machine_info", "covering_archs", "make_runner"]
+           "machine_info", "covering_archs", "make_runner"]
 
 FORMAT = "lighttrack-latency-table/2"  # /2: the neck is one entry; heads per output stride
 BACKENDS = ("torch", "onnxruntime")
@@ -426,19 +426,3 @@ def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup:
     say(f"profile: done in {time.time() - t0:.1f} s; overhead {table.overhead_ms:+.3f} ms; "
         f"load average {table.machine.get('load_average')}")
     return table
-
-
-def measure_whole(arch: Arch, backend: str = "torch", threads: int = 1, repeats: int = 20,
-                  warmup: int = 3, search_size: int = 256, clock: str = "wall") -> float:
-    """Median end-to-end latency (ms) of the static search branch of ``arch`` (eval,
-    inference mode, batch 1), measured like the table's calibration."""
-    tick = _clock(clock, threads)
-    torch.set_num_threads(threads)
-    p = _Prepared(arch, backend, threads, search_size, with_steps=False)
-    times = []
-    with torch.inference_mode():
-        for r in range(warmup + repeats):
-            ms = p.run_whole(tick)
-            if r >= warmup:
-                times.append(ms)
-    return float(np.median(times))

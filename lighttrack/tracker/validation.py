@@ -49,7 +49,7 @@ def open_validation(root: str, split: str = "val", metric: str = "ao", max_seque
         from lighttrack.tracker.tracker import first_box
         from lighttrack.tracker.vot import VOT2019, open_vot
 
-        reader = _VotHead(open_vot(root, max_sequences), frames) if frames else open_vot(root, max_sequences)
+        reader = _VotFirstFrames(open_vot(root, max_sequences), frames) if frames else open_vot(root, max_sequences)
         sequences = [reader.sequence(i) for i in range(len(reader))]
         for seq in sequences:
             try:
@@ -71,7 +71,7 @@ def open_validation(root: str, split: str = "val", metric: str = "ao", max_seque
     if max_sequences:
         reader = Got10k(root, split, reader.sequence_names[:max_sequences])
     if frames:
-        reader = _Head(reader, frames)
+        reader = _FirstFrames(reader, frames)
     return Validation(metric, reader, read_split(reader))
 
 
@@ -96,7 +96,7 @@ def score(net: Any, val: Validation, params: TrackerParams, out_dir: str | Path 
     return {**s, "metric": "ao", "fitness": float(s["ao"]), "baseline_fitness": float(s["baseline_ao"])}
 
 
-class _Head:
+class _FirstFrames:
     """A GOT-10k reader cut to the first ``frames`` frames of every sequence."""
 
     def __init__(self, reader: Any, frames: int) -> None:
@@ -114,7 +114,7 @@ class _Head:
                                    absent=seq.absent[:n], meta=meta)
 
 
-class _VotHead(_Head):
+class _VotFirstFrames(_FirstFrames):
     """A VOT dataset cut to the first ``frames`` frames of every sequence."""
 
     def sequence(self, i: int) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Iterator, Protocol
 
 import torch
 from torch import nn
@@ -187,5 +187,3 @@ class EtaClock:
             return float("nan")
         return (time.perf_counter() - self.t0) / ran * (self.total - done_steps)
 
-
-Wrap = Callable[[nn.Module], nn.Module]
