@@ -263,11 +263,12 @@ def ddp_wrap(model: torch.nn.Module) -> torch.nn.Module:
 def resume_state(stage_key: str | None = None) -> dict | None:
     """The state of the latest checkpoint (restart after a failure, or a re-run of the job)."""
     import ray.train
+    from lighttrack import checkpoint
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:
-        return torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        return checkpoint.load(Path(d) / CHECKPOINT_FILE)
 
 
 class Reporter:
