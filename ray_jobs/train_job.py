@@ -260,7 +260,7 @@ def ddp_wrap(model: torch.nn.Module) -> torch.nn.Module:
     return ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
 
-def resume_state(stage_key: str | None = None) -> dict | None:
+def resume_state() -> dict | None:
     """The state of the latest checkpoint (restart after a failure, or a re-run of the job)."""
     import ray.train
     from lighttrack import checkpoint
