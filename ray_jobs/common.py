@@ -4,7 +4,7 @@ The conventions (tags, artifact names, the ``LIGHTTRACK_RUN_ID=`` line) are desc
 for job authors in ``docs/jobs.md``. Every check here runs before any work starts, so
 bad operational input (an unreachable Ray address or MLflow server, a run id that does
 not exist or belongs to another phase, an unknown config key) ends the job with one
-clear line; wrap ``main`` in :func:`run_job` to get that.
+clear line; wrap ``main`` in :func:`run_main` to get that.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ __all__ = [
     "OpsError", "PHASES", "PHASE_TAG", "PARENT_TAG", "ARCH_TAG", "RUN_ID_PREFIX",
     "add_common_args", "load_config", "setup_mlflow", "connect_ray", "Capacity", "cluster_capacity", "use_gpu",
     "RunInput", "resolve_run_input", "storage_path_check", "phase_run", "report_run_id",
-    "run_job", "mark_failed", "FAILURE_TAG", "check_inputs",
+    "run_main", "mark_failed", "FAILURE_TAG", "check_inputs",
 ]
 
 T = TypeVar("T")
@@ -399,7 +399,7 @@ def mark_failed(client, run_id: str, error: BaseException) -> None:
 
 # --------------------------------------------------------------------------- entry
 
-def run_job(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run ``main(argv)`` and exit; bad input becomes one ``error:`` line and exit code 2."""
     try:
         code = main(argv)

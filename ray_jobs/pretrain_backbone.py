@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ray_jobs.train_job import Reporter, ddp_wrap, parse_args, resume_state, run_job, worker_dist  # noqa: E402
+from ray_jobs.train_job import Reporter, ddp_wrap, parse_args, resume_state, run_training, worker_dist  # noqa: E402
 from lighttrack.train.config import PretrainConfig  # noqa: E402
 
 
@@ -43,9 +43,9 @@ def worker(loop_config: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(__doc__.splitlines()[0], "configs/pretrain.yaml", argv)
-    return run_job(args, PretrainConfig, "pretrain", worker)
+    return run_training(args, PretrainConfig, "pretrain", worker)
 
 
 if __name__ == "__main__":
-    from ray_jobs.common import run_job as run_main
+    from ray_jobs.common import run_main
     run_main(lambda argv: (main(argv), 0)[1])

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ray_jobs.train_job import (  # noqa: E402
-    PARENT_TAG, Reporter, ddp_wrap, input_state, parse_args, resume_state, run_job, tracking_uri, worker_dist,
+    PARENT_TAG, Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, tracking_uri, worker_dist,
 )
 from lighttrack.train.config import RetrainConfig  # noqa: E402
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("error: the config starts from the supernet; give --set supernet=<phase-2 run id or path>")
     tags["lighttrack.arch"] = arch
     loop_extra = {"arch": arch, "supernet": supernet}
-    return run_job(args, RetrainConfig, "retrain", _bind(worker, loop_extra), lambda c: tags,
+    return run_training(args, RetrainConfig, "retrain", _bind(worker, loop_extra), lambda c: tags,
                    inputs=lambda c: {"supernet": (supernet, "supernet")} if supernet else {})
 
 
@@ -155,5 +155,5 @@ def _bind(fn, extra: dict):
 
 
 if __name__ == "__main__":
-    from ray_jobs.common import run_job as run_main
+    from ray_jobs.common import run_main
     run_main(lambda argv: (main(argv), 0)[1])

@@ -379,4 +379,4 @@ def log_results(res: dict, budgets, name: str) -> None:
 
 
 if __name__ == "__main__":
-    common.run_job(main)
+    common.run_main(main)

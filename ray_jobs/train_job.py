@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:  # direct `python ray_jobs/x.py` from a checkout w
 
 from lighttrack.config import load, to_dict  # noqa: E402
 
-__all__ = ["parse_args", "run_job", "Reporter", "worker_dist", "input_state", "load_checkpoint_ref", "CHECKPOINT_FILE"]
+__all__ = ["parse_args", "run_training", "Reporter", "worker_dist", "input_state", "load_checkpoint_ref", "CHECKPOINT_FILE"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 JOB_TAG, STORAGE_TAG = "lighttrack.job", "lighttrack.storage"  # find the job's run again on a re-run
@@ -116,7 +116,7 @@ def find_or_create_run(name: str, storage_path: str, experiment: str, phase: str
     return run.info.run_id
 
 
-def run_job(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Callable[[dict], None],
+def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Callable[[dict], None],
             lineage: Callable[[Any], dict[str, str]] = lambda cfg: {},
             inputs: Callable[[Any], dict[str, tuple[str, str]]] = lambda cfg: {},
             prepare: Callable[[Any, str | None], Any] | None = None) -> dict:
@@ -239,7 +239,7 @@ def load_checkpoint_ref(ref: str, phase: str = "pretrain", what: str = "") -> tu
 
 # -- worker -----------------------------------------------------------------------------------
 def input_state(loop_config: dict, name: str) -> dict | None:
-    """The checkpoint the driver loaded for input ``name`` (see ``run_job(inputs=...)``), or None."""
+    """The checkpoint the driver loaded for input ``name`` (see ``run_training(inputs=...)``), or None."""
     import ray
     ref = loop_config.get("inputs", {}).get(name)
     return None if ref is None else ray.get(ref)

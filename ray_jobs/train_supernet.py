@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ray_jobs.train_job import (  # noqa: E402
-    Reporter, ddp_wrap, input_state, parse_args, resume_state, run_job, worker_dist,
+    Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, worker_dist,
 )
 from lighttrack.train.config import SupernetConfig  # noqa: E402
 
@@ -64,10 +64,10 @@ def lineage(cfg: SupernetConfig) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(__doc__.splitlines()[0], "configs/supernet.yaml", argv)
-    return run_job(args, SupernetConfig, "supernet", worker, lineage,
+    return run_training(args, SupernetConfig, "supernet", worker, lineage,
                    inputs=lambda cfg: {"init": (cfg.init, "pretrain")} if cfg.init else {})
 
 
 if __name__ == "__main__":
-    from ray_jobs.common import run_job as run_main
+    from ray_jobs.common import run_main
     run_main(lambda argv: (main(argv), 0)[1])

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # direct `python ray_jobs/x.py` from a checkout without install
     sys.path.insert(0, str(ROOT))
 
-from ray_jobs.common import ARCH_TAG, add_common_args, connect_ray, report_run_id, run_job, setup_mlflow  # noqa: E402
+from ray_jobs.common import ARCH_TAG, add_common_args, connect_ray, report_run_id, run_main, setup_mlflow  # noqa: E402
 from lighttrack.commands.argtypes import count, positive_int
 
 # Search ranges around the published (VOT-2019) and released values.
@@ -126,4 +126,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_job(main)
+    run_main(main)

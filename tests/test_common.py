@@ -218,12 +218,12 @@ def test_common_args_and_unknown_config_key(tmp_path):
     assert common.use_gpu(args.use_gpu) is False and args.num_workers == 1
 
 
-def test_run_job_turns_bad_input_into_one_error_line(capsys):
+def test_run_main_turns_bad_input_into_one_error_line(capsys):
     def main(argv):
         raise OpsError("Ray cluster at 1.2.3.4:1 is not reachable")
 
     with pytest.raises(SystemExit) as e:
-        common.run_job(main, [])
+        common.run_main(main, [])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("error: Ray cluster at 1.2.3.4:1 is not reachable")
