@@ -92,8 +92,9 @@ def _flat(d: dict, prefix: str = "") -> dict[str, str]:
 
 
 def find_or_create_run(name: str, storage_path: str, experiment: str, phase: str, cfg: Any,
-                       tags: dict[str, str]) -> str:
-    """The MLflow run of job ``name`` at ``storage_path``: the existing one or a new one."""
+                       tags: dict[str, str]) -> tuple[str, bool]:
+    """The MLflow run of job ``name`` at ``storage_path`` (the existing one or a new one), and
+    whether it already finished, with this very config and its checkpoint: nothing to do."""
     import mlflow
     from mlflow.tracking import MlflowClient
     mlflow.set_tracking_uri(tracking_uri())
@@ -102,18 +103,22 @@ def find_or_create_run(name: str, storage_path: str, experiment: str, phase: str
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
     runs = client.search_runs([exp_id], filter_string=f"tags.`{JOB_TAG}` = '{name}' and "
                               f"tags.`{STORAGE_TAG}` = '{storage_path}'", max_results=2)
+    params = {k: v[:6000] for k, v in _flat(to_dict(cfg)).items()}
     if runs:
-        run_id = runs[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-        return run_id
+        run = runs[0]
+        run_id = run.info.run_id
+        same = all(run.data.params.get(k) == v for k, v in params.items())
+        if same and run.info.status == "FINISHED" and client.list_artifacts(run_id, "checkpoint"):
+            return run_id, True
+        client.update_run(run_id, status="RUNNING")  # resumed: Ray Train restores its checkpoint
+        return run_id, False
     run = client.create_run(exp_id, run_name=name, tags={JOB_TAG: name, STORAGE_TAG: storage_path,
                                                          PHASE_TAG: phase, **tags})
-    params = _flat(to_dict(cfg))
     items = list(params.items())
     from mlflow.entities import Param
     for i in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in items[i:i + 100]])
-    return run.info.run_id
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[i:i + 100]])
+    return run.info.run_id, False
 
 
 def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Callable[[dict], None],
@@ -158,7 +163,13 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
     refs = {key: ray.put(state) for key, state in states.items()}
     del states
     cfg = (prepare or with_indexes)(cfg, storage)  # after the cheap checks of the inputs, before any rank
-    run_id = find_or_create_run(args.name, storage, args.experiment, phase, cfg, tags)
+    run_id, finished = find_or_create_run(args.name, storage, args.experiment, phase, cfg, tags)
+    from ray_jobs.common import report_run_id
+    if finished:  # a re-run of a finished job: no worker group is started to find that out
+        report_run_id(run_id)
+        print(f"[{args.name}] phase {phase}: MLflow run {run_id} finished already with this config "
+              f"and has its checkpoint: nothing to do", flush=True)
+        return {"run_id": run_id, "metrics": {}, "checkpoint": None}
     use_gpu = gpu_flag(cfg.run.use_gpu, capacity)
     trainer = TorchTrainer(
         worker_fn,
@@ -171,7 +182,6 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
                              failure_config=FailureConfig(max_failures=cfg.run.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints)),
     )
-    from ray_jobs.common import report_run_id
     report_run_id(run_id)
     print(f"[{args.name}] phase {phase}: mlflow run {run_id} ({tracking_uri()}), storage {storage}", flush=True)
     from mlflow.tracking import MlflowClient
