@@ -6,7 +6,7 @@ Generates the embedded data set (once), starts a Ray head and an MLflow server o
 127.0.0.1 (token auth on), submits each phase as a Ray job with ``configs/<phase>_<size>.yaml``,
 hands each phase's MLflow run id to the next, and prints the found architecture, its AO,
 params and MACs. Services stop when it ends, fails or is interrupted (Ctrl-C).
-A phase whose job script or config does not exist yet is skipped, with the reason.
+A phase whose job module or config does not exist yet is skipped, with the reason.
 """
 from __future__ import annotations
 
@@ -38,18 +38,28 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass(frozen=True)
 class Phase:
     name: str  # the lighttrack.phase tag
-    script: str  # job file, relative to the repo root
+    module: str  # job module, run as `python -m <module>` from the repo root
     config: str  # configs/<config>_<size>.yaml
     inputs: tuple[tuple[str, str], ...]  # (config key, phase whose run id it takes)
     extra: tuple[str, ...] = ()  # further job arguments
 
+    @property
+    def path(self) -> str:
+        """The module's file, relative to the repo root (``ray_jobs/search.py``)."""
+        return self.module.replace(".", "/") + ".py"
+
+    @property
+    def entrypoint(self) -> list[str]:
+        """The job's command without its arguments: ``["python", "-m", <module>]``."""
+        return ["python", "-m", self.module]
+
 
 PHASES = (
-    Phase("pretrain", "ray_jobs/pretrain_backbone.py", "pretrain", ()),
-    Phase("supernet", "ray_jobs/train_supernet.py", "supernet", (("init", "pretrain"),)),
+    Phase("pretrain", "ray_jobs.pretrain_backbone", "pretrain", ()),
+    Phase("supernet", "ray_jobs.train_supernet", "supernet", (("init", "pretrain"),)),
     # LightTrack-Mobile's budget class: 600M MACs, 2M parameters.
-    Phase("search", "ray_jobs/search.py", "search", (("supernet", "supernet"),), ("--budget", "600M,2M")),
-    Phase("retrain", "ray_jobs/retrain.py", "retrain", (("arch", "search"), ("supernet", "supernet"))),
+    Phase("search", "ray_jobs.search", "search", (("supernet", "supernet"),), ("--budget", "600M,2M")),
+    Phase("retrain", "ray_jobs.retrain", "retrain", (("arch", "search"), ("supernet", "supernet"))),
 )
 
 
@@ -112,11 +122,11 @@ def run_phases(submit: Callable[[Phase, list[str]], str], size: str, names: list
                extra: dict[str, list[str]] | None = None) -> dict[str, str]:
     """Submit each phase in ``names`` (in pipeline order); returns {phase: MLflow run id}.
 
-    ``submit(phase, args)`` runs ``python <phase.script> *args`` as a Ray job and returns
+    ``submit(phase, args)`` runs ``python -m <phase.module> *args`` as a Ray job and returns
     its logs (raising on failure). Relative data roots of the configs are resolved against
     ``data_base`` (the repo root: ``data/synth/...``, or a bucket URI holding the same
     tree); ``storage`` is every job's ``--storage-path`` (a URI on a cluster); ``extra``
-    adds arguments per phase name. A phase is skipped, with a message, when its script or
+    adds arguments per phase name. A phase is skipped, with a message, when its module or
     config is missing or an input phase produced no run.
     """
     runs: dict[str, str] = {}
@@ -124,7 +134,7 @@ def run_phases(submit: Callable[[Phase, list[str]], str], size: str, names: list
         if phase.name not in names:
             continue
         config = Path("configs") / f"{phase.config}_{size}.yaml"
-        missing = [p for p in (phase.script, str(config)) if not (ROOT / p).is_file()]
+        missing = [p for p in (phase.path, str(config)) if not (ROOT / p).is_file()]
         lacking = [src for _, src in phase.inputs if src not in runs]
         if missing or lacking:
             why = f"{', '.join(missing)} not written yet" if missing else f"no {', '.join(lacking)} run"
@@ -137,7 +147,7 @@ def run_phases(submit: Callable[[Phase, list[str]], str], size: str, names: list
             # Quoted: YAML would read an all-digit id (or one like 123e45...) as a number.
             args += ["--set", f"{key}='{runs[src]}'"]
         args += [*phase.extra, *(extra or {}).get(phase.name, [])]
-        _say(f"phase {phase.name}: {phase.script} {' '.join(args)}")
+        _say(f"phase {phase.name}: {' '.join(phase.entrypoint)} {' '.join(args)}")
         t0 = time.monotonic()
         logs = submit(phase, args)
         ids = re.findall(rf"^{RUN_ID_PREFIX}([0-9a-f]{{32}})\s*$", logs, re.M)
@@ -155,7 +165,7 @@ def _stream_submit(head: LocalRay, env: dict[str, str]) -> Callable[[Phase, list
     def submit(phase: Phase, args: list[str]) -> str:
         cmd = [str(BIN / "ray"), "job", "submit", "--address", head.dashboard_url,
                "--working-dir", str(ROOT), "--runtime-env-json", runtime_env,
-               "--", "python", phase.script, *args]
+               "--", *phase.entrypoint, *args]
         lines: list[str] = []
         with subprocess.Popen(cmd, env=head.client_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:

@@ -1,17 +1,12 @@
 """Phase 1 as a Ray Train job: the backbone supernet on ImageNet-layout data.
 
-    python ray_jobs/pretrain_backbone.py --config configs/pretrain_tiny.yaml --name p1 [--set k=v ...]
-    ray job submit --working-dir . -- python ray_jobs/pretrain_backbone.py --config ... --name p1
+    python -m ray_jobs.pretrain_backbone --config configs/pretrain_tiny.yaml --name p1 [--set k=v ...]
+    ray job submit --working-dir . -- python -m ray_jobs.pretrain_backbone --config ... --name p1
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ray_jobs.train_job import Reporter, ddp_wrap, parse_args, resume_state, run_training, worker_dist  # noqa: E402
-from lighttrack.train.config import PretrainConfig  # noqa: E402
+from ray_jobs.train_job import Reporter, ddp_wrap, parse_args, resume_state, run_training, worker_dist
+from lighttrack.train.config import PretrainConfig
 
 
 def worker(loop_config: dict) -> None:

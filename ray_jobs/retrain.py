@@ -1,8 +1,8 @@
 """Phase 4 as a Ray Train job: retrain the found backbone on ImageNet, then fine-tune
 backbone + head of the found architecture on tracking pairs (one job, one MLflow run).
 
-    python ray_jobs/retrain.py --config configs/retrain_tiny.yaml --name p4 --set arch=<search run id | best_arch.json | arch string>
-    ray job submit --working-dir . -- python ray_jobs/retrain.py --config ... --name p4
+    python -m ray_jobs.retrain --config configs/retrain_tiny.yaml --name p4 --set arch=<search run id | best_arch.json | arch string>
+    ray job submit --working-dir . -- python -m ray_jobs.retrain --config ... --name p4
 
 ``best_arch.json`` holds ``{"arch": "<arch string>", ...}``; the phase-2 supernet is taken
 from ``--set supernet=...`` or else from the JSON's ``supernet`` / ``supernet_run`` entry or
@@ -11,16 +11,13 @@ the search run's ``lighttrack.parent_run`` tag.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ray_jobs.train_job import (  # noqa: E402
+from ray_jobs.train_job import (
     PARENT_TAG, Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, tracking_uri, worker_dist,
 )
-from lighttrack.train.config import RetrainConfig  # noqa: E402
+from lighttrack.train.config import RetrainConfig
 
 
 def resolve_arch(ref: str, supernet: str = "") -> tuple[str, str, dict[str, str]]:

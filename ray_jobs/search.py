@@ -1,6 +1,6 @@
 """Phase 3: evolutionary architecture search on a trained supernet (Ray Tune + Nevergrad).
 
-    python ray_jobs/search.py --supernet RUN_ID_OR_PATH --flops-max 600M --params-max 2M \
+    python -m ray_jobs.search --supernet RUN_ID_OR_PATH --flops-max 600M --params-max 2M \
         [--budget 600M,2M --budget 800M,3M] [--latency-max MS --latency-table table.json] \
         [--config configs/search_tiny.yaml] [--cache PATH_OR_URI] [--name NAME]
 
@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python ray_jobs/search.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ray_jobs import common  # noqa: E402
-from lighttrack.checkpoint import require_phase  # noqa: E402
+from ray_jobs import common
+from lighttrack.checkpoint import require_phase
 from lighttrack.commands.argtypes import positive_float, positive_int
 
 SEARCH_NAME_TAG = "lighttrack.search_name"

@@ -164,7 +164,7 @@ class LocalRay:
             f"--temp-dir={self.root / 't'}", "--disable-usage-stats",
         ]
         log = self.root / "ray-head.log"
-        # Jobs run `python ...`: make that the interpreter Ray itself runs in (the venv).
+        # Jobs run `python -m ray_jobs.<job>`: make that `python` the one Ray itself runs in (the venv).
         path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
         # RAY_ADDRESS: Ray's own helper processes (e.g. Ray Train's placement-group
         # cleaner) call ray.init() without an address and must find this head even when
@@ -476,6 +476,8 @@ def submit_job(ray: LocalRay | str, entrypoint: list[str], *, working_dir: str |
                timeout: float = 600.0, check: bool = True,
                on_line: Callable[[str], None] | None = None) -> str:
     """``ray job submit --address ... --working-dir ... -- <entrypoint>``; returns the logs.
+
+    A phase job's ``entrypoint`` is ``["python", "-m", "ray_jobs.<job>", *args]``.
 
     ``ray`` is a :class:`LocalRay` (its dashboard URL and token are used) or a dashboard URL.
     ``on_line(line)`` sees each line of the job's output as it comes (a test acting while

@@ -24,17 +24,15 @@ from typing import Any, Callable
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # direct `python ray_jobs/x.py` from a checkout without install
-    sys.path.insert(0, str(ROOT))
+from lighttrack.config import load, to_dict
+from ray_jobs.common import PARENT_TAG, PHASE_TAG
 
-from lighttrack.config import load, to_dict  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: default storage path runs/
 
 __all__ = ["parse_args", "run_training", "Reporter", "worker_dist", "input_state", "load_checkpoint_ref", "CHECKPOINT_FILE"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 JOB_TAG, STORAGE_TAG = "lighttrack.job", "lighttrack.storage"  # find the job's run again on a re-run
-from ray_jobs.common import PARENT_TAG, PHASE_TAG  # noqa: E402
 
 
 # -- driver ---------------------------------------------------------------------------------

@@ -1,19 +1,14 @@
 """Phase 2 as a Ray Train job: the tracking supernet on tracking pairs.
 
-    python ray_jobs/train_supernet.py --config configs/supernet_tiny.yaml --name p2 --set init=<phase-1 run id or path>
-    ray job submit --working-dir . -- python ray_jobs/train_supernet.py --config ... --name p2
+    python -m ray_jobs.train_supernet --config configs/supernet_tiny.yaml --name p2 --set init=<phase-1 run id or path>
+    ray job submit --working-dir . -- python -m ray_jobs.train_supernet --config ... --name p2
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ray_jobs.train_job import (  # noqa: E402
+from ray_jobs.train_job import (
     Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, worker_dist,
 )
-from lighttrack.train.config import SupernetConfig  # noqa: E402
+from lighttrack.train.config import SupernetConfig
 
 
 def eval_archs(cfg: SupernetConfig):

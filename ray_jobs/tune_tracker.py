@@ -1,6 +1,6 @@
 """Tune the tracker's penalty_k, window_influence and lr for one architecture with Ray Tune.
 
-    python ray_jobs/tune_tracker.py --dataset DATA --split val --arch lighttrack-mobile \\
+    python -m ray_jobs.tune_tracker --dataset DATA --split val --arch lighttrack-mobile \\
         --checkpoint ckpt.pt --num-samples 32 --out configs/tracker_mobile.yaml --name tune-mobile
 
 Each trial tracks the whole split with ``lighttrack.tracker.evaluation.evaluate_split``
@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # direct `python ray_jobs/x.py` from a checkout without install
-    sys.path.insert(0, str(ROOT))
-
-from ray_jobs.common import ARCH_TAG, add_common_args, connect_ray, report_run_id, run_main, setup_mlflow  # noqa: E402
+from ray_jobs.common import ARCH_TAG, add_common_args, connect_ray, report_run_id, run_main, setup_mlflow
 from lighttrack.commands.argtypes import count, positive_int
 
 # Search ranges around the published (VOT-2019) and released values.

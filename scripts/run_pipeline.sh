@@ -2,7 +2,7 @@
 # The whole LightTrack pipeline on this machine (README quick start, first command):
 # install into .venv, generate the embedded data, start a local Ray head and MLflow server
 # (127.0.0.1), run phases 1-4 with `ray job submit` on the tiny configs, print the found
-# architecture. Services stop on exit or Ctrl-C. Extra arguments go to ray_jobs/pipeline.py
+# architecture. Services stop on exit or Ctrl-C. Extra arguments go to `python -m ray_jobs.pipeline`
 # (e.g. --size micro, --phases pretrain,supernet).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -1,22 +1,19 @@
-"""Shared test setup: repo root on sys.path, one torch thread, and real local services.
+"""Shared test setup: one torch thread and real local services.
 
 ``ray_cluster`` and ``mlflow_server`` are session-scoped and start only when a test asks
 for them; they are shared by every test of the session and stopped (by the ids of the
 processes they started) at the end, also when tests fail. ``submit_job`` runs a
-``ray job submit`` of a file under ``ray_jobs/`` against them and returns its logs.
+``ray job submit`` of ``python -m ray_jobs.<job>`` against them and returns its logs.
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 try:  # 2 shared cores: one thread per test process unless a test measures threads
     import torch
@@ -25,7 +22,7 @@ try:  # 2 shared cores: one thread per test process unless a test measures threa
 except ImportError:  # pragma: no cover - torch is a hard dependency; keep conftest importable
     pass
 
-from ray_jobs.services import LocalMlflow, LocalRay, submit_job as _submit  # noqa: E402
+from ray_jobs.services import LocalMlflow, LocalRay, submit_job as _submit
 
 EMBEDDED = ROOT / "data" / "synth"
 
@@ -83,15 +80,15 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def submit_job(ray_cluster, mlflow_server) -> Callable[..., str]:
-    """``submit_job("ray_jobs/x.py", *args, timeout=600, check=True) -> logs``.
+    """``submit_job("ray_jobs.x", *args, timeout=600, check=True) -> logs``: ``python -m ray_jobs.x *args``.
 
     Submits with ``--working-dir`` = the repo root and ``MLFLOW_TRACKING_URI`` set to the
     shared server; raises ``ServiceError`` with the logs if the job fails and ``check``.
     """
     runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": mlflow_server.uri}})
 
-    def run(script: str, *args: str, timeout: float = 600.0, check: bool = True) -> str:
-        return _submit(ray_cluster, ["python", script, *map(str, args)], working_dir=ROOT,
+    def run(module: str, *args: str, timeout: float = 600.0, check: bool = True) -> str:
+        return _submit(ray_cluster, ["python", "-m", module, *map(str, args)], working_dir=ROOT,
                        runtime_env_json=runtime_env, timeout=timeout, check=check)
 
     return run

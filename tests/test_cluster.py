@@ -51,10 +51,10 @@ def cluster(tmp_path_factory, s3_server):
         os.environ.update(saved)
 
 
-def _submit(cluster: LocalCluster, script: str, *args: str, on_line=None, check: bool = True,
+def _submit(cluster: LocalCluster, module: str, *args: str, on_line=None, check: bool = True,
             timeout: float = 900) -> str:
     env = json.dumps({"env_vars": cluster.job_env})
-    return submit_job(cluster.head, ["python", script, *map(str, args)], working_dir=ROOT,
+    return submit_job(cluster.head, ["python", "-m", module, *map(str, args)], working_dir=ROOT,
                       runtime_env_json=env, timeout=timeout, check=check, on_line=on_line)
 
 
@@ -67,7 +67,7 @@ def smoke(cluster, tmp_path_factory):
     ensure_data(base, size="tiny")
     cluster.s3.upload(base / "data", "cluster", "data")  # -> s3://lighttrack/cluster/data/synth/...
     t0 = time.monotonic()
-    runs = run_phases(lambda ph, args: _submit(cluster, ph.script, *args), "micro", [ph.name for ph in PHASES],
+    runs = run_phases(lambda ph, args: _submit(cluster, ph.module, *args), "micro", [ph.name for ph in PHASES],
                       time.strftime("%H%M%S"), cluster.s3.uri("cluster", "runs"), data_base=cluster.s3.uri("cluster"),
                       extra={"supernet": ["--num-workers", "2"], "search": ["--workers", "2"]})
     print(f"micro pipeline on {len(cluster.workers)} worker nodes + head: {time.monotonic() - t0:.0f} s")
@@ -134,7 +134,7 @@ def test_search_survives_deleting_the_drivers_temporary_folders(smoke, cluster, 
                 shutil.rmtree(d, ignore_errors=True)
                 deleted.append(d.name)
 
-    logs = _submit(cluster, "ray_jobs/search.py", "--config", "configs/search_micro.yaml", "--name", "tmp-gone",
+    logs = _submit(cluster, "ray_jobs.search", "--config", "configs/search_micro.yaml", "--name", "tmp-gone",
                    "--storage-path", cluster.s3.uri("cluster", "runs"), "--supernet", runs["supernet"],
                    "--budget", "500M,2M", "--workers", "2", "--set", "eval.seed=1",
                    "--set", f"eval.val_root={cluster.s3.uri('cluster', 'data', 'synth', 'got10k')}",
@@ -172,7 +172,7 @@ def test_phase2_resumes_when_a_worker_node_is_lost(smoke, cluster, tmp_path):
     got10k = cluster.s3.uri("cluster", "data", "synth", "got10k")
     name = f"node-lost-{time.strftime('%H%M%S')}"
     try:
-        logs = _submit(cluster, "ray_jobs/train_supernet.py", "--config", "configs/supernet_micro.yaml",
+        logs = _submit(cluster, "ray_jobs.train_supernet", "--config", "configs/supernet_micro.yaml",
                        "--name", name, "--storage-path", cluster.s3.uri("cluster", "runs"),
                        "--set", f"init={init}", "--set", "epochs=4", "--set", "eval.num_paths=0",
                        "--set", f"data.sources=[{{root: {got10k}, kind: got10k, split: train, pairs_per_epoch: 8}}]",
@@ -214,7 +214,7 @@ def test_search_loses_no_candidate_when_an_evaluators_node_is_lost(smoke, cluste
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        logs = _submit(cluster, "ray_jobs/search.py", "--config", "configs/search_micro.yaml", "--name", name,
+        logs = _submit(cluster, "ray_jobs.search", "--config", "configs/search_micro.yaml", "--name", name,
                        "--storage-path", cluster.s3.uri("cluster", "runs"), "--supernet", runs["supernet"],
                        "--budget", "700M,3M", "--workers", "2", "--set", "eval.seed=2",
                        "--set", "optimizer.population=4", "--set", "optimizer.generations=2",

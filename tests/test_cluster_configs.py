@@ -90,9 +90,10 @@ def test_kuberay_rayjob_structure():
     doc = _load("kuberay-rayjob.yaml")
     assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayJob"
     spec = doc["spec"]
-    assert spec["entrypoint"].startswith("python ray_jobs/")
-    script = spec["entrypoint"].split()[1]
-    assert (CLUSTER.parent / script).is_file(), f"{script} does not exist"
+    assert spec["entrypoint"].startswith("python -m ray_jobs.")
+    module = spec["entrypoint"].split()[2]
+    script = module.replace(".", "/") + ".py"
+    assert (CLUSTER.parent / script).is_file(), f"{module}: {script} does not exist"
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
     assert runtime_env["working_dir"] and "torch==2.14.1" in runtime_env["pip"]
     assert "MLFLOW_TRACKING_URI" in runtime_env["env_vars"]

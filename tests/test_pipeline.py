@@ -39,10 +39,10 @@ def test_absolute_data_overrides(tmp_path):
 
 def test_run_phases_hands_run_ids_on_and_skips_missing(tmp_path, monkeypatch):
     phases = (
-        pipeline.Phase("pretrain", "ray_jobs/a.py", "a", ()),
-        pipeline.Phase("supernet", "ray_jobs/b.py", "b", (("init", "pretrain"),)),
-        pipeline.Phase("search", "ray_jobs/missing.py", "c", (("supernet", "supernet"),)),
-        pipeline.Phase("retrain", "ray_jobs/d.py", "d", (("arch", "search"),)),
+        pipeline.Phase("pretrain", "ray_jobs.a", "a", ()),
+        pipeline.Phase("supernet", "ray_jobs.b", "b", (("init", "pretrain"),)),
+        pipeline.Phase("search", "ray_jobs.missing", "c", (("supernet", "supernet"),)),
+        pipeline.Phase("retrain", "ray_jobs.d", "d", (("arch", "search"),)),
     )
     for rel in ("ray_jobs/a.py", "ray_jobs/b.py", "ray_jobs/d.py", "configs/a_micro.yaml",
                 "configs/b_micro.yaml", "configs/c_micro.yaml", "configs/d_micro.yaml"):

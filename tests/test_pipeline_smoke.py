@@ -23,7 +23,7 @@ PHASE = {ph.name: ph for ph in PHASES}
 
 
 def _missing(phase) -> list[str]:
-    need = [phase.script, f"configs/{phase.config}_micro.yaml"]
+    need = [phase.path, f"configs/{phase.config}_micro.yaml"]
     return [p for p in need if not (ROOT / p).is_file()]
 
 
@@ -37,7 +37,7 @@ def smoke(submit_job, mlflow_server, tmp_path_factory):
     base = tmp_path_factory.mktemp("smoke")
     ensure_data(base, size="tiny")
     names = [ph.name for ph in PHASES if not _missing(ph)]
-    runs = run_phases(lambda ph, args: submit_job(ph.script, *args, timeout=900), "micro", names,
+    runs = run_phases(lambda ph, args: submit_job(ph.module, *args, timeout=900), "micro", names,
                       time.strftime("%H%M%S"), base / "ray", data_base=base)
     return runs, MlflowClient(mlflow_server.uri), base
 
@@ -124,10 +124,10 @@ def test_bad_operational_input_through_ray_job_submit(submit_job, mlflow_server)
     phase = PHASE["supernet"]
     if _missing(phase):
         pytest.skip(f"{_missing(phase)} not written yet")
-    logs = submit_job(phase.script, "--config", "configs/supernet_micro.yaml", "--name", "bad",
+    logs = submit_job(phase.module, "--config", "configs/supernet_micro.yaml", "--name", "bad",
                       "--set", "no_such_key=1", check=False)
     assert "error:" in logs and "unknown key(s) ['no_such_key']" in logs, logs[-3000:]
     assert "Started training" not in logs and "epoch 1/" not in logs
-    logs = submit_job(phase.script, "--config", "configs/supernet_micro.yaml", "--name", "bad2",
+    logs = submit_job(phase.module, "--config", "configs/supernet_micro.yaml", "--name", "bad2",
                       "--set", f"init='{'0' * 32}'", check=False)
     assert f"MLflow run {'0' * 32} does not exist" in logs, logs[-3000:]

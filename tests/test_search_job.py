@@ -48,7 +48,7 @@ def setup(tmp_path_factory, ray_cluster):
 
 
 def _cmd(tmp: Path, address: str, name: str, budgets: tuple[str, ...], n: int) -> list[str]:
-    cmd = [sys.executable, str(ROOT / "ray_jobs/search.py"), "--supernet", str(tmp / "checkpoint.pt"),
+    cmd = [sys.executable, "-m", "ray_jobs.search", "--supernet", str(tmp / "checkpoint.pt"),
            "--config", str(ROOT / "configs/search_micro.yaml"), "--cache", str(tmp / "cache"),
            "--name", name, "--address", address, "--storage-path", str(tmp / "ray"),
            "--set", f"optimizer.evaluations={n}", "--set", f"eval.val_root={SYNTH}",

@@ -15,7 +15,7 @@ def test_tune_tracker_job_writes_the_best_values_and_logs_them(submit_job, mlflo
     data = tmp_path / "data"
     synth.write(data, seed=0, size="tiny", workers=1)
     out = tmp_path / "tracker.yaml"
-    logs = submit_job("ray_jobs/tune_tracker.py", "--dataset", data, "--arch", "smallest",
+    logs = submit_job("ray_jobs.tune_tracker", "--dataset", data, "--arch", "smallest",
                       "--max-sequences", "1", "--num-samples", "3", "--out", out, "--name", "tune-test",
                       "--storage-path", tmp_path / "ray", "--address", "auto")
     params = load_params(out)  # a valid TrackerParams file

@@ -24,7 +24,7 @@ def test_killed_worker_resumes_from_checkpoint_one_mlflow_run(tiny_data, tmp_pat
     from mlflow.tracking import MlflowClient
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": db}
-    cmd = [sys.executable, "ray_jobs/pretrain_backbone.py", "--config", "configs/pretrain_micro.yaml",
+    cmd = [sys.executable, "-m", "ray_jobs.pretrain_backbone", "--config", "configs/pretrain_micro.yaml",
            "--name", "resume-test", "--storage-path", str(tmp_path / "runs"), "--address", "local",  # a private local Ray
            "--set", f"data_root={tiny_data / 'imagenet'}", "--set", "epochs=3",
            "--set", "run.fault_injection_step=3", "--set", "run.max_failures=2"]

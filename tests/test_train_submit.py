@@ -31,7 +31,7 @@ def test_pretrain_micro_via_ray_job_submit(submit_job, mlflow_server, tiny_data,
     from lighttrack.models import ClassSupernet
 
     name = f"p1-submit-{time.strftime('%H%M%S')}"
-    logs = submit_job("ray_jobs/pretrain_backbone.py", "--config", "configs/pretrain_micro.yaml",
+    logs = submit_job("ray_jobs.pretrain_backbone", "--config", "configs/pretrain_micro.yaml",
                       "--name", name, "--storage-path", str(tmp_path / "runs"),
                       "--set", f"data_root={tiny_data / 'imagenet'}", timeout=900)
     ids = re.findall(rf"^{RUN_ID_PREFIX}([0-9a-f]{{32}})\s*$", logs, re.M)

@@ -3,7 +3,7 @@
     lighttrack arch profile --backend torch --threads 1 --out table.json
     lighttrack arch profile --backend onnxruntime --threads 4 --repeats 50 --out table.json
 
-Run it once on the target device; then ``ray_jobs/search.py --latency-max MS
+Run it once on the target device; then ``python -m ray_jobs.search --latency-max MS
 --latency-table table.json`` estimates every candidate's latency from the table.
 """
 from __future__ import annotations
