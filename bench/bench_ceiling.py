@@ -6,7 +6,7 @@ trained alone, within wall-clock budgets on this machine.
 
 One StaticTracker (fresh, or from a phase-1 ClassSupernet / phase-2 TrackSupernet
 checkpoint: its backbone, or the path extracted) is trained with AdamW on pairs of the
-embedded train split (REFERENCE §3's labels and losses, the loader of phase 2). At each
+embedded train split (the labels and losses of docs/method.md §9, the loader of phase 2). At each
 mark of training time (evaluation time not counted) it prints the mean cls and IoU
 losses of the last 50 steps and the AO on the val split and on the first 10 train
 sequences, each beside the AO of a tracker that stays at the first box on the same frames.

@@ -1,4 +1,4 @@
-"""Losses of phases 2 and 4 (REFERENCE.md §3, §6: the released weighted BCE's defects)."""
+"""Losses of phases 2 and 4 (docs/method.md §9; §15: the released weighted BCE's defects)."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Learning-rate schedules of phases 1, 2 and 4 with the paper's values (REFERENCE.md §1)."""
+"""Learning-rate schedules of phases 1, 2 and 4 with the paper's values (docs/method.md §7, §8, §11)."""
 import math
 
 import pytest

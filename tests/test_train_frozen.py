@@ -1,5 +1,5 @@
 """Phase 2 loop: the frozen backbone (weights AND BN statistics) does not change during the
-frozen epochs, then trains; the heads train from the start (REFERENCE.md §1)."""
+frozen epochs, then trains; the heads train from the start (docs/method.md §8)."""
 import torch
 
 from lighttrack.config import load

@@ -1,4 +1,4 @@
-"""Training labels on the score map from the target box in search-crop pixels (REFERENCE §3).
+"""Training labels on the score map from the target box in search-crop pixels (docs/method.md §9).
 
 - cls: 1 where the cell's Manhattan distance to the cell of the box centre is <= ``radius``
   (5 positives for radius 1), 0 elsewhere; no ignore band.

@@ -6,7 +6,7 @@ and its centre is shifted; the box goes through exactly the same map
 (:func:`lighttrack.geometry.box_to_crop`), so image and box cannot disagree. Flip mirrors
 both crops and both boxes. Every on/off choice (blur, colour, grayscale, flip) and every
 amount is drawn per sample from the generator passed in (the released code drew the on/off
-choices once per dataset and did not move the box on flip: REFERENCE §6).
+choices once per dataset and did not move the box on flip: docs/method.md §15).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class CropAugment:
 
 @dataclass
 class ProcessingConfig:
-    """Crop sizes and augmentation (defaults: Ocean's training settings, REFERENCE §3)."""
+    """Crop sizes and augmentation (defaults: Ocean's training settings, docs/method.md §9)."""
     template_size: PosInt = geometry.TEMPLATE_SIZE  # template crop side, pixels
     search_size: PosInt = geometry.SEARCH_SIZE  # search crop side, pixels
     context: NonNegFloat = geometry.CONTEXT  # context amount in s_z

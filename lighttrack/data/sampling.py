@@ -33,7 +33,7 @@ __all__ = ["SourceConfig", "PairDataConfig", "PairSource", "PairDataset", "OCEAN
 
 log = logging.getLogger(__name__)
 
-# Ocean's training mix (REFERENCE §1, §3): dataset -> (frame range, pairs per epoch).
+# Ocean's training mix (docs/method.md §8): dataset -> (frame range, pairs per epoch).
 # DET and COCO are still images: template and search come from the same frame.
 OCEAN_MIX: dict[str, tuple[int, int]] = {
     "vid": (100, 110_000), "ytb": (3, 210_000), "got10k": (100, 160_000),

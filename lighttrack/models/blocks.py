@@ -2,7 +2,7 @@
 
 The same classes build the supernet (which holds every candidate) and the static
 subnets (which hold one), so a static model's outputs equal the supernet path's.
-Layer details follow REFERENCE.md §2 (the released model definition): BatchNorm
+Layer details follow docs/method.md §5 (the released model definition): BatchNorm
 defaults, padding ``k // 2``, convs without bias except in SE, channel attention,
 the neck's 1x1 conv and the head's output convs.
 """

@@ -1,4 +1,4 @@
-"""Standard tracking metrics (REFERENCE §5), on ``(N, 4)`` boxes ``(x, y, w, h)``.
+"""Standard tracking metrics (docs/method.md §14), on ``(N, 4)`` boxes ``(x, y, w, h)``.
 
 GOT-10k (as the official ``got10k`` toolkit computes it): per-frame IoU on boxes
 clipped to the image, first frame and absent frames (cover label 0) dropped, IoUs of

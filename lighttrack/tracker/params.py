@@ -1,4 +1,4 @@
-"""Tracker hyper-parameters and their named presets (REFERENCE §4.5)."""
+"""Tracker hyper-parameters and their named presets (docs/method.md §13)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

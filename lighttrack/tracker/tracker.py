@@ -1,4 +1,4 @@
-"""The online tracker (REFERENCE §4): template once, then search, score, penalise, decode.
+"""The online tracker (docs/method.md §12): template once, then search, score, penalise, decode.
 
 ``Tracker(net, params)`` works with any network exposing ``template(z)`` and
 ``search(zf, x)``: a supernet ``path(arch)``, a ``StaticTracker`` (both torch modules,

@@ -2,7 +2,7 @@
 
 Training images: random resized crop + horizontal flip (+ AutoAugment, ImageNet policy,
 for the phase-4 retrain); held-out images: resize + centre crop. Both normalised with
-the ImageNet mean/std (REFERENCE.md §3).
+the ImageNet mean/std (docs/method.md §1).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Typed configs of the training phases (1: backbone supernet, 2: tracking supernet,
 4: retrain + fine-tune). Loaded with ``lighttrack.config.load(Cls, yaml, overrides)``.
 
-The full-size YAML files in ``configs/`` carry the paper's values (REFERENCE.md §1);
+The full-size YAML files in ``configs/`` carry the paper's values (docs/method.md §7-§11);
 ``*_tiny.yaml`` run on the embedded data set on a 2-core CPU in minutes,
 ``*_micro.yaml`` in seconds (CI smoke).
 """

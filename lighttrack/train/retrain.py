@@ -1,8 +1,9 @@
 """Phase 4a: retrain the found backbone on ImageNet as a standalone classifier.
 
-EfficientNet-like recipe (paper §Retrain): RMSProp, warm-up + cosine, dropout before
-the classifier, AutoAugment in the data pipeline, and an exponential moving average of
-the weights; the EMA weights are what is evaluated and what phase 4b starts from.
+EfficientNet-like recipe (the paper's retrain settings, docs/method.md §11): RMSProp,
+warm-up + cosine, dropout before the classifier, AutoAugment in the data pipeline, and an
+exponential moving average of the weights; the EMA weights are what is evaluated and what
+phase 4b starts from.
 Phase 4b (the tracking fine-tune) is ``tracking.train_tracking`` on a StaticTracker.
 """
 from __future__ import annotations
