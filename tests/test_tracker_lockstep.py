@@ -194,6 +194,32 @@ def test_onnxruntime_eval_net_batches_like_the_module():
         np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
 
 
+def test_ort_lanes_split_a_batch_and_give_the_one_session_outputs():
+    """OrtEvalNet(threads=3): a batch of 7 is cut into 3 lanes, each run RUN_BATCH crops at
+    a time; the rows come back in order and equal one session's."""
+    pytest.importorskip("onnxruntime")
+    from lighttrack.arch import resolve
+    from lighttrack.models import TrackSupernet
+    from lighttrack.models.static import extract
+    from lighttrack.tracker.export import OrtEvalNet
+
+    torch.manual_seed(0)
+    net = extract(TrackSupernet("paper").eval(), resolve("lighttrack-mobile")).eval()
+    one, lanes = OrtEvalNet(net, 1), OrtEvalNet(net, 3)
+    assert len(lanes._template) == 3 and lanes.RUN_BATCH < 7
+    rng = np.random.default_rng(1)
+    z = rng.integers(0, 255, (7, 128, 128, 3), dtype=np.uint8)
+    x = rng.integers(0, 255, (7, 256, 256, 3), dtype=np.uint8)
+    zf = one.template(z)
+    np.testing.assert_allclose(lanes.template(z), zf, atol=1e-5)
+    for got, want in zip(lanes.search(zf, x), one.search(zf, x)):
+        assert got.shape == want.shape and got.shape[0] == 7
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    # a permuted batch permutes the outputs: no row is mixed up with another
+    perm = rng.permutation(7)
+    np.testing.assert_allclose(lanes.search(zf[perm], x[perm])[0], one.search(zf, x)[0][perm], atol=1e-5)
+
+
 def test_device_crops_read_png_frames_too(embedded, tmp_path):
     """Frames that are not JPEGs (a folder of PNGs) are decoded on the host and moved."""
     import cv2
