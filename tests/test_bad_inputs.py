@@ -94,7 +94,7 @@ def _files(d: Path) -> list[str]:
 @pytest.mark.parametrize("override, needle", [
     ("epochs=-1", "epochs: -1 is out of range; must be >= 1"),
     ("batch_size=0", "batch_size: 0 is out of range"),
-    ("optim.name=adamx", "optim.name: 'adamx' is not one of ['sgd', 'rmsprop']"),
+    ("optim.name=adamx", "optim.name: 'adamx' is not one of ['sgd', 'rmsprop', 'adamw']"),
     ("optim.lr=-0.1", "optim.lr: -0.1 is out of range; must be > 0"),
     ("run.use_gpu=maybe", "run.use_gpu: 'maybe' is not one of"),
     ("data.processing.flip=1.5", "data.processing.flip: 1.5 is out of range; must be >= 0 and <= 1"),

@@ -57,6 +57,21 @@ def test_backbone_group_runs_at_lr_mult():
     assert lrs == {"backbone": pytest.approx(0.003), "head": pytest.approx(0.03)}
 
 
+def test_adamw_takes_the_schedule_per_group_and_its_own_eps():
+    """optim.name adamw (small-compute configs): decoupled weight decay, torch's eps (not the
+    RMSProp field's 1e-3), the backbone group at its multiplier after set_lr."""
+    from lighttrack.train.config import OptimConfig
+
+    net = torch.nn.Module()
+    net.backbone = torch.nn.Linear(2, 2)
+    net.head = torch.nn.Linear(2, 1)
+    opt = build_optimizer(param_groups(net, 0.1), OptimConfig(name="adamw", lr=1e-3, weight_decay=1e-4))
+    assert isinstance(opt, torch.optim.AdamW)
+    assert all(g["eps"] == 1e-8 and g["weight_decay"] == 1e-4 for g in opt.param_groups)
+    set_lr(opt, 1e-3)
+    assert {g["name"]: g["lr"] for g in opt.param_groups} == {"backbone": pytest.approx(1e-4), "head": pytest.approx(1e-3)}
+
+
 def test_bad_schedule_is_a_clear_error():
     # refused where the config loads, naming the key ...
     with pytest.raises(ValueError, match="schedule.decay: 'exp' is not one of"):

@@ -25,7 +25,7 @@ __all__ = [
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "rmsprop"] = "sgd"
+    name: Literal["sgd", "rmsprop", "adamw"] = "sgd"
     lr: PosFloat = 0.5              # peak (global) learning rate; the schedule scales it
     momentum: Fraction = 0.9
     weight_decay: NonNegFloat = 4e-5

@@ -72,7 +72,9 @@ def param_groups(model: nn.Module, backbone_lr_mult: float | None = None) -> lis
 
 
 def build_optimizer(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (phases 1, 2, fine-tune) or RMSProp (ImageNet retrain) over ``groups``."""
+    """SGD (phases 1, 2, fine-tune: the paper's), RMSProp (ImageNet retrain) or AdamW (the
+    small-compute configs: a fixed path learned from 2k-6k pairs with it, docs/results.md
+    "fixed-path ceiling"; torch's betas and eps, not the RMSProp fields) over ``groups``."""
     groups = list(groups)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
@@ -80,4 +82,6 @@ def build_optimizer(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Opt
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optim.name = {cfg.name!r}; expected 'sgd' or 'rmsprop'")
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optim.name = {cfg.name!r}; expected 'sgd', 'rmsprop' or 'adamw'")
