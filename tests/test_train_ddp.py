@@ -2,6 +2,7 @@
 the parameters stay identical across ranks (single-path sampling + DDP with unused params)."""
 import os
 
+import pytest
 import torch
 import torch.distributed as td
 import torch.multiprocessing as mp
@@ -16,14 +17,15 @@ from lighttrack.train.tracking import train_tracking
 from tests.test_train_frozen import _batches
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+def _worker(rank: int, port: int, out: str, sandwich: int) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     td.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)
     model = TrackSupernet()
     cfg = load(SupernetConfig, "configs/supernet_micro.yaml",
-               ["epochs=1", "backbone_freeze_epochs=0", "steps_per_epoch=3", "eval.num_paths=0"])
+               ["epochs=1", "backbone_freeze_epochs=0", "steps_per_epoch=3", "eval.num_paths=0",
+                f"sandwich={sandwich}"])
     data = _batches(3)[rank::2]  # each rank its own (different) pairs
     loader = torch.utils.data.DataLoader(data, batch_size=1)
     archs = []
@@ -45,10 +47,13 @@ def _worker(rank: int, port: int, out: str) -> None:
     td.destroy_process_group()
 
 
-def test_two_ranks_same_path_and_same_params(tmp_path):
+@pytest.mark.parametrize("sandwich", [0, 2])
+def test_two_ranks_same_path_and_same_params(tmp_path, sandwich):
+    """Also under the sandwich rule: three forward/backward passes a step (the largest, two
+    paths), each all-reduced, one optimiser step."""
     from ray_jobs.services import free_port
     out = str(tmp_path / "ddp.pt")
-    mp.spawn(_worker, args=(free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), out, sandwich), nprocs=2, join=True)
     res = torch.load(out)
     assert len(res["archs"]) == 3
     for a0, a1 in res["archs"]:

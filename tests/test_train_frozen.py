@@ -129,3 +129,55 @@ def test_a_stride8_eval_path_on_a_paper_supernet_is_refused_before_training():
         eval_archs(cfg)
     cfg = load(SupernetConfig, "configs/supernet_micro.yaml", [f"eval.paths=[{path}]", "space=wide"])
     assert [a.stride for a in eval_archs(cfg)] == [8]
+
+
+def _run_sandwich(n: int) -> tuple[TrackSupernet, list[dict]]:
+    torch.manual_seed(0)
+    cfg = load(SupernetConfig, "configs/supernet_micro.yaml",
+               ["epochs=1", "backbone_freeze_epochs=0", "steps_per_epoch=2", "eval.num_paths=0",
+                "largest_warmup_epochs=0", f"sandwich={n}"])
+    model = TrackSupernet()
+    steps: list[dict] = []
+    train_tracking(model, torch.utils.data.DataLoader(_batches(2), batch_size=2), cfg, cfg.run,
+                   lambda m, s=None: s is None and steps.append(m), sampler=PathSampler(0))
+    return model, steps
+
+
+def test_sandwich_trains_the_largest_beside_each_path_and_distils_its_scores():
+    """sandwich: 1 — each step also backpropagates the largest architecture: its head ops
+    that no drawn path runs move (they stay put under single-path sampling);
+    the step reports the uniform path it would have drawn anyway, and its loss carries the
+    distillation term on top of cls + reg."""
+    sampler = PathSampler(0)
+    drawn = [sampler.arch(0, step) for step in range(2)]
+    assert sampler.arch(0, 0, 0) == drawn[0] and sampler.arch(0, 0, 1) != drawn[0]
+    # cls-tower layers whose 256-channel k5 op (the largest's) no drawn path runs
+    unused = [i for i in range(8) if all(a.cls.channels != 256 or a.cls.kernels[i] != 5 for a in drawn)]
+    assert unused, "every layer's largest op was drawn; pick another seed"
+
+    def weights(model):
+        return [model.cls_head.towers["c256"].layers[i].k5.conv_pw.weight.detach().clone() for i in unused]
+
+    moved = {}
+    for n in (0, 1):
+        torch.manual_seed(0)
+        ref = weights(TrackSupernet())
+        model, steps = _run_sandwich(n)
+        moved[n] = any(not torch.equal(a, b) for a, b in zip(ref, weights(model)))
+        assert [s["arch"] for s in steps] == [str(a) for a in drawn]
+        extra = [s["loss"] - s["cls"] - s["reg"] for s in steps]
+        if n:
+            assert all(e > 0.05 for e in extra), extra  # BCE towards soft targets: > 0
+        else:
+            assert all(abs(e) < 1e-5 for e in extra), extra
+    assert moved == {0: False, 1: True}
+
+
+def test_score_distillation_pulls_towards_the_teacher_and_leaves_it_alone():
+    from lighttrack.train.losses import score_distillation
+
+    teacher = torch.randn(2, 1, 8, 8, requires_grad=True)
+    far = torch.zeros(2, 1, 8, 8, requires_grad=True)
+    assert score_distillation(teacher.detach().clone(), teacher) < score_distillation(far, teacher)
+    score_distillation(far, teacher).backward()
+    assert teacher.grad is None and far.grad is not None and far.grad.abs().sum() > 0

@@ -65,10 +65,14 @@ class Amp:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate the gradients of ``loss`` (scaled when fp16) without stepping."""
+        self.scaler.scale(loss).backward()
+
     def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list | None = None,
              clip: float = 0.0) -> None:
         """backward, optional grad-norm clipping, optimiser step (scaled when fp16)."""
-        self.scaler.scale(loss).backward()
+        self.backward(loss)
         if clip > 0 and params:
             self.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)

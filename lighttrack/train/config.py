@@ -135,6 +135,12 @@ class SupernetConfig:
     # Short runs need it: on the embedded set, 100 uniform steps left the cls loss at ln 2,
     # while one fixed path brought it to 0.40.
     largest_warmup_epochs: NonNegFloat = 0.0
+    # The sandwich rule with in-place distillation (BigNAS, Once-for-All): each step trains
+    # the largest architecture on the labels and `sandwich` uniform paths on the labels plus
+    # `distill_weight` x a BCE towards the largest's score map (detached). 0 = the paper's
+    # single path per step. After the largest warm-up, when there is one.
+    sandwich: Count = 0
+    distill_weight: NonNegFloat = 1.0
     backbone_freeze_epochs: Count = 10  # backbone weights AND its BN statistics are fixed for these epochs
     backbone_lr_mult: NonNegFloat = 0.1     # afterwards the backbone trains at this fraction of the global lr
     # max gradient norm (0 = off). The IoU loss pulls a too-short box out steeply and a

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from lighttrack.data.labels import make_labels
 
-__all__ = ["weighted_bce", "iou_loss", "TrackingLoss", "tracking_loss", "labels_for"]
+__all__ = ["weighted_bce", "iou_loss", "TrackingLoss", "tracking_loss", "labels_for", "score_distillation"]
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -100,3 +100,9 @@ def tracking_loss(cls_logits: torch.Tensor, reg: torch.Tensor, batch: dict,
     c = weighted_bce(cls_logits, cls_label)
     r = iou_loss(reg, reg_target, reg_mask)
     return TrackingLoss(cls_weight * c + reg_weight * r, c, r)
+
+
+def score_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """In-place distillation of the score map: BCE of the student's logits (B, 1, S, S)
+    towards the teacher's probabilities, every cell alike (the teacher is detached)."""
+    return F.binary_cross_entropy_with_logits(student.float(), torch.sigmoid(teacher.detach().float()))

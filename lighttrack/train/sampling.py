@@ -32,9 +32,11 @@ class PathSampler:
     def _rng(self, *key: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, *(int(k) for k in key)])
 
-    def arch(self, epoch: int, step: int) -> Arch:
-        """Phase 2: backbone + output layer + both heads."""
-        return self.space.sample(self._rng(_TRAIN, epoch, step))
+    def arch(self, epoch: int, step: int, k: int = 0) -> Arch:
+        """Phase 2: backbone + output layer + both heads; ``k``: the k-th path of the step
+        (the sandwich rule trains several), k = 0 the single path of uniform sampling."""
+        key = (_TRAIN, epoch, step) if k == 0 else (_TRAIN, epoch, step, k)
+        return self.space.sample(self._rng(*key))
 
     def backbone_path(self, epoch: int, step: int) -> tuple[int, ...]:
         """Phase 1: 18 MBConv choices (14 tracking blocks + 4 ImageNet-only)."""

@@ -5,7 +5,8 @@ shape (warm-up, then logarithmic decay); they differ in what runs:
 
 * phase 2: a ``TrackSupernet``; every step one uniformly random path (``PathSampler``,
   identical on every rank), optionally after a warm-up on the largest architecture
-  (``largest_warmup_epochs``, as phase 1);
+  (``largest_warmup_epochs``, as phase 1); or, with ``sandwich: n``, the largest plus n
+  uniform paths per step, each path distilled from the largest's score map;
 * phase 4b: a ``StaticTracker``; always the same network.
 
 Frozen backbone (phase 2, first ``backbone_freeze_epochs``): the backbone's parameters
@@ -29,7 +30,7 @@ from lighttrack.train.common import (
     Amp, Dist, EtaClock, Report, cycle_epochs, pair_batch, restore, set_loader_epoch, unwrap,
 )
 from lighttrack.train.config import RunConfig
-from lighttrack.train.losses import tracking_loss
+from lighttrack.train.losses import score_distillation, tracking_loss
 from lighttrack.train.sampling import LargestWarmup, PathSampler
 from lighttrack.train.schedules import build_optimizer, lr_at, param_groups, set_lr
 
@@ -74,6 +75,8 @@ def train_tracking(model: nn.Module, train_loader: DataLoader, cfg, run: RunConf
     warmup = LargestWarmup(getattr(cfg, "largest_warmup_epochs", 0.0), LARGEST,
                            lambda: unwrap(model).inherit_from_largest_(backbone=not cfg.init),
                            done=bool(state and state.get("inherited")))
+    sandwich = getattr(cfg, "sandwich", 0) if sampler is not None else 0
+    distill_weight = getattr(cfg, "distill_weight", 0.0)
     frozen = start_epoch < cfg.backbone_freeze_epochs
     set_backbone_frozen(model, frozen)
     net = wrap(model)
@@ -96,11 +99,15 @@ def train_tracking(model: nn.Module, train_loader: DataLoader, cfg, run: RunConf
             arch: Arch | None = None
             if sampler is not None:
                 arch = warmup.pick(epoch + step / steps, lambda: sampler.arch(epoch, step))
-            with amp.autocast():
-                args = (batch["template"], batch["search"]) + ((arch,) if arch is not None else ())
-                cls, reg = net(*args)
-            loss = tracking_loss(cls, reg, batch)
             optimizer.zero_grad(set_to_none=True)
+            if sandwich and arch is not LARGEST:
+                loss, arch = _sandwich_step(net, batch, amp, distill_weight,
+                                            [sampler.arch(epoch, step, k) for k in range(sandwich)])
+            else:
+                with amp.autocast():
+                    args = (batch["template"], batch["search"]) + ((arch,) if arch is not None else ())
+                    cls, reg = net(*args)
+                loss = tracking_loss(cls, reg, batch)
             amp.step(loss.total, optimizer, list(model.parameters()), cfg.grad_clip)
             global_step += 1
             vals = {"loss": loss.total.item(), "cls": loss.cls.item(), "reg": loss.reg.item()}
@@ -122,3 +129,24 @@ def train_tracking(model: nn.Module, train_loader: DataLoader, cfg, run: RunConf
                  "inherited": warmup.done, "metrics": metrics}
         report(metrics, state)
     return metrics
+
+
+def _sandwich_step(net, batch: dict, amp: Amp, distill_weight: float, paths: list[Arch]):
+    """The sandwich rule's gradients for one batch: the largest architecture on the labels,
+    then each of ``paths`` on the labels plus ``distill_weight`` x the BCE towards the
+    largest's score map. One backward per forward (gradients add up; a DDP module
+    all-reduces each), the last one left to the caller's optimiser step. Returns the last
+    path's loss (what the step reports) and that path."""
+    z, x = batch["template"], batch["search"]
+    with amp.autocast():
+        cls_t, reg_t = net(z, x, LARGEST)
+    amp.backward(tracking_loss(cls_t, reg_t, batch).total)
+    teacher = cls_t.detach()
+    for k, arch in enumerate(paths):
+        with amp.autocast():
+            cls, reg = net(z, x, arch)
+        loss = tracking_loss(cls, reg, batch)
+        total = loss.total + distill_weight * score_distillation(cls, teacher)
+        if k < len(paths) - 1:
+            amp.backward(total)
+    return type(loss)(total, loss.cls, loss.reg), arch
