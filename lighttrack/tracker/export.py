@@ -117,9 +117,9 @@ class OrtEvalNet:
 
     ``threads`` lanes, not intra-op threads: each lane is its own one-thread session and a
     batch is split across the lanes, which run at once (ONNX Runtime releases the GIL).
-    The graph's ~150 small ops leave an intra-op pool waiting on hand-offs: 2 lanes ran a
-    batch of 4 search crops in 6.0 ms a crop, one session of 2 threads in 8.6. The
-    arithmetic per crop is the same either way: every lane runs the same graph.
+    The graph's ~150 small ops leave an intra-op pool waiting on hand-offs: 2 lanes ran
+    search crops in 5.9-6.0 ms a crop (batches 2-8), one session of 2 threads in 10.3 (batch
+    8). The arithmetic per crop is the same either way: every lane runs the same graph.
     """
 
     takes_raw_crops = True
