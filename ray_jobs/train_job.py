@@ -333,6 +333,11 @@ class Reporter:
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report({self.prefix + k: v for k, v in numeric.items()}, checkpoint=checkpoint)
             if self.rank == 0:
+                # Ray's documented order: wait until the controller has registered this
+                # checkpoint, then log. A node lost between the report and that registration
+                # restarted from the epoch before, and the epoch was logged twice (seen once
+                # in tests/test_cluster.py on a fast machine).
+                ray.train.get_all_reported_checkpoints(timeout_s=60)
                 self._log(metrics, step)
                 # the latest checkpoint is in MLflow after every epoch (replacing the previous
                 # one), so an interrupted run's progress is visible and downloadable there too
