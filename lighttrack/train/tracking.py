@@ -30,7 +30,7 @@ from lighttrack.train.common import (
     Amp, Dist, EtaClock, Report, cycle_epochs, pair_batch, restore, set_loader_epoch, unwrap,
 )
 from lighttrack.train.config import RunConfig
-from lighttrack.train.losses import score_distillation, tracking_loss
+from lighttrack.train.losses import TrackingLoss, score_distillation, tracking_loss
 from lighttrack.train.sampling import LargestWarmup, PathSampler
 from lighttrack.train.schedules import build_optimizer, lr_at, param_groups, set_lr
 
@@ -101,8 +101,8 @@ def train_tracking(model: nn.Module, train_loader: DataLoader, cfg, run: RunConf
                 arch = warmup.pick(epoch + step / steps, lambda: sampler.arch(epoch, step))
             optimizer.zero_grad(set_to_none=True)
             if sandwich and arch is not LARGEST:
-                loss, arch = _sandwich_step(net, batch, amp, distill_weight,
-                                            [sampler.arch(epoch, step, k) for k in range(sandwich)])
+                paths = [arch] + [sampler.arch(epoch, step, k) for k in range(1, sandwich)]  # arch: k = 0
+                loss, arch = _sandwich_step(net, batch, amp, distill_weight, paths)
             else:
                 with amp.autocast():
                     args = (batch["template"], batch["search"]) + ((arch,) if arch is not None else ())
@@ -149,4 +149,4 @@ def _sandwich_step(net, batch: dict, amp: Amp, distill_weight: float, paths: lis
         total = loss.total + distill_weight * score_distillation(cls, teacher)
         if k < len(paths) - 1:
             amp.backward(total)
-    return type(loss)(total, loss.cls, loss.reg), arch
+    return TrackingLoss(total, loss.cls, loss.reg), arch
