@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from lighttrack.arch import sample
-from lighttrack.search.latency import LatencyTable, _clock, _Prepared, profile
+from lighttrack.search.latency import LatencyTable
+from lighttrack.search.profiler import _clock, _Prepared, profile
 
 
 def main() -> None:

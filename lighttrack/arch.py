@@ -69,6 +69,7 @@ def _op_name(op: tuple[int, int]) -> str:
 
 
 _MB_NAMES = {_op_name(op): i for i, op in enumerate(MBCONV_OPS)}
+_SKIP = HEAD_OPS.index(None)
 _HEAD_NAMES = {("skip" if k is None else f"k{k}"): i for i, k in enumerate(HEAD_OPS)}
 
 
@@ -80,10 +81,16 @@ def _stage_of(block: int) -> int:
     raise ArchError(f"backbone block {block} is outside the {NUM_BLOCKS} searchable blocks")
 
 
+# (channels, total stride) after each block; a table because the search reads it per candidate.
+_OUTPUT = tuple((STAGE_CHANNELS[_stage_of(b)], STEM_STRIDE * int(np.prod(STAGE_STRIDES[:_stage_of(b) + 1])))
+                for b in range(NUM_BLOCKS))
+
+
 def output_of(block: int) -> tuple[int, int]:
     """(channels, total stride) of the features after backbone block ``block``."""
-    stage = _stage_of(block)
-    return STAGE_CHANNELS[stage], STEM_STRIDE * int(np.prod(STAGE_STRIDES[:stage + 1]))
+    if not 0 <= block < NUM_BLOCKS:
+        _stage_of(block)  # raises with the message
+    return _OUTPUT[block]
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,21 @@ class Arch:
     def blocks(self) -> tuple[tuple[int, int], ...]:
         """(kernel, expansion) of every backbone block that runs."""
         return tuple(MBCONV_OPS[b] for b in self.backbone)
+
+    def cost_keys(self) -> tuple[tuple, ...]:
+        """The per-decision entries of a cost table that this architecture runs, in
+        execution order (``lighttrack.costs``): ``("fixed",)`` stem + DS block,
+        ``("block", i, choice)``, ``("neck", C)`` for C-channel backbone features, then per
+        head branch ``("head", stride, branch, C, layer, op)`` for every layer that is not
+        a skip (a skip costs nothing) and ``("out", stride, branch, C)``. About 2 us."""
+        channels, stride = output_of(self.out_block)
+        keys: list[tuple] = [("fixed",)]
+        keys += [("block", i, c) for i, c in enumerate(self.backbone)]
+        keys.append(("neck", channels))
+        for branch, h in (("cls", self.cls), ("reg", self.reg)):
+            keys += [("head", stride, branch, h.channels, i, op) for i, op in enumerate(h.ops) if op != _SKIP]
+            keys.append(("out", stride, branch, h.channels))
+        return tuple(keys)
 
     # -- string forms --------------------------------------------------------------
     def __str__(self) -> str:

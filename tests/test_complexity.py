@@ -124,3 +124,28 @@ def test_wide_space_extremes():
     costs = [table.cost(sample(rng, "wide")) for _ in range(2000)]
     assert max(c[1] for c in costs) <= top.macs
     assert min(c[0] for c in costs) >= count(resolve("smallest")).params
+
+
+def test_one_enumeration_of_cost_keys():
+    """The cost keys an architecture enumerates are exactly the entries the tables hold and
+    the profiler times: the covering archs use every key of their strides, a table file
+    round-trips through its nested form, and the profiler's timed steps of random wide
+    architectures carry their cost keys in execution order."""
+    from lighttrack.costs import all_keys, flatten, nest
+    from lighttrack.models import StaticTracker
+    from lighttrack.models.complexity import covering_archs
+    from lighttrack.search.profiler import _steps
+
+    used = {k for a in covering_archs() for k in a.cost_keys()}
+    assert used == all_keys((8, 16))
+    assert {k for a in covering_archs() if a.stride == 16 for k in a.cost_keys()} == all_keys((16,))
+    table = ComplexityTable.default()
+    assert set(table.macs.values) == all_keys((8, 16))
+    flat = {k: [table.params.values[k], table.macs.values[k], table.conv_macs.values[k]] for k in used}
+    assert flatten(json.loads(json.dumps(nest(flat)))) == flat
+    rng = np.random.default_rng(3)
+    for a in (sample(rng, "wide") for _ in range(5)):
+        steps = [key for key, *_ in _steps(StaticTracker.build(a))]
+        assert tuple(dict.fromkeys(steps)) == a.cost_keys(), str(a)  # the neck is timed in two parts
+        skips = sum(op == 2 for h in (a.cls, a.reg) for op in h.ops)
+        assert len(a.cost_keys()) == 2 + len(a.backbone) + 2 * 9 - skips

@@ -11,7 +11,7 @@ LIB = ROOT / "lighttrack"
 
 # Low to high; a module may import its own layer and the layers below.
 LAYERS = [
-    {"lighttrack", "config", "arch", "geometry", "atomic", "checkpoint"},  # values, files, no models
+    {"lighttrack", "config", "arch", "geometry", "atomic", "checkpoint", "costs"},  # values, files, no models
     {"data", "models"},
     {"tracker"},
     {"train", "search"},

@@ -13,7 +13,8 @@ from lighttrack.models.blocks import InvertedResidual
 from lighttrack.search import space
 from lighttrack.search.budget import Budget, BudgetCheck, BudgetError, CostModel, check_possible
 from lighttrack.search.evolution import LightTrackEvolution, LightTrackRandom
-from lighttrack.search.latency import LatencyTable, LatencyTableError, make_runner, profile
+from lighttrack.search.latency import LatencyTable, LatencyTableError
+from lighttrack.search.profiler import make_runner, profile
 from lighttrack.search.searcher import CandidateSource, run_plain
 
 SIZE = 64  # a small search crop keeps profiling to a second; the table logic is size-free
@@ -58,15 +59,15 @@ def test_estimate_is_the_sum_of_the_entries(table):
     assert len(table.terms(resolve("largest"))) == 2 + 14 + 2 * 9
     assert len(table.terms(resolve("smallest"))) == 2 + 7 + 2 * 2
     # Every entry was measured (> 0), and a larger block choice is not free.
-    assert all(x > 0 for b in table.block for x in b)
+    assert all(ms > 0 for key, ms in table.ms.values.items() if key[0] == "block")
     assert table.estimate(resolve("largest")) > table.estimate(resolve("smallest"))
     # A head layer on the stride-8 (4x larger) map costs more than the same layer at stride 16.
-    assert table.head[8]["cls"][256][3][1] > table.head[16]["cls"][256][3][1]
+    assert table.ms.values[("head", 8, "cls", 256, 3, 1)] > table.ms.values[("head", 16, "cls", 256, 3, 1)]
 
 
 def test_a_paper_table_refuses_stride8_archs_clearly():
     paper = profile("torch", threads=1, repeats=1, warmup=0, search_size=SIZE, contexts=0)
-    assert sorted(paper.head) == [16] and 40 not in paper.neck
+    assert paper.ms.strides == (16,) and ("neck", 40) not in paper.ms.values
     assert paper.estimate(resolve("lighttrack-mobile")) > 0
     rng = np.random.default_rng(0)
     stride8 = next(a for a in (sample(rng, "wide") for _ in range(1000)) if a.stride == 8)

@@ -35,7 +35,7 @@ def add_profile_parser(arch_subparsers: argparse._SubParsersAction) -> None:
 
 def _profile(args: argparse.Namespace) -> int:
     from lighttrack.arch import resolve
-    from lighttrack.search.latency import profile
+    from lighttrack.search.profiler import profile
 
     out = Path(args.out)
     if not out.parent.is_dir():

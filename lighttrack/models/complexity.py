@@ -9,8 +9,8 @@ paper's 530M for LightTrack-Mobile; ``conv_macs`` is the conv + matmul part. Par
 are fvcore's ``parameter_count`` of the whole static model (backbone + neck + heads).
 
 ``ComplexityTable`` is the search loop's estimator: every cost is a sum of per-layer
-costs that depend on one decision each, so a table built from fvcore's per-module
-counts gives the same integers in microseconds.
+costs that depend on one decision each, so cost tables (:mod:`lighttrack.costs`) built
+from fvcore's per-module counts give the same integers in microseconds.
 """
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, MBCONV_OPS, NUM_BLOCKS, STAGE_BLOCKS, Arch, HeadArch
+from lighttrack.costs import CostTable, Key, flatten, nest
 from lighttrack.models.static import SearchBranch, StaticTracker
 
-__all__ = ["LayerCost", "Complexity", "count", "ComplexityTable", "covering_archs", "str_keys", "parse_quantity", "format_quantity"]
+__all__ = ["LayerCost", "Complexity", "count", "ComplexityTable", "covering_archs", "parse_quantity", "format_quantity"]
 
 SEARCH_SIZE = 256
 _CONV_OPS = ("conv", "matmul")
@@ -110,19 +110,6 @@ def count(arch: Arch, search_size: int = SEARCH_SIZE) -> Complexity:
 Cost = tuple[int, int, int]  # (params, macs, conv_macs)
 
 
-def _add(a: Cost, b: Cost) -> Cost:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
-
-
-def _cost(r: LayerCost) -> Cost:
-    return (r.params, r.macs, r.conv_macs)
-
-
-def str_keys(d):
-    """Nested dicts with every key a string (JSON objects), e.g. head[16]["cls"][256] -> "16"/"256"."""
-    return {str(k): str_keys(v) for k, v in d.items()} if isinstance(d, dict) else d
-
-
 def covering_archs() -> list[Arch]:
     """Architectures that together run every per-decision cost (and latency) entry: per
     output stride (16 at full depth, 8 cut after stage 2), six where every block is choice
@@ -137,48 +124,57 @@ def covering_archs() -> list[Arch]:
     return archs
 
 
-class ComplexityTable:
-    """Per-decision costs: ``fixed`` (stem, DS block), ``neck[C]`` (the whole neck for
-    C-channel backbone features: BNs, correlation, channel attention, 1x1; C = 40 is the
-    stride-8 neck), ``block[i][c]``, ``head[s][branch][C][layer][k]`` (k3/k5 index 0/1;
-    skip costs nothing) and ``out[s][branch][C]`` at output stride s (16 or 8); each a
-    (params, macs, conv_macs) triple at a 256x256 search image."""
+def _key_costs(arch: Arch, layers: dict[str, LayerCost]) -> dict[Key, Cost]:
+    """One network's fvcore per-layer costs, added up per cost key of ``arch``."""
+    c = f"c{arch.out_channels}"
+    run = {"cls": 0, "reg": 0}  # a head's next layer module (skips have none)
+    out: dict[Key, Cost] = {}
+    for key in arch.cost_keys():
+        kind = key[0]
+        if kind == "fixed":
+            names = ["backbone.stem", "backbone.ds"]
+        elif kind == "block":
+            names = [f"backbone.blocks.{key[1]}"]
+        elif kind == "neck":
+            names = [f"neck.bn_z.{c}", f"neck.bn_x.{c}", "neck.correlation", "neck.ca", "neck.adjust"]
+        elif kind == "head":
+            names = [f"{key[2]}_head.layers.{run[key[2]]}"]
+            run[key[2]] += 1
+        else:
+            names = [f"{key[2]}_head.out"]
+        out[key] = tuple(sum(getattr(layers[n], what) for n in names) for what in ("params", "macs", "conv_macs"))
+    return out
 
-    def __init__(self, data: dict) -> None:
-        self.fixed: Cost = tuple(data["fixed"])
-        self.neck: dict[int, Cost] = {int(c): tuple(v) for c, v in data["neck"].items()}
-        self.block: tuple[tuple[Cost, ...], ...] = tuple(tuple(tuple(c) for c in b) for b in data["block"])
-        self.head = {int(s): {br: {int(c): tuple(tuple(tuple(k) for k in layer) for layer in layers)
-                                   for c, layers in per_c.items()} for br, per_c in per_s.items()}
-                     for s, per_s in data["head"].items()}
-        self.out = {int(s): {br: {int(c): tuple(v) for c, v in per_c.items()} for br, per_c in per_s.items()}
-                    for s, per_s in data["out"].items()}
+
+class ComplexityTable:
+    """Parameters, MACs and conv MACs as three cost tables (:mod:`lighttrack.costs`) at a
+    256x256 search image; ``cost(arch)`` reads the three once per candidate."""
+
+    def __init__(self, params: CostTable, macs: CostTable, conv_macs: CostTable) -> None:
+        self.params, self.macs, self.conv_macs = params, macs, conv_macs
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ComplexityTable":
+        """From the file form: the nested tables with a (params, macs, conv_macs) triple per entry."""
+        flat = flatten(data)
+        return cls(*(CostTable({k: int(v[j]) for k, v in flat.items()}) for j in range(3)))
+
+    def to_dict(self) -> dict:
+        triples = {k: [self.params.values[k], self.macs.values[k], self.conv_macs.values[k]]
+                   for k in self.params.values}
+        return {"search_size": SEARCH_SIZE, **nest(triples)}
 
     # -- building ------------------------------------------------------------------------
     @classmethod
     def build(cls) -> "ComplexityTable":
         """Count the covering architectures with fvcore and split them into per-decision costs."""
-        fixed, neck, block, head, out = None, {}, [[None] * len(MBCONV_OPS) for _ in range(NUM_BLOCKS)], {}, {}
+        costs: dict[Key, Cost] = {}
         for a in covering_archs():
             layers, _ = _fvcore_layers(StaticTracker.build(a), SEARCH_SIZE)
-            key = f"c{a.out_channels}"
-            n = (0, 0, 0)
-            for name in (f"neck.bn_z.{key}", f"neck.bn_x.{key}", "neck.correlation", "neck.ca", "neck.adjust"):
-                n = _add(n, _cost(layers[name]))
-            neck[a.out_channels] = n
-            for i, choice in enumerate(a.backbone):
-                block[i][choice] = _cost(layers[f"backbone.blocks.{i}"])
-            for br, h in (("cls", a.cls), ("reg", a.reg)):
-                per_c = head.setdefault(a.stride, {}).setdefault(br, {}).setdefault(
-                    h.channels, [[None, None] for _ in range(HEAD_LAYERS)])
-                for i in range(HEAD_LAYERS):
-                    per_c[i][h.ops[i]] = _cost(layers[f"{br}_head.layers.{i}"])
-                out.setdefault(a.stride, {}).setdefault(br, {})[h.channels] = _cost(layers[f"{br}_head.out"])
-            f = _add(_cost(layers["backbone.stem"]), _cost(layers["backbone.ds"]))
-            if fixed is not None and f != fixed:
-                raise RuntimeError(f"fixed cost differs between covering archs: {f} vs {fixed}")
-            fixed = f
-        return cls({"fixed": fixed, "neck": neck, "block": block, "head": head, "out": out})
+            for key, cost in _key_costs(a, layers).items():
+                if costs.setdefault(key, cost) != cost:  # a decision's cost must not depend on the others
+                    raise RuntimeError(f"{key} costs {cost} in {a} but {costs[key]} in another covering arch")
+        return cls(*(CostTable({k: v[j] for k, v in costs.items()}) for j in range(3)))
 
     @classmethod
     def default(cls) -> "ComplexityTable":
@@ -186,41 +182,14 @@ class ComplexityTable:
         built with fvcore if the file is missing. Memoised per process."""
         return _default_table()
 
-    def to_dict(self) -> dict:
-        return {"search_size": SEARCH_SIZE, "fixed": self.fixed, "neck": str_keys(self.neck),
-                "block": self.block, "head": str_keys(self.head), "out": str_keys(self.out)}
-
     def save(self, path: Path = TABLE_PATH) -> None:
         Path(path).write_text(json.dumps(self.to_dict()) + "\n")
 
     # -- lookups -------------------------------------------------------------------------
     def cost(self, arch: Arch) -> Cost:
         """(params, macs, conv_macs) of ``arch``, equal to count()'s."""
-        p, m, c = self.fixed
-        np_, nm, nc = self.neck[arch.out_channels]
-        p, m, c = p + np_, m + nm, c + nc
-        for i, choice in enumerate(arch.backbone):
-            bp, bm, bc = self.block[i][choice]
-            p, m, c = p + bp, m + bm, c + bc
-        head, out = self.head[arch.stride], self.out[arch.stride]
-        for br, h in (("cls", arch.cls), ("reg", arch.reg)):
-            layers = head[br][h.channels]
-            for i, op in enumerate(h.ops):
-                if op < 2:  # 2 = skip
-                    lp, lm, lc = layers[i][op]
-                    p, m, c = p + lp, m + lm, c + lc
-            op_, om, oc = out[br][h.channels]
-            p, m, c = p + op_, m + om, c + oc
-        return p, m, c
-
-    def params(self, arch: Arch) -> int:
-        return self.cost(arch)[0]
-
-    def macs(self, arch: Arch) -> int:
-        return self.cost(arch)[1]
-
-    def conv_macs(self, arch: Arch) -> int:
-        return self.cost(arch)[2]
+        keys = arch.cost_keys()
+        return self.params.sum(keys), self.macs.sum(keys), self.conv_macs.sum(keys)
 
     def feasible(self, arch: Arch, macs_max: int | None = None, params_max: int | None = None) -> bool:
         """Within the budgets (Eq. 4 of the paper); None means unconstrained."""
@@ -231,7 +200,7 @@ class ComplexityTable:
 @functools.lru_cache(maxsize=1)
 def _default_table() -> ComplexityTable:
     if TABLE_PATH.exists():
-        return ComplexityTable(json.loads(TABLE_PATH.read_text()))
+        return ComplexityTable.from_dict(json.loads(TABLE_PATH.read_text()))
     return ComplexityTable.build()
 
 

@@ -91,23 +91,24 @@ class Costs:
 
 
 class CostModel:
-    """Cost of an architecture from lookup tables (picklable; memoised per arch string)."""
+    """MACs, parameters and latency of an architecture from its cost tables, its cost keys
+    enumerated once (picklable; memoised per architecture)."""
 
     def __init__(self, complexity: Any = None, latency: Any = None) -> None:
         if complexity is None:
             from lighttrack.models.complexity import ComplexityTable
             complexity = ComplexityTable.default()
         self.complexity, self.latency = complexity, latency
-        self._memo: dict[str, Costs] = {}
+        self._memo: dict[Arch, Costs] = {}
 
     def __call__(self, arch: Arch) -> Costs:
-        key = str(arch)
-        c = self._memo.get(key)
+        c = self._memo.get(arch)
         if c is None:
+            keys = arch.cost_keys()
             lat = self.latency.estimate(arch) if self.latency is not None else None
-            c = Costs(int(self.complexity.macs(arch)), int(self.complexity.params(arch)), lat)
+            c = Costs(int(self.complexity.macs.sum(keys)), int(self.complexity.params.sum(keys)), lat)
             if len(self._memo) < 1_000_000:
-                self._memo[key] = c
+                self._memo[arch] = c
         return c
 
 
