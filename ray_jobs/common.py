@@ -32,7 +32,7 @@ from lighttrack.commands.argtypes import positive_int
 __all__ = [
     "OpsError", "PHASES", "PHASE_TAG", "PARENT_TAG", "ARCH_TAG", "RUN_ID_PREFIX",
     "add_common_args", "load_config", "setup_mlflow", "connect_ray", "Capacity", "cluster_capacity", "use_gpu",
-    "RunInput", "resolve_run_input", "storage_path_check", "phase_run", "report_run_id",
+    "RunInput", "resolve_run_input", "storage_path_check", "phase_run", "named_run", "report_run_id",
     "run_main", "mark_failed", "FAILURE_TAG", "check_inputs",
 ]
 
@@ -43,6 +43,7 @@ PHASE_TAG = "lighttrack.phase"  # one of PHASES, on every run a job creates
 PARENT_TAG = "lighttrack.parent_run"  # run id of the input run (lineage)
 FAILURE_TAG = "lighttrack.failure"  # why a FAILED (or KILLED) run stopped: the error's last line
 ARCH_TAG = "lighttrack.arch"  # canonical architecture string, where a run has one
+NAME_TAG = "lighttrack.search_name"  # the name a resumable run is found by (named_run)
 RUN_ID_PREFIX = "LIGHTTRACK_RUN_ID="  # the line a job prints so drivers can chain phases
 DEFAULT_EXPERIMENT = "lighttrack"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -217,6 +218,35 @@ def phase_run(phase: str, args: argparse.Namespace, config: Any = None,
         if config is not None:
             params = _flatten(to_dict(config) if dataclasses.is_dataclass(config) else dict(config))
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        try:
+            yield run
+        except BaseException as e:  # the run ends FAILED (mlflow.start_run); say why
+            mlflow.set_tag(FAILURE_TAG, "interrupted" if isinstance(e, KeyboardInterrupt) else failure_reason(e))
+            raise
+
+
+@contextlib.contextmanager
+def named_run(phase: str, args: argparse.Namespace, config: Any = None,
+              parent: RunInput | None = None) -> Iterator[Any]:
+    """:func:`phase_run` that resumes: the unfinished run of this phase named ``args.name``
+    (tag ``lighttrack.search_name``, the search's name since runs have had it), if there
+    is one, goes on; else a new run starts. A job
+    re-run after an interruption so keeps logging into the run it started."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(args.experiment)
+    runs = mlflow.search_runs([exp.experiment_id], f"tags.`{NAME_TAG}` = '{args.name}' and "
+                              f"tags.`{PHASE_TAG}` = '{phase}'",
+                              output_format="list", order_by=["attributes.start_time DESC"])
+    unfinished = [r for r in runs if r.info.status != "FINISHED"]
+    if not unfinished:
+        with phase_run(phase, args, config, parent) as run:
+            mlflow.set_tag(NAME_TAG, args.name)
+            yield run
+        return
+    with mlflow.start_run(run_id=unfinished[0].info.run_id) as run:
+        report_run_id(run.info.run_id)
+        print(f"{phase}: resuming run {run.info.run_id} ({args.name!r})", flush=True)
         try:
             yield run
         except BaseException as e:  # the run ends FAILED (mlflow.start_run); say why

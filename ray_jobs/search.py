@@ -13,7 +13,6 @@ after another in one MLflow run, sharing the evaluators and the cache.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +20,6 @@ from pathlib import Path
 from ray_jobs import common
 from lighttrack.checkpoint import require_phase
 from lighttrack.commands.argtypes import positive_float, positive_int
-
-SEARCH_NAME_TAG = "lighttrack.search_name"
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,39 +113,6 @@ def _upload_cache(location: str, run_id: str) -> None:
         mlflow.tracking.MlflowClient().log_artifacts(run_id, tmp, "eval_cache")
 
 
-def _open_run(name: str, args, cfg, supernet):
-    """Resume the unfinished search run of this name, else a new phase run."""
-    import mlflow
-
-    exp = mlflow.get_experiment_by_name(args.experiment)
-    runs = mlflow.search_runs([exp.experiment_id], f"tags.`{SEARCH_NAME_TAG}` = '{name}'",
-                              output_format="list", order_by=["attributes.start_time DESC"])
-    unfinished = [r for r in runs if r.info.status != "FINISHED"]
-    if unfinished:
-        run = mlflow.start_run(run_id=unfinished[0].info.run_id)
-        common.report_run_id(run.info.run_id)
-        print(f"search: resuming run {run.info.run_id} of search {name!r}", flush=True)
-        return _Resumed(run)
-    args.name = name
-    return common.phase_run("search", args, cfg, supernet)
-
-
-class _Resumed:
-    def __init__(self, run) -> None:
-        self.run = run
-
-    def __enter__(self):
-        return self.run
-
-    def __exit__(self, exc_type, exc, tb):
-        import mlflow
-
-        if exc is not None:
-            mlflow.set_tag(common.FAILURE_TAG, common.failure_reason(exc))
-        mlflow.end_run("FINISHED" if exc_type is None else "FAILED")
-        return False
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from lighttrack.search.budget import CostModel, check_possible
@@ -189,10 +152,11 @@ def main(argv=None) -> int:
     # The evaluators may run on any node: the weights travel through the object store
     # (one copy, fetched by each actor's node), never as a path of the driver's disk.
     weights = ray.put(ckpt.read_bytes())
-    with _open_run(name, args, cfg, supernet):
+    args.name = name
+    with common.named_run("search", args, cfg, supernet):
         import mlflow
 
-        mlflow.set_tags({SEARCH_NAME_TAG: name, "lighttrack.supernet": cfg.supernet,
+        mlflow.set_tags({"lighttrack.supernet": cfg.supernet,
                          "lighttrack.optimizer": cfg.optimizer.name,
                          "lighttrack.budgets": ";".join(b.label for b in budgets)})
         mlflow.log_params({"run.workers": cfg.workers, "run.gpus_per_evaluator": gpus,
@@ -315,62 +279,31 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
 
 def log_results(res: dict, budgets, name: str) -> None:
     import mlflow
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from lighttrack.search.cache import SCHEMA, baseline_fitness, fitness
-    from lighttrack.search.pareto import pareto_front, plot_pareto, plot_progress
+    from lighttrack.search.report import write_report
 
-    rows, m = res["rows"], res["metric"]
-    figures = ("sr50", "sr75") if m == "ao" else ("accuracy", "failures")  # the protocol's others
-    mine = [r for r in rows if r["search"] == name]
+    m = res["metric"]
     out = Path(tempfile.mkdtemp(prefix="lt-search-out-"))
-    table = pa.Table.from_pylist(mine, schema=SCHEMA).rename_columns(
-        [("trial_id" if c == "trial" else c) for c in SCHEMA.names])
-    pq.write_table(table, out / "candidates.parquet")
-    table.to_pandas().to_csv(out / "candidates.csv", index=False)
-    bests = []
-    for b in budgets:
-        fit = [r for r in rows if b.fits(r["macs"], r["params"], r["latency_ms"])]
-        if not fit:
-            continue
-        r = max(fit, key=lambda r: (fitness(r), -r["macs"]))
-        base = baseline_fitness(r)
-        if base is None:  # a row cached before the baseline existed: any row of these settings has it
-            base = next((baseline_fitness(o) for o in rows if baseline_fitness(o) is not None), None)
-        bests.append({"budget": b.label, "arch": r["arch"], "metric": m, m: fitness(r), f"baseline_{m}": base,
-                      "beats_baseline": None if base is None else bool(fitness(r) > base),
-                      **{k: r[k] for k in figures}, "params": r["params"], "macs": r["macs"],
-                      "latency_ms": r["latency_ms"], "budget_macs": b.macs_max,
-                      "budget_params": b.params_max, "budget_latency_ms": b.latency_max_ms})
-        (out / f"best_arch_{b.label}.json").write_text(json.dumps(bests[-1], indent=2))
-        print(f"search {b.label}: best {m.upper()} {fitness(r):.4f} {r['arch']} ({r['macs'] / 1e6:.1f}M MACs, "
-              f"{r['params'] / 1e6:.3f}M params); a tracker that stays at the first box: "
+    bests = write_report(res, budgets, name, out)
+    for best in bests:
+        base = best[f"baseline_{m}"]
+        print(f"search {best['budget']}: best {m.upper()} {best[m]:.4f} {best['arch']} ({best['macs'] / 1e6:.1f}M "
+              f"MACs, {best['params'] / 1e6:.3f}M params); a tracker that stays at the first box: "
               f"{'unknown' if base is None else f'{base:.4f}'}", flush=True)
     if bests:
-        (out / "best_arch.json").write_text(json.dumps({**bests[0], "all": bests}, indent=2))
         mlflow.set_tag(common.ARCH_TAG, bests[0]["arch"])
         if bests[0][f"baseline_{m}"] is not None:
             mlflow.log_metric(f"baseline_{m}", bests[0][f"baseline_{m}"])
         mlflow.log_metrics({f"best_{m}": bests[0][m], "best_macs": bests[0]["macs"],
                             "best_params": bests[0]["params"]})
-    front = pareto_front(rows)
-    pa.Table.from_pylist(front, schema=SCHEMA).to_pandas().to_csv(out / "pareto_front.csv", index=False)
-    baseline = next((baseline_fitness(r) for r in rows if baseline_fitness(r) is not None), None)
-    plot_pareto(rows, front, out / "pareto_front.png", [(b.label, b.macs_max) for b in budgets], baseline, m)
-    plot_progress({k: [h["fitness"] for h in v["history"]] for k, v in res["budgets"].items()},
-                  out / "progress.png", baseline, m)
-    summary = {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in res["budgets"].items()}
-    summary.update(supernet_loads=res["supernet_loads"], evaluators_lost=res["evaluators_lost"],
-                   seconds=res["seconds"])
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     mlflow.log_artifacts(str(out))
     trials = sum(v["stats"]["trials"] for v in res["budgets"].values())
-    mlflow.log_metrics({"trials": len(mine), "trials_this_run": trials,
+    mine = sum(r["search"] == name for r in res["rows"])
+    mlflow.log_metrics({"trials": mine, "trials_this_run": trials,
                         "cache_answers": sum(v["stats"]["cache_hits"] for v in res["budgets"].values()),
                         "supernet_loads": res["supernet_loads"], "evaluators_lost": res["evaluators_lost"],
                         "search_seconds": res["seconds"]})
-    print(f"search: {trials} trials this run, {len(mine)} evaluations by this search in total, "
+    print(f"search: {trials} trials this run, {mine} evaluations by this search in total, "
           f"supernet loaded {res['supernet_loads']} time(s), {res['seconds']:.1f} s", flush=True)
 
 
