@@ -74,9 +74,14 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def load_config(cls: type[T], args: argparse.Namespace) -> T:
-    """``lighttrack.config.load(cls, args.config, args.overrides)`` (rejects unknown keys)."""
-    return load(cls, args.config, args.overrides)
+def load_config(cls: type[T], args: argparse.Namespace, flags: dict[str, str] | None = None) -> T:
+    """The job's config: ``--config``, then ``flags`` (argparse dest -> dotted config key),
+    each one given on the command line being sugar for ``--set KEY=VALUE``, then the
+    ``--set`` overrides. Unknown keys are errors. Every value a job runs with so sits in
+    the config that its MLflow run logs."""
+    sugar = [f"{key}={value}" for dest, key in (flags or {}).items()
+             if (value := getattr(args, dest, None)) is not None]
+    return load(cls, args.config, [*sugar, *args.overrides])
 
 
 # --------------------------------------------------------------------------- MLflow

@@ -52,7 +52,7 @@ def resolve_budgets(args, cfg):
     return budgets
 
 
-def _cache_location(args, cfg, supernet, storage: str | None, multi_node: bool) -> tuple[str, str | None]:
+def _cache_location(cfg, supernet, storage: str | None, multi_node: bool) -> tuple[str, str | None]:
     """(cache location every evaluator can open, supernet run id to upload the cache to at the end).
 
     The evaluators write rows wherever they run and the driver reads them, so on a cluster
@@ -64,7 +64,7 @@ def _cache_location(args, cfg, supernet, storage: str | None, multi_node: bool) 
     """
     from lighttrack.data import fs
 
-    explicit = args.cache or cfg.cache
+    explicit = cfg.cache
     if explicit:
         if multi_node and not fs.is_uri(explicit):
             raise common.OpsError(f"--cache {explicit!r} is a local path, but the evaluators may run on other "
@@ -118,12 +118,10 @@ def main(argv=None) -> int:
     from lighttrack.search.budget import CostModel, check_possible
     from lighttrack.search.config import SearchConfig
 
-    cfg = common.load_config(SearchConfig, args)
-    cfg.supernet = args.supernet or cfg.supernet
+    cfg = common.load_config(SearchConfig, args, {"supernet": "supernet", "workers": "workers",
+                                                  "latency_table": "latency_table", "cache": "cache"})
     if not cfg.supernet:
         raise common.OpsError("no supernet: give --supernet RUN_ID_OR_PATH")
-    cfg.workers = args.workers or cfg.workers
-    cfg.latency_table = args.latency_table or cfg.latency_table
     budgets = resolve_budgets(args, cfg)
     latency = None
     if cfg.latency_table:
@@ -142,7 +140,7 @@ def main(argv=None) -> int:
     common.connect_ray(args.address)
     capacity = common.cluster_capacity()
     storage = common.storage_path_check(args.storage_path, capacity.max_nodes)
-    cache_location, upload_to = _cache_location(args, cfg, supernet, storage, capacity.max_nodes > 1)
+    cache_location, upload_to = _cache_location(cfg, supernet, storage, capacity.max_nodes > 1)
     cfg.cache = cache_location
     cfg.budgets = [b.label for b in budgets]  # what runs, --budget/--flops-max included, as MLflow params
     name = args.name or f"search-{'+'.join(b.label for b in budgets)}-seed{cfg.seed}"

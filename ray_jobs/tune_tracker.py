@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ray_jobs.common import ARCH_TAG, add_common_args, connect_ray, report_run_id, run_main, setup_mlflow
+from ray_jobs.common import ARCH_TAG, add_common_args, connect_ray, load_config, report_run_id, run_main, setup_mlflow
 from lighttrack.commands.argtypes import count, positive_int
+from lighttrack.config import ConfigError, Count, PosInt
 
 # Search ranges around the published (VOT-2019) and released values.
 SPACE = {"penalty_k": (0.001, 0.2), "window_influence": (0.1, 0.6), "lr": (0.2, 0.9)}
@@ -44,21 +46,45 @@ def trial(config: dict, state: dict, arch_text: str, dataset_args: dict, base: d
     tune.report({k: scores[k] for k in ("ao", "baseline_ao", "sr50", "sr75", "fps") if k in scores})
 
 
+@dataclass
+class TuneTrackerConfig:
+    """What a tuning runs with; every flag below is sugar for ``--set KEY=VALUE``."""
+
+    dataset: str = ""  # dataset root (GOT-10k layout or the embedded one)
+    split: str = "val"
+    max_sequences: Count = 0  # 0 = the whole split
+    arch: str = ""  # preset name or architecture string
+    checkpoint: str = ""  # local weights file ("": fresh weights, for smoke tests)
+    tracker: str = "vot2019"  # starting preset/YAML for the untuned fields
+    num_samples: PosInt = 16
+    out: str = ""  # YAML file that receives the best TrackerParams
+    seed: Count = 0
+
+
+FLAGS = {"dataset": "dataset", "split": "split", "max_sequences": "max_sequences", "arch": "arch",
+         "checkpoint": "checkpoint", "tracker": "tracker", "num_samples": "num_samples", "out": "out", "seed": "seed"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    p.add_argument("--dataset", required=True, help="dataset root (GOT-10k layout or the embedded one)")
-    p.add_argument("--split", default="val")
-    p.add_argument("--max-sequences", type=count, default=0)
-    p.add_argument("--arch", required=True, help="preset name or architecture string")
-    p.add_argument("--checkpoint", default=None, help="local weights file (none: fresh weights, for smoke tests)")
-    p.add_argument("--tracker", default="vot2019", help="starting preset/YAML for the untuned fields")
-    p.add_argument("--num-samples", type=positive_int, default=16)
-    p.add_argument("--out", required=True, help="YAML file that receives the best TrackerParams")
-    p.add_argument("--seed", type=count, default=0)
+    p.add_argument("--dataset", help="dataset root (GOT-10k layout or the embedded one)")
+    p.add_argument("--split")
+    p.add_argument("--max-sequences", type=count)
+    p.add_argument("--arch", help="preset name or architecture string")
+    p.add_argument("--checkpoint", help="local weights file (none: fresh weights, for smoke tests)")
+    p.add_argument("--tracker", help="starting preset/YAML for the untuned fields (default vot2019)")
+    p.add_argument("--num-samples", type=positive_int, help="settings tried (default 16)")
+    p.add_argument("--out", help="YAML file that receives the best TrackerParams")
+    p.add_argument("--seed", type=count)
     args = p.parse_args(argv)
+    cfg = load_config(TuneTrackerConfig, args, FLAGS)
+    for key in ("dataset", "arch", "out"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"no {key}: give --{key} (or --set {key}=...)")
 
     import mlflow
     import nevergrad as ng
+    import numpy as np
     import yaml
     from ray import tune
     from ray.tune.search.nevergrad import NevergradSearch
@@ -69,24 +95,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lighttrack.tracker.params import load_params
     from lighttrack.tracker.runtime import load_torch_net
 
-    arch = resolve(args.arch)
-    base = to_dict(load_params(args.tracker))
-    dataset_args = {"root": str(Path(args.dataset).resolve()), "split": args.split,
-                    "max_sequences": args.max_sequences}
+    arch = resolve(cfg.arch)
+    base = to_dict(load_params(cfg.tracker))
+    dataset_args = {"root": str(Path(cfg.dataset).resolve()), "split": cfg.split, "max_sequences": cfg.max_sequences}
     read_split(open_split(**dataset_args))  # a bad split (any sequence, any first box) fails here, before Ray
-    state = load_torch_net(arch, args.checkpoint).state_dict()
+    state = load_torch_net(arch, cfg.checkpoint or None).state_dict()
     setup_mlflow(args.experiment)
     connect_ray(args.address)
 
     space = {k: tune.uniform(lo, hi) for k, (lo, hi) in SPACE.items()}
     start = {k: base[k] for k in SPACE}  # the preset is the first point tried
+    np.random.seed(cfg.seed)  # the searcher runs here; Nevergrad draws its parametrization's seed from NumPy
     searcher = NevergradSearch(optimizer=ng.optimizers.OnePlusOne, points_to_evaluate=[start])
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trial, state=state, arch_text=str(arch),
                                                  dataset_args=dataset_args, base=base), {"cpu": 1}),
         param_space=space,
         tune_config=tune.TuneConfig(metric="ao", mode="max", search_alg=searcher,
-                                    num_samples=args.num_samples, max_concurrent_trials=args.num_workers),
+                                    num_samples=cfg.num_samples, max_concurrent_trials=args.num_workers),
         run_config=tune.RunConfig(name=args.name or "tune_tracker", storage_path=args.storage_path),
     )
     results = tuner.fit()
@@ -94,15 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if best.metrics is None or "ao" not in best.metrics:
         raise RuntimeError(f"no trial finished: {[str(r.error) for r in results if r.error]}")
     tuned = {**base, **{k: float(best.config[k]) for k in SPACE}}
-    out = Path(args.out)
+    out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(tuned, sort_keys=False))
 
     with mlflow.start_run(run_name=args.name, tags={ARCH_TAG: str(arch), "lighttrack.job": "tune_tracker"}) as run:
         report_run_id(run.info.run_id)
-        mlflow.log_params({"arch": str(arch), "dataset": args.dataset, "split": args.split,
-                           "checkpoint": str(args.checkpoint), "num_samples": args.num_samples,
-                           **{f"best.{k}": v for k, v in tuned.items() if k in SPACE}})
+        mlflow.log_params({**to_dict(cfg), "arch": str(arch), **{f"best.{k}": v for k, v in tuned.items() if k in SPACE}})
         mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.metrics.items() if k in ("ao", "sr50", "sr75")})
         mlflow.log_metric("baseline_ao", float(best.metrics["baseline_ao"]))  # stays at the first box
         trials = []
