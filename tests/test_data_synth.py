@@ -88,3 +88,30 @@ def test_sequences_need_tracking_and_have_occlusion():
 def test_bad_size_is_an_error(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path), "--size", "huge"]) == 2
     assert "--size must be one of" in capsys.readouterr().err
+
+
+def test_difficulty_is_a_parameter(tmp_path):
+    """medium is the set as first written; easy moves less, has no look-alike distractors and
+    a blurred background; mixed writes the levels by turns; an unknown level is refused."""
+    rng = lambda: np.random.default_rng((7, 1, 3))  # noqa: E731
+    default = synth.render_sequence(rng(), 30)
+    medium = synth.render_sequence(rng(), 30, difficulty=synth.DIFFICULTIES["medium"])
+    assert np.array_equal(default[1], medium[1]) and np.array_equal(default[0][9], medium[0][9])
+
+    def motion_and_edges(level: str) -> tuple[float, float]:
+        moved, edges = [], []
+        for k in range(4):
+            images, boxes, _ = synth.render_sequence(np.random.default_rng((7, 1, k)), 30,
+                                                     difficulty=synth.DIFFICULTIES[level])
+            centre = boxes[:, :2] + boxes[:, 2:] / 2
+            moved.append(np.linalg.norm(np.diff(centre, axis=0), axis=1).mean())
+            edges.append(np.abs(np.diff(images[0].astype(np.float32), axis=1)).mean())
+        return float(np.mean(moved)), float(np.mean(edges))
+
+    easy, medium, hard = (motion_and_edges(level) for level in ("easy", "medium", "hard"))
+    assert easy[0] < medium[0] < hard[0]  # target speed
+    assert easy[1] < medium[1] < hard[1]  # background clutter: image gradients
+    synth.write(tmp_path / "m", seed=0, size="tiny", difficulty="mixed")
+    levels = [Got10k(str(tmp_path / "m/got10k"), "val").meta(i)["difficulty"] for i in range(3)]
+    assert levels == ["easy", "medium", "hard"]
+    assert main(["data", "synth", "--out", str(tmp_path / "x"), "--size", "tiny", "--difficulty", "extreme"]) == 2

@@ -98,3 +98,25 @@ def test_pipeline_summary_says_plainly_when_the_baseline_is_not_beaten():
     assert "does NOT beat it" in _versus(0.100, 0.103)
     assert "beats it by 0.0500" in _versus(0.153, 0.103)
     assert _versus(0.2, None) == ""
+
+
+def test_per_difficulty_scores_and_their_baselines(tmp_path):
+    """A mixed embedded set is scored per difficulty level too, each level's AO beside the
+    stay-at-first-box AO of the same sequences; a set of one level has no such figures."""
+    root = tmp_path / "mixed"
+    synth.write(root, seed=1, size=synth.SynthSize(train=1, val=6, test=1, frames=(12, 16), cls_train=1, cls_val=1),
+                difficulty="mixed")
+    dataset = open_split(root, "val")
+    oracle = OracleNet([dataset.sequence(i).boxes for i in range(len(dataset))])
+    tracker = Tracker(oracle, PRESETS["vot2019"])
+    oracle.tracker = tracker
+    s = evaluate_split(tracker, dataset, tmp_path / "oracle", plot=False)
+    stay = evaluate_split(StayTracker(), dataset, tmp_path / "stay", plot=False)
+    assert list(s["by_difficulty"]) == ["easy", "medium", "hard"]
+    for level, g in s["by_difficulty"].items():
+        assert g["sequences"] == 2
+        assert g["baseline_ao"] == stay["by_difficulty"][level]["ao"] == stay["by_difficulty"][level]["baseline_ao"]
+        assert g["ao"] > g["baseline_ao"], level
+    plain = tmp_path / "plain"
+    synth.write(plain, seed=1, size=synth.SynthSize(train=1, val=2, test=1, frames=(12, 16), cls_train=1, cls_val=1))
+    assert "by_difficulty" not in evaluate_split(StayTracker(), open_split(plain, "val"), tmp_path / "p", plot=False)

@@ -15,7 +15,7 @@ def _synth(args: argparse.Namespace) -> int:
     if args.size not in synth.SIZES:
         raise ValueError(f"--size must be one of {sorted(synth.SIZES)}, got {args.size!r}")
     start = time.perf_counter()
-    summary = synth.write(args.out, args.seed, args.size, args.workers)
+    summary = synth.write(args.out, args.seed, args.size, args.workers, args.difficulty)
     s = summary["size"]
     print(f"wrote {args.out}: got10k train/val/test {s['train']}/{s['val']}/{s['test']} sequences "
           f"({s['frames'][0]}-{s['frames'][1]} frames), imagenet {len(summary['classes'])} classes x "
@@ -64,6 +64,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (gets got10k/ and imagenet/)")
     p.add_argument("--seed", type=count, default=0)
     p.add_argument("--size", default="default", help="default or tiny")
+    p.add_argument("--difficulty", default=None,
+                   help="easy, medium, hard or mixed (by turns in every split); default: the size's (medium)")
     p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1), help="processes")
     p.set_defaults(func=_synth)
     p = sub.add_parser("check", help="report every problem in a dataset (exit 1 if any)")

@@ -104,6 +104,9 @@ def _run(args: argparse.Namespace) -> int:
     print(json.dumps(shown, indent=2))
     if scores.get("scored"):
         print(baseline_line(scores))
+        for level, g in scores.get("by_difficulty", {}).items():
+            print(f"  {level:<8} AO {g['ao']:.4f} (stays at the first box: {g['baseline_ao']:.4f}), "
+                  f"{g['sequences']} sequence(s)")
     return 0
 
 

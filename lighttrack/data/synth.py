@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -31,7 +31,8 @@ import numpy as np
 
 from .shapes import PATCH, SHAPES, affine, hull, photos, points_box, render, shape_mask, texture
 
-__all__ = ["SynthSize", "SIZES", "write", "render_sequence", "class_image", "cover_label"]
+__all__ = ["SynthSize", "SIZES", "Difficulty", "DIFFICULTIES", "LEVELS", "level_of", "write", "render_sequence",
+           "class_image", "cover_label"]
 
 SPLITS = {"train": "Train", "val": "Val", "test": "Test"}
 
@@ -47,6 +48,36 @@ class SynthSize:
     width: int = 320
     height: int = 240
     cls_image: int = 96  # classification image side, pixels
+    difficulty: str = "medium"  # of the tracking sequences: a level of DIFFICULTIES, or "mixed"
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """Multipliers of what makes a sequence hard to track; 1 everywhere is ``medium``, the
+    set as it was first written (the same draws, so the same images)."""
+
+    distractors: float = 1.0  # look-alike distractors: 1-3 at 1, none at 0, 2-6 at 2
+    occlusion: float = 1.0  # the chance of a full occluder and the number of partial ones
+    motion: float = 1.0  # target speed and camera shake
+    deformation: float = 1.0  # scale, aspect, rotation and shear change over the sequence
+    clutter: float = 1.0  # background: < 1 blurs the photograph, > 1 adds textured patches to it
+
+
+DIFFICULTIES = {
+    "easy": Difficulty(distractors=0.0, occlusion=0.3, motion=0.5, deformation=0.4, clutter=0.3),
+    "medium": Difficulty(),
+    "hard": Difficulty(distractors=2.0, occlusion=1.6, motion=1.8, deformation=1.6, clutter=2.0),
+}
+LEVELS = (*DIFFICULTIES, "mixed")  # mixed: easy, medium, hard by turns within every split
+
+
+def level_of(difficulty: str, index: int) -> str:
+    """The difficulty level of sequence ``index`` of a split written at ``difficulty``."""
+    if difficulty == "mixed":
+        return tuple(DIFFICULTIES)[index % len(DIFFICULTIES)]
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty {difficulty!r} is not one of {LEVELS}")
+    return difficulty
 
 
 SIZES = {
@@ -99,12 +130,13 @@ class _Sprite:
         return points_box(self.hull, self.affines[t])
 
 
-def _moving_sprite(rng, n: int, w: int, h: int, tex, mask, size: float, speed: float, shake) -> _Sprite:
+def _moving_sprite(rng, n: int, w: int, h: int, tex, mask, size: float, speed: float, shake,
+                   deform: float = 1.0) -> _Sprite:
     centre = _walk(rng, n, w, h, speed) + shake
-    scale = size * np.exp(_smooth(rng, n, rng.uniform(0.1, 0.45), (30, 90)))
-    aspect = np.sqrt(rng.uniform(0.6, 1.6)) * np.exp(_smooth(rng, n, rng.uniform(0, 0.25), (15, 50)))
-    angle = rng.uniform(-0.4, 0.4) + _smooth(rng, n, rng.uniform(0, 0.5), (20, 80))
-    shear = _smooth(rng, n, rng.uniform(0, 0.25), (15, 60))
+    scale = size * np.exp(_smooth(rng, n, rng.uniform(0.1, 0.45) * deform, (30, 90)))
+    aspect = np.sqrt(rng.uniform(0.6, 1.6)) ** deform * np.exp(_smooth(rng, n, rng.uniform(0, 0.25) * deform, (15, 50)))
+    angle = rng.uniform(-0.4, 0.4) * deform + _smooth(rng, n, rng.uniform(0, 0.5) * deform, (20, 80))
+    shear = _smooth(rng, n, rng.uniform(0, 0.25) * deform, (15, 60))
     aff = np.stack([affine(centre[t], scale[t] * aspect[t], scale[t] / aspect[t], angle[t], shear[t])
                     for t in range(n)])
     return _Sprite(tex, mask, aff)
@@ -146,12 +178,31 @@ def _world(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     return np.ascontiguousarray(img[:, ::-1]) if rng.random() < 0.5 else img
 
 
+def _clutter(rng: np.random.Generator, world: np.ndarray, amount: float) -> np.ndarray:
+    """The background with its clutter scaled: blurred below 1, textured patches added above."""
+    if amount < 1:
+        return cv2.GaussianBlur(world, (0, 0), 12 * (1 - amount))
+    world = world.astype(np.float32)
+    h, w = world.shape[:2]
+    for _ in range(int(round(12 * (amount - 1)))):
+        tex, _ = texture(rng, PATCH)
+        side = rng.uniform(0.08, 0.2) * min(w, h)
+        mask = shape_mask(str(rng.choice(list(SHAPES) + ["blob"])), rng=rng)
+        render(world, tex, mask, affine(rng.uniform([0, 0], [w, h]), side, side * rng.uniform(0.6, 1.6),
+                                        rng.uniform(-np.pi, np.pi)))
+    return np.clip(world, 0, 255).astype(np.uint8)
+
+
 def render_sequence(rng: np.random.Generator, n: int, w: int = 320, h: int = 240,
-                    frames: tuple[int, int] = (60, 100)) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+                    frames: tuple[int, int] = (60, 100), difficulty: Difficulty = Difficulty(),
+                    ) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
     """n frames (H, W, 3) uint8 RGB, target boxes (n, 4) xywh and labels (cover, absence, cut_by_image)."""
+    d = difficulty
     # Camera: pan/zoom over a photograph larger than the frame, plus shake applied to everything.
     world = _world(rng, 2 * w, 2 * h)
-    shake = np.cumsum(rng.normal(0, 0.8, (n, 2)), 0) * 0.5 + rng.normal(0, 0.7, (n, 2))
+    if d.clutter != 1:
+        world = _clutter(rng, world, d.clutter)
+    shake = (np.cumsum(rng.normal(0, 0.8, (n, 2)), 0) * 0.5 + rng.normal(0, 0.7, (n, 2))) * d.motion
     pan = np.stack([_smooth(rng, n, rng.uniform(10, 60), (40, 120)) for _ in range(2)], 1)
     zoom = 1.0 + _smooth(rng, n, rng.uniform(0, 0.12), (30, 100))
     base = rng.uniform([0.2 * w, 0.2 * h], [0.6 * w, 0.6 * h])
@@ -159,16 +210,17 @@ def render_sequence(rng: np.random.Generator, n: int, w: int = 320, h: int = 240
     shape = str(rng.choice(list(SHAPES) + ["blob"] * 3))
     tex, src = texture(rng, PATCH)
     size = rng.uniform(0.1, 0.25) * min(w, h) / 0.6  # sprite side; the shape fills ~60-90% of it
-    speed = rng.uniform(1.0, 4.0) * min(w, h) / 240
-    target = _moving_sprite(rng, n, w, h, tex, shape_mask(shape, rng=rng), size, speed, shake)
+    speed = rng.uniform(1.0, 4.0) * min(w, h) / 240 * d.motion
+    target = _moving_sprite(rng, n, w, h, tex, shape_mask(shape, rng=rng), size, speed, shake, d.deformation)
     behind, front = [], []
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(round(int(rng.integers(1, 4)) * d.distractors))):
         dtex, _ = texture(rng, PATCH, like=src)
-        d = _moving_sprite(rng, n, w, h, dtex, shape_mask(shape, rng=rng), size * rng.uniform(0.7, 1.3),
-                           speed * rng.uniform(0.5, 1.5), shake)
-        (front if rng.random() < 0.3 else behind).append(d)
-    occluders = [o for o in [_occluder(rng, target, n, True, frames) if rng.random() < 0.6 else None]
-                 + [_occluder(rng, target, n, False, frames) for _ in range(int(rng.integers(1, 3)))] if o]
+        s = _moving_sprite(rng, n, w, h, dtex, shape_mask(shape, rng=rng), size * rng.uniform(0.7, 1.3),
+                           speed * rng.uniform(0.5, 1.5), shake, d.deformation)
+        (front if rng.random() < 0.3 else behind).append(s)
+    occluders = [o for o in [_occluder(rng, target, n, True, frames) if rng.random() < 0.6 * d.occlusion else None]
+                 + [_occluder(rng, target, n, False, frames)
+                    for _ in range(int(round(int(rng.integers(1, 3)) * d.occlusion)))] if o]
     light = 1.0 + _smooth(rng, n, rng.uniform(0.05, 0.35), (20, 80))
     cast = 1.0 + np.stack([_smooth(rng, n, 0.08, (30, 90)) for _ in range(3)], 1)
     p_blur = rng.uniform(0.0, 0.25)
@@ -226,7 +278,8 @@ def _write_sequence(job: tuple[str, str, int, int, int, SynthSize]) -> None:
     root, split, index, split_id, seed, size = job
     rng = np.random.default_rng((seed, split_id, index))
     n = int(rng.integers(size.frames[0], size.frames[1] + 1))
-    images, boxes, labels = render_sequence(rng, n, size.width, size.height, size.frames)
+    level = level_of(size.difficulty, index)
+    images, boxes, labels = render_sequence(rng, n, size.width, size.height, size.frames, DIFFICULTIES[level])
     name = f"GOT-10k_{SPLITS[split]}_{index + 1:06d}"
     d = Path(root) / split / name
     d.mkdir(parents=True, exist_ok=True)
@@ -249,7 +302,8 @@ def _write_sequence(job: tuple[str, str, int, int, int, SynthSize]) -> None:
         "major_class: synthetic\n"
         "root_class: object\n"
         "motion_adverb: smoothly\n"
-        f"resolution: ({size.width}, {size.height})\n")
+        f"resolution: ({size.width}, {size.height})\n"
+        f"difficulty: {level}\n")
 
 
 def class_image(rng: np.random.Generator, label: int, side: int = 96) -> np.ndarray:
@@ -286,9 +340,14 @@ def _write_class_images(job: tuple[str, str, int, int, int, int]) -> None:
         _write_jpeg(d / f"{SHAPES[label]}_{k + 1:05d}.JPEG", class_image(rng, label, side))
 
 
-def write(out: str | os.PathLike, seed: int = 0, size: str | SynthSize = "default", workers: int = 1) -> dict:
-    """Write the embedded dataset under ``out``; returns the summary also saved as synth.json."""
+def write(out: str | os.PathLike, seed: int = 0, size: str | SynthSize = "default", workers: int = 1,
+          difficulty: str | None = None) -> dict:
+    """Write the embedded dataset under ``out``; returns the summary also saved as synth.json.
+    ``difficulty`` (a level, or "mixed") replaces the size's."""
     spec = SIZES[size] if isinstance(size, str) else size
+    if difficulty is not None:
+        level_of(difficulty, 0)  # an unknown level stops here
+        spec = replace(spec, difficulty=difficulty)
     out = Path(out)
     got, imnet = out / "got10k", out / "imagenet"
     seq_jobs = [(str(got), split, i, sid, seed, spec)

@@ -145,6 +145,8 @@ def score_results(out_dir: str | Path, dataset, protocol: str | None = None,
     if protocol not in ("got10k", "otb"):
         raise ValueError(f"unknown protocol {protocol!r}; use 'got10k' or 'otb'")
     ours, stay, all_times = [], [], []  # per sequence: pooled IoUs (got10k) or curves (otb)
+    levels = _difficulties(dataset)  # the embedded set's difficulty per sequence, if it has one
+    groups: dict[str, list[int]] = {}
     scored = True
     for i in range(len(dataset)):
         seq = dataset.sequence(i)
@@ -157,6 +159,8 @@ def score_results(out_dir: str | Path, dataset, protocol: str | None = None,
         if boxes.shape != gt.shape:
             raise ValueError(f"{_files(out_dir, seq.name)[0]}: {boxes.shape[0]} boxes for "
                              f"{gt.shape[0]} ground-truth frames")
+        if levels:
+            groups.setdefault(levels[i], []).append(len(ours))
         ours.append(_sequence_score(boxes, gt, seq, protocol))
         stay.append(_sequence_score(stay_put_boxes(gt), gt, seq, protocol))
     times = np.concatenate(all_times) if all_times else np.zeros(0)
@@ -172,6 +176,11 @@ def score_results(out_dir: str | Path, dataset, protocol: str | None = None,
     scores = {"protocol": protocol, "scored": True, **s, **{f"baseline_{k}": v for k, v in b.items()},
               "beats_baseline": bool(s[key] > b[key]), "fps": fps, "sequences": len(dataset),
               "frames": int(times.size), "success_curve": curve}
+    if len(groups) > 1:  # the same figures, and the baseline's, per difficulty level
+        scores["by_difficulty"] = {
+            level: {key: _summary([ours[j] for j in idx], protocol)[key],
+                    f"baseline_{key}": _summary([stay[j] for j in idx], protocol)[key], "sequences": len(idx)}
+            for level, idx in sorted(groups.items(), key=lambda g: (_LEVEL_ORDER.get(g[0], 9), g[0]))}
     (out_dir / SCORES_NAME).write_text(json.dumps(scores, indent=2))
     if plot:
         thr = metrics.SUCCESS_THRESHOLDS_GOT10K if protocol == "got10k" else metrics.SUCCESS_THRESHOLDS_OTB
@@ -182,6 +191,19 @@ def score_results(out_dir: str | Path, dataset, protocol: str | None = None,
     return scores
 
 
+_LEVEL_ORDER = {"easy": 0, "medium": 1, "hard": 2}  # lighttrack.data.synth.DIFFICULTIES
+
+
+def _difficulties(dataset) -> list[str]:
+    """The ``difficulty`` of every sequence (a meta_info.ini key of the embedded set,
+    ``lighttrack.data.synth``), or [] when the first sequence has none (any real dataset:
+    nothing more is read)."""
+    meta = getattr(dataset, "meta", None)
+    if meta is None or not len(dataset) or "difficulty" not in meta(0):
+        return []
+    return [str(meta(i).get("difficulty", "unknown")) for i in range(len(dataset))]
+
+
 # The figure a protocol ranks by; its stay-at-first-box value is scores["baseline_" + key].
 PRIMARY = {"got10k": "ao", "otb": "success_auc"}
 
@@ -189,7 +211,8 @@ PRIMARY = {"got10k": "ao", "otb": "success_auc"}
 def stay_put_boxes(gt: np.ndarray) -> np.ndarray:
     """(N, 4) boxes of a tracker that never moves from the first box, as its result file
     would hold them (3 decimals)."""
-    return np.repeat(np.round(np.asarray(gt[:1], np.float64), 3), len(gt), 0)
+    first = [float(f"{v:.3f}") for v in np.asarray(gt[0], np.float64)]  # as write_results' "%.3f" rounds
+    return np.repeat(np.asarray([first], np.float64), len(gt), 0)
 
 
 def _sequence_score(boxes: np.ndarray, gt: np.ndarray, seq, protocol: str):
