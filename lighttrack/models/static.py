@@ -16,11 +16,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from lighttrack.arch import MBCONV_OPS, Arch, HeadArch
 from lighttrack.models.blocks import (
-    BN_PAIRS, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual, SqueezeExcite, init_backbone_,
+    BN_PAIRS, NECK_CHANNELS, STEM_CHANNELS, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual, Neck,
+    SqueezeExcite, block_specs, head_output, init_backbone_,
 )
-from lighttrack.models.supernet import (
-    NECK_CHANNELS, STEM_CHANNELS, ClassSupernet, Neck, TrackSupernet, block_specs, head_output,
-)
+from lighttrack.models.supernet import ClassSupernet, TrackSupernet
 
 __all__ = ["StaticBackbone", "StaticHead", "StaticTracker", "StaticClassifier", "SearchBranch", "extract",
            "extract_classifier", "fold_bn", "TiledGateSE", "tile_se_gates"]

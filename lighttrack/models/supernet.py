@@ -7,49 +7,21 @@ both supernets: ``backbone.stem``, ``backbone.ds``, ``backbone.blocks.<i>.choice
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from lighttrack.arch import (
-    HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, IMAGENET_STAGE, MBCONV_OPS, NUM_BLOCKS,
-    STAGE_BLOCKS, STAGE_CHANNELS, STAGE_STRIDES, TEMPLATE_INPUT, Arch, HeadArch, Space, get_space, output_of,
+    HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, IMAGENET_STAGE, MBCONV_OPS, NUM_BLOCKS, Arch, HeadArch, Space,
+    get_space, output_of,
 )
 from lighttrack.models.blocks import (
-    ChannelAttention, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual,
-    init_backbone_, pixel_correlation,
+    NECK_CHANNELS, STEM_CHANNELS, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual, Neck,
+    block_specs, head_output, init_backbone_,
 )
 
-__all__ = [
-    "STEM_CHANNELS", "NECK_CHANNELS", "block_specs", "head_output",
-    "ChoiceBlock", "SupernetBackbone", "Neck", "HeadSupernet", "TrackSupernet", "SupernetPath",
-    "ClassSupernet",
-]
-
-STEM_CHANNELS = 16
-NECK_CHANNELS = 128  # the correlation map is projected to this many channels for the heads
-
-
-def block_specs(num_blocks: int = NUM_BLOCKS) -> list[tuple[int, int, int]]:
-    """(in_chs, out_chs, stride) of the first ``num_blocks`` MBConv blocks (max 14 + 4)."""
-    channels = (*STAGE_CHANNELS, IMAGENET_STAGE[0])
-    blocks = (*STAGE_BLOCKS, IMAGENET_STAGE[1])
-    strides = (*STAGE_STRIDES, IMAGENET_STAGE[2])
-    specs, in_chs = [], STEM_CHANNELS
-    for out_chs, n, stride in zip(channels, blocks, strides):
-        for j in range(n):
-            specs.append((in_chs, out_chs, stride if j == 0 else 1))
-            in_chs = out_chs
-    if not 0 <= num_blocks <= len(specs):
-        raise ValueError(f"num_blocks {num_blocks} not in 0..{len(specs)}")
-    return specs[:num_blocks]
-
-
-def head_output(kind: str, x: torch.Tensor) -> torch.Tensor:
-    """Scale the output conv: cls logits x0.1; reg ltrb distances ReLU(x) * 16 (pixels)."""
-    return 0.1 * x if kind == "cls" else torch.relu(x) * 16.0
-
+__all__ = ["ChoiceBlock", "SupernetBackbone", "HeadSupernet", "TrackSupernet", "SupernetPath", "ClassSupernet"]
 
 def _check_path(path: Sequence[int], max_len: int) -> None:
     if len(path) > max_len:
@@ -126,47 +98,6 @@ class SupernetBackbone(nn.Module):
     def inherit_from_largest_(self) -> None:
         for block in self.blocks:
             block.inherit_from_largest_()
-
-
-# -- neck ----------------------------------------------------------------------------------
-class Neck(nn.Module):
-    """BN on template features, BN on search features, pixel-wise correlation,
-    channel attention, 1x1 conv to 128 channels.
-
-    The BNs exist once per possible backbone output channel count (``channels``); the
-    one matching the features runs. A static subnet holds only its own. The template
-    feature positions are the correlation channels: 64 (8x8) at ``stride`` 16, 256 (16x16)
-    at stride 8, so each stride has its own neck (as in the released supernet).
-    """
-
-    def __init__(self, channels: Iterable[int], stride: int = 16) -> None:
-        super().__init__()
-        channels = sorted(set(channels))
-        self.side = TEMPLATE_INPUT // stride  # template feature side
-        positions = self.side ** 2
-        self.bn_z = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
-        self.bn_x = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
-        self.ca = ChannelAttention(positions)
-        self.adjust = nn.Conv2d(positions, NECK_CHANNELS, 1, bias=True)
-
-    def forward(self, zf: torch.Tensor, xf: torch.Tensor) -> torch.Tensor:
-        """zf (B, C, s, s) raw template features (s = 8 or 16), xf (B, C, H, W) -> (B, 128, H, W)."""
-        key = self._key(zf.shape[1])
-        if tuple(zf.shape[-2:]) != (self.side, self.side):
-            raise ValueError(f"template features must be {self.side}x{self.side} for this neck "
-                             f"(128x128 template), got {tuple(zf.shape)}")
-        corr = pixel_correlation(self.bn_z[key](zf), self.bn_x[key](xf))  # (B, s*s, H, W)
-        return self.adjust(self.ca(corr))
-
-    def _key(self, channels: int) -> str:
-        key = f"c{channels}"
-        if key not in self.bn_z:
-            raise ValueError(f"neck has no BN for {channels}-channel features (has {list(self.bn_z)})")
-        return key
-
-    def path_modules(self, channels: int) -> list[nn.Module]:
-        key = self._key(channels)
-        return [self.bn_z[key], self.bn_x[key], self.ca, self.adjust]
 
 
 # -- heads ---------------------------------------------------------------------------------

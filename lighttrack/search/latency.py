@@ -47,10 +47,9 @@ import torch
 from torch import nn
 
 from lighttrack.arch import HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, MBCONV_OPS, NUM_BLOCKS, Arch, Space, get_space
-from lighttrack.models.blocks import pixel_correlation
+from lighttrack.models.blocks import head_output, pixel_correlation
 from lighttrack.models.complexity import covering_archs, str_keys
 from lighttrack.models.static import SearchBranch, StaticTracker, tile_se_gates
-from lighttrack.models.supernet import head_output
 
 __all__ = ["FORMAT", "BACKENDS", "CLOCKS", "LatencyTable", "LatencyTableError", "profile",
            "machine_info", "covering_archs", "make_runner"]
