@@ -9,8 +9,9 @@ the neck's 1x1 conv and the head's output convs.
 """
 from __future__ import annotations
 
+import copy
 import math
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from lighttrack.arch import IMAGENET_STAGE, NUM_BLOCKS, STAGE_BLOCKS, STAGE_CHAN
 __all__ = [
     "STEM_CHANNELS", "NECK_CHANNELS", "block_specs", "make_divisible", "SqueezeExcite", "ConvBnAct",
     "DepthwiseSeparable", "InvertedResidual", "HeadDSConv", "ChannelAttention", "pixel_correlation", "Neck",
-    "head_output", "init_backbone_", "BN_PAIRS",
+    "head_output", "copy_of", "init_backbone_", "BN_PAIRS",
 ]
 
 STEM_CHANNELS = 16
@@ -182,9 +183,9 @@ class Neck(nn.Module):
     channel attention, 1x1 conv to 128 channels.
 
     The BNs exist once per possible backbone output channel count (``channels``); the
-    one matching the features runs. A static subnet holds only its own. The template
-    feature positions are the correlation channels: 64 (8x8) at ``stride`` 16, 256 (16x16)
-    at stride 8, so each stride has its own neck (as in the released supernet).
+    one matching the features runs. A static subnet holds only its own (``static``). The
+    template feature positions are the correlation channels: 64 (8x8) at ``stride`` 16,
+    256 (16x16) at stride 8, so each stride has its own neck (as in the released supernet).
     """
 
     def __init__(self, channels: Iterable[int], stride: int = 16) -> None:
@@ -216,10 +217,33 @@ class Neck(nn.Module):
         key = self._key(channels)
         return [self.bn_z[key], self.bn_x[key], self.ca, self.adjust]
 
+    def static(self, channels: int) -> "Neck":
+        """A standalone copy (see ``copy_of``) keeping only the BNs for ``channels``-channel features."""
+        key = self._key(channels)
+        neck = copy_of(self)
+        for bns in (neck.bn_z, neck.bn_x):
+            for other in [k for k in bns if k != key]:
+                del bns[other]
+        return neck
+
 
 def head_output(kind: str, x: torch.Tensor) -> torch.Tensor:
     """Scale the output conv: cls logits x0.1; reg ltrb distances ReLU(x) * 16 (pixels)."""
     return 0.1 * x if kind == "cls" else torch.relu(x) * 16.0
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def copy_of(module: M) -> M:
+    """A standalone copy of ``module``: its own parameters and buffers with the same values.
+
+    All parameters are trainable, as in a freshly built module, even where the source's are
+    frozen (phase 2's backbone, an EMA copy): an extracted subnet is retrained whole.
+    """
+    out = copy.deepcopy(module)
+    out.requires_grad_(True)
+    return out
 
 
 def init_backbone_(module: nn.Module, zero_init_last: bool = True) -> None:

@@ -4,6 +4,10 @@ A choice layer owns all its candidate blocks; ``forward`` takes the architecture
 explicitly and runs only its path (single-path one-shot), so only that path's
 parameters get gradients. Parameter names of the shared backbone are the same in
 both supernets: ``backbone.stem``, ``backbone.ds``, ``backbone.blocks.<i>.choices.<c>``.
+
+Each layer hands out the static module of one choice (``static``, Once-for-All's
+``get_active_subnet``): a standalone copy, weights and BN statistics copied, not shared.
+``extract`` assembles a static subnet from them.
 """
 from __future__ import annotations
 
@@ -18,10 +22,15 @@ from lighttrack.arch import (
 )
 from lighttrack.models.blocks import (
     NECK_CHANNELS, STEM_CHANNELS, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual, Neck,
-    block_specs, head_output, init_backbone_,
+    block_specs, copy_of, head_output, init_backbone_,
 )
+from lighttrack.models.static import StaticBackbone, StaticClassifier, StaticHead, StaticTracker
 
-__all__ = ["ChoiceBlock", "SupernetBackbone", "HeadSupernet", "TrackSupernet", "SupernetPath", "ClassSupernet"]
+__all__ = [
+    "ChoiceBlock", "SupernetBackbone", "HeadSupernet", "TrackSupernet", "SupernetPath", "ClassSupernet",
+    "extract", "extract_classifier",
+]
+
 
 def _check_path(path: Sequence[int], max_len: int) -> None:
     if len(path) > max_len:
@@ -55,6 +64,10 @@ class ChoiceBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, choice: int) -> torch.Tensor:
         return self.choices[choice](x)
+
+    def static(self, choice: int) -> InvertedResidual:
+        """Candidate ``choice`` alone (a copy)."""
+        return copy_of(self.choices[choice])
 
     @torch.no_grad()
     def inherit_from_largest_(self) -> None:
@@ -94,6 +107,12 @@ class SupernetBackbone(nn.Module):
 
     def path_modules(self, path: Sequence[int]) -> list[nn.Module]:
         return [self.stem, self.ds] + [b.choices[int(c)] for b, c in zip(self.blocks, path)]
+
+    def static(self, path: Sequence[int]) -> StaticBackbone:
+        """The backbone of ``path`` alone: copies of the stem, DS block and chosen blocks."""
+        _check_path(path, len(self.blocks))
+        blocks = [block.static(int(c)) for block, c in zip(self.blocks, path)]
+        return StaticBackbone(path, copy_of(self.stem), copy_of(self.ds), blocks)
 
     def inherit_from_largest_(self) -> None:
         for block in self.blocks:
@@ -151,6 +170,11 @@ class HeadSupernet(nn.Module):
 
     def path_modules(self, head: HeadArch) -> list[nn.Module]:
         return self.towers[f"c{head.channels}"].path_modules(head)
+
+    def static(self, head: HeadArch) -> StaticHead:
+        """The branch of ``head`` alone: copies of its tower's chosen layers and output conv."""
+        *layers, out = self.path_modules(head)
+        return StaticHead(self.kind, [copy_of(m) for m in layers], copy_of(out))
 
     def inherit_from_largest_(self) -> None:
         """Every candidate <- a slice of the widest tower's k5 layers (see HeadTower)."""
@@ -247,6 +271,15 @@ class TrackSupernet(nn.Module):
         self.backbone.load_state_dict(new)
 
 
+def extract(supernet: TrackSupernet, arch: Arch) -> StaticTracker:
+    """A StaticTracker for ``arch``, made of each layer's static module (copies of the path's
+    weights and BN statistics), in the supernet's train/eval mode."""
+    neck = supernet.neck_of(arch).static(arch.out_channels)
+    net = StaticTracker(arch, supernet.backbone.static(arch.backbone), neck,
+                        supernet.cls_head.static(arch.cls), supernet.reg_head.static(arch.reg))
+    return net.train(supernet.training)
+
+
 class SupernetPath(nn.Module):
     """One architecture of a TrackSupernet as a module (weights shared, not copied)."""
 
@@ -299,3 +332,14 @@ class ClassSupernet(nn.Module):
     def path_parameters(self, path: Sequence[int]) -> list[nn.Parameter]:
         mods = self.backbone.path_modules(path) + [self.conv_out, self.conv_head, self.classifier]
         return [p for m in mods for p in m.parameters()]
+
+
+def extract_classifier(supernet: ClassSupernet, path: Sequence[int]) -> StaticClassifier:
+    """A StaticClassifier for a full 18-block phase-1 path, weights copied (for checks)."""
+    if len(path) != len(supernet.backbone.blocks):
+        raise ValueError(f"path needs {len(supernet.backbone.blocks)} choices, got {len(path)}")
+    net = StaticClassifier(path, supernet.classifier.out_features, supernet.dropout.p)
+    net.backbone = supernet.backbone.static(path)
+    for name in ("conv_out", "conv_head", "classifier"):
+        setattr(net, name, copy_of(getattr(supernet, name)))
+    return net.train(supernet.training)
