@@ -28,7 +28,8 @@ import torch  # noqa: E402
 
 from lighttrack.arch import resolve  # noqa: E402
 from lighttrack.data.readers import Got10k  # noqa: E402
-from lighttrack.models.static import StaticTracker, extract  # noqa: E402
+from lighttrack.models.static import StaticTracker  # noqa: E402
+from lighttrack.models.supernet import extract  # noqa: E402
 from lighttrack.tracker import PRESETS  # noqa: E402
 from lighttrack.tracker.evaluation import evaluate_split  # noqa: E402
 from lighttrack.train.common import pair_batch  # noqa: E402

@@ -110,7 +110,7 @@ def main() -> None:
           f"{args.checkpoint or 'random init (seed 0)'}", flush=True)
 
     def ort():
-        from lighttrack.models.static import extract
+        from lighttrack.models.supernet import extract
         from lighttrack.tracker.export import OrtEvalNet
 
         return OrtEvalNet(extract(supernet, path.arch), torch.get_num_threads(), sides=(256,))

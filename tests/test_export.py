@@ -211,8 +211,7 @@ def test_int8_graphs_are_smaller_and_track(exported, tmp_path):
 
 
 def test_checkpoints_load_as_static_or_supernet(tmp_path):
-    from lighttrack.models.static import extract
-    from lighttrack.models.supernet import TrackSupernet
+    from lighttrack.models.supernet import TrackSupernet, extract
 
     net = _net(5)
     torch.save({"model": net.state_dict(), "epoch": 3}, tmp_path / "static.pt")
@@ -233,8 +232,7 @@ def test_checkpoints_load_as_static_or_supernet(tmp_path):
 
 
 def test_supernet_path_tracks_like_its_extracted_static_tracker():
-    from lighttrack.models.static import extract
-    from lighttrack.models.supernet import TrackSupernet
+    from lighttrack.models.supernet import TrackSupernet, extract
 
     torch.manual_seed(7)
     supernet = TrackSupernet().eval()

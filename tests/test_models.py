@@ -10,7 +10,7 @@ from lighttrack.models import (
     ClassSupernet, StaticClassifier, StaticTracker, TrackSupernet, extract, fold_bn,
 )
 from lighttrack.models.blocks import InvertedResidual, make_divisible
-from lighttrack.models.static import extract_classifier
+from lighttrack.models.supernet import extract_classifier
 
 torch.set_num_threads(1)
 
@@ -140,6 +140,22 @@ def test_static_search_at_256_and_fold_bn(supernet):
         assert (r - s).abs().max() <= 1e-5
         assert (r - o).abs().max() <= 1e-4
     assert static.training is False and any(isinstance(m, torch.nn.BatchNorm2d) for m in static.modules())
+
+
+def test_extract_copies_each_layers_static_module(supernet):
+    """The static modules the layers hand out are copies: a built net's names, no tensor
+    shared with the supernet, and trainable even where the supernet's are frozen."""
+    a = resolve("lighttrack-mobile")
+    assert isinstance(supernet.backbone.blocks[0].static(a.backbone[0]), InvertedResidual)
+    supernet.backbone.requires_grad_(False)
+    try:
+        static = extract(supernet, a)
+    finally:
+        supernet.backbone.requires_grad_(True)
+    assert list(static.state_dict()) == list(StaticTracker.build(a).state_dict())
+    shared = {t.data_ptr() for t in supernet.state_dict().values()}
+    assert not shared & {t.data_ptr() for t in static.state_dict().values()}
+    assert all(p.requires_grad for p in static.parameters())
 
 
 def test_build_is_fresh_and_path_view_shares_weights(supernet):

@@ -176,7 +176,7 @@ def test_onnxruntime_eval_net_batches_like_the_module():
     pytest.importorskip("onnxruntime")
     from lighttrack.arch import resolve
     from lighttrack.models import TrackSupernet
-    from lighttrack.models.static import extract
+    from lighttrack.models.supernet import extract
     from lighttrack.tracker.export import OrtEvalNet
 
     torch.manual_seed(0)
@@ -200,7 +200,7 @@ def test_ort_lanes_split_a_batch_and_give_the_one_session_outputs():
     pytest.importorskip("onnxruntime")
     from lighttrack.arch import resolve
     from lighttrack.models import TrackSupernet
-    from lighttrack.models.static import extract
+    from lighttrack.models.supernet import extract
     from lighttrack.tracker.export import OrtEvalNet
 
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""Building blocks of LightTrack, one ``nn.Module`` per block type (timm style).
+"""Building blocks of LightTrack, one ``nn.Module`` per block type (timm style), and the
+fixed layout around them (stem width, block specs, neck, head outputs).
 
 The same classes build the supernet (which holds every candidate) and the static
 subnets (which hold one), so a static model's outputs equal the supernet path's.
@@ -8,16 +9,39 @@ the neck's 1x1 conv and the head's output convs.
 """
 from __future__ import annotations
 
+import copy
 import math
+from typing import Iterable, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lighttrack.arch import IMAGENET_STAGE, NUM_BLOCKS, STAGE_BLOCKS, STAGE_CHANNELS, STAGE_STRIDES, TEMPLATE_INPUT
+
 __all__ = [
-    "make_divisible", "SqueezeExcite", "ConvBnAct", "DepthwiseSeparable", "InvertedResidual",
-    "HeadDSConv", "ChannelAttention", "pixel_correlation", "init_backbone_", "BN_PAIRS",
+    "STEM_CHANNELS", "NECK_CHANNELS", "block_specs", "make_divisible", "SqueezeExcite", "ConvBnAct",
+    "DepthwiseSeparable", "InvertedResidual", "HeadDSConv", "ChannelAttention", "pixel_correlation", "Neck",
+    "head_output", "copy_of", "init_backbone_", "BN_PAIRS",
 ]
+
+STEM_CHANNELS = 16
+NECK_CHANNELS = 128  # the correlation map is projected to this many channels for the heads
+
+
+def block_specs(num_blocks: int = NUM_BLOCKS) -> list[tuple[int, int, int]]:
+    """(in_chs, out_chs, stride) of the first ``num_blocks`` MBConv blocks (max 14 + 4)."""
+    channels = (*STAGE_CHANNELS, IMAGENET_STAGE[0])
+    blocks = (*STAGE_BLOCKS, IMAGENET_STAGE[1])
+    strides = (*STAGE_STRIDES, IMAGENET_STAGE[2])
+    specs, in_chs = [], STEM_CHANNELS
+    for out_chs, n, stride in zip(channels, blocks, strides):
+        for j in range(n):
+            specs.append((in_chs, out_chs, stride if j == 0 else 1))
+            in_chs = out_chs
+    if not 0 <= num_blocks <= len(specs):
+        raise ValueError(f"num_blocks {num_blocks} not in 0..{len(specs)}")
+    return specs[:num_blocks]
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
@@ -152,6 +176,74 @@ def pixel_correlation(zf: torch.Tensor, xf: torch.Tensor) -> torch.Tensor:
     z = zf.flatten(2).transpose(1, 2)  # (B, Hz*Wz, C)
     out = torch.matmul(z, xf.flatten(2))  # (B, Hz*Wz, Hx*Wx)
     return out.view(b, z.shape[1], hx, wx)
+
+
+class Neck(nn.Module):
+    """BN on template features, BN on search features, pixel-wise correlation,
+    channel attention, 1x1 conv to 128 channels.
+
+    The BNs exist once per possible backbone output channel count (``channels``); the
+    one matching the features runs. A static subnet holds only its own (``static``). The
+    template feature positions are the correlation channels: 64 (8x8) at ``stride`` 16,
+    256 (16x16) at stride 8, so each stride has its own neck (as in the released supernet).
+    """
+
+    def __init__(self, channels: Iterable[int], stride: int = 16) -> None:
+        super().__init__()
+        channels = sorted(set(channels))
+        self.side = TEMPLATE_INPUT // stride  # template feature side
+        positions = self.side ** 2
+        self.bn_z = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
+        self.bn_x = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
+        self.ca = ChannelAttention(positions)
+        self.adjust = nn.Conv2d(positions, NECK_CHANNELS, 1, bias=True)
+
+    def forward(self, zf: torch.Tensor, xf: torch.Tensor) -> torch.Tensor:
+        """zf (B, C, s, s) raw template features (s = 8 or 16), xf (B, C, H, W) -> (B, 128, H, W)."""
+        key = self._key(zf.shape[1])
+        if tuple(zf.shape[-2:]) != (self.side, self.side):
+            raise ValueError(f"template features must be {self.side}x{self.side} for this neck "
+                             f"(128x128 template), got {tuple(zf.shape)}")
+        corr = pixel_correlation(self.bn_z[key](zf), self.bn_x[key](xf))  # (B, s*s, H, W)
+        return self.adjust(self.ca(corr))
+
+    def _key(self, channels: int) -> str:
+        key = f"c{channels}"
+        if key not in self.bn_z:
+            raise ValueError(f"neck has no BN for {channels}-channel features (has {list(self.bn_z)})")
+        return key
+
+    def path_modules(self, channels: int) -> list[nn.Module]:
+        key = self._key(channels)
+        return [self.bn_z[key], self.bn_x[key], self.ca, self.adjust]
+
+    def static(self, channels: int) -> "Neck":
+        """A standalone copy (see ``copy_of``) keeping only the BNs for ``channels``-channel features."""
+        key = self._key(channels)
+        neck = copy_of(self)
+        for bns in (neck.bn_z, neck.bn_x):
+            for other in [k for k in bns if k != key]:
+                del bns[other]
+        return neck
+
+
+def head_output(kind: str, x: torch.Tensor) -> torch.Tensor:
+    """Scale the output conv: cls logits x0.1; reg ltrb distances ReLU(x) * 16 (pixels)."""
+    return 0.1 * x if kind == "cls" else torch.relu(x) * 16.0
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def copy_of(module: M) -> M:
+    """A standalone copy of ``module``: its own parameters and buffers with the same values.
+
+    All parameters are trainable, as in a freshly built module, even where the source's are
+    frozen (phase 2's backbone, an EMA copy): an extracted subnet is retrained whole.
+    """
+    out = copy.deepcopy(module)
+    out.requires_grad_(True)
+    return out
 
 
 def init_backbone_(module: nn.Module, zero_init_last: bool = True) -> None:

@@ -1,8 +1,9 @@
 """Standalone subnets of one architecture, built from the supernet's block classes.
 
-``extract(supernet, arch)`` copies the path's weights into a fresh ``StaticTracker``;
-in eval mode its outputs equal the supernet path's. ``fold_bn`` merges BatchNorms
-into the preceding convs and ``tile_se_gates`` reshapes the SE products, for deployment.
+``build`` makes a freshly initialised one; ``supernet.extract`` assembles one from the
+static modules a supernet's layers hand out, and in eval mode its outputs equal the
+supernet path's. ``fold_bn`` merges BatchNorms into the preceding convs and
+``tile_se_gates`` reshapes the SE products, for deployment.
 """
 from __future__ import annotations
 
@@ -16,46 +17,58 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from lighttrack.arch import MBCONV_OPS, Arch, HeadArch
 from lighttrack.models.blocks import (
-    BN_PAIRS, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual, SqueezeExcite, init_backbone_,
-)
-from lighttrack.models.supernet import (
-    NECK_CHANNELS, STEM_CHANNELS, ClassSupernet, Neck, TrackSupernet, block_specs, head_output,
+    BN_PAIRS, NECK_CHANNELS, STEM_CHANNELS, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual, Neck,
+    SqueezeExcite, block_specs, head_output, init_backbone_,
 )
 
-__all__ = ["StaticBackbone", "StaticHead", "StaticTracker", "StaticClassifier", "SearchBranch", "extract",
-           "extract_classifier", "fold_bn", "TiledGateSE", "tile_se_gates"]
+__all__ = ["StaticBackbone", "StaticHead", "StaticTracker", "StaticClassifier", "SearchBranch",
+           "fold_bn", "TiledGateSE", "tile_se_gates"]
 
 
 class StaticBackbone(nn.Module):
-    """Stem -> DS block -> the given MBConv choices (indices into MBCONV_OPS)."""
+    """Stem -> DS block -> one MBConv block per choice (indices into MBCONV_OPS)."""
 
-    def __init__(self, choices: Sequence[int]) -> None:
+    def __init__(self, choices: Sequence[int], stem: ConvBnAct, ds: DepthwiseSeparable,
+                 blocks: Sequence[InvertedResidual]) -> None:
         super().__init__()
         self.choices = tuple(int(c) for c in choices)
-        self.stem = ConvBnAct(3, STEM_CHANNELS, 3, stride=2)
-        self.ds = DepthwiseSeparable(STEM_CHANNELS, STEM_CHANNELS, 3)
-        self.blocks = nn.Sequential(*(
-            InvertedResidual(i, o, *MBCONV_OPS[c], stride=s)
-            for (i, o, s), c in zip(block_specs(len(self.choices)), self.choices)))
-        init_backbone_(self)
+        self.stem = stem
+        self.ds = ds
+        self.blocks = nn.Sequential(*blocks)
+
+    @classmethod
+    def build(cls, choices: Sequence[int]) -> "StaticBackbone":
+        """Freshly initialised (Google init, ``init_backbone_``)."""
+        blocks = [InvertedResidual(i, o, *MBCONV_OPS[int(c)], stride=s)
+                  for (i, o, s), c in zip(block_specs(len(choices)), choices)]
+        net = cls(choices, ConvBnAct(3, STEM_CHANNELS, 3, stride=2),
+                  DepthwiseSeparable(STEM_CHANNELS, STEM_CHANNELS, 3), blocks)
+        init_backbone_(net)
+        return net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.ds(self.stem(x)))
 
 
 class StaticHead(nn.Module):
-    """One head branch: the non-skip DSConv layers of ``head`` and the output conv."""
+    """One head branch (``kind`` 'cls' or 'reg'): DSConv layers, then the output conv."""
 
-    def __init__(self, kind: str, head: HeadArch, in_chs: int = NECK_CHANNELS) -> None:
+    def __init__(self, kind: str, layers: Sequence[HeadDSConv], out: nn.Conv2d) -> None:
         super().__init__()
         self.kind = kind
+        self.layers = nn.Sequential(*layers)
+        self.out = out
+
+    @classmethod
+    def build(cls, kind: str, head: HeadArch, in_chs: int = NECK_CHANNELS) -> "StaticHead":
+        """Freshly initialised (PyTorch defaults): the non-skip layers of ``head``."""
         layers, chs = [], in_chs
         for k in head.kernels:
             if k is not None:
                 layers.append(HeadDSConv(chs, head.channels, k))
                 chs = head.channels
-        self.layers = nn.Sequential(*layers)
-        self.out = nn.Conv2d(head.channels, 1 if kind == "cls" else 4, 3, padding=1, bias=True)
+        out = nn.Conv2d(head.channels, 1 if kind == "cls" else 4, 3, padding=1, bias=True)
+        return cls(kind, layers, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return head_output(self.kind, self.out(self.layers(x)))
@@ -64,18 +77,20 @@ class StaticHead(nn.Module):
 class StaticTracker(nn.Module):
     """A single LightTrack architecture: ``template(z)``, ``search(zf, x)``, ``forward(z, x)``."""
 
-    def __init__(self, arch: Arch) -> None:
+    def __init__(self, arch: Arch, backbone: StaticBackbone, neck: Neck, cls_head: StaticHead,
+                 reg_head: StaticHead) -> None:
         super().__init__()
         self.arch = arch
-        self.backbone = StaticBackbone(arch.backbone)
-        self.neck = Neck((arch.out_channels,), arch.stride)
-        self.cls_head = StaticHead("cls", arch.cls)
-        self.reg_head = StaticHead("reg", arch.reg)
+        self.backbone = backbone
+        self.neck = neck
+        self.cls_head = cls_head
+        self.reg_head = reg_head
 
     @classmethod
     def build(cls, arch: Arch) -> "StaticTracker":
         """Freshly initialised (backbone Google init, neck/heads PyTorch defaults)."""
-        return cls(arch)
+        return cls(arch, StaticBackbone.build(arch.backbone), Neck((arch.out_channels,), arch.stride),
+                   StaticHead.build("cls", arch.cls), StaticHead.build("reg", arch.reg))
 
     def template(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, 3, 128, 128) -> raw template features (B, C, 128/s, 128/s), s = arch.stride."""
@@ -102,48 +117,6 @@ class SearchBranch(nn.Module):
         return self.net.search(zf, x)
 
 
-def _backbone_map(choices: Sequence[int]) -> dict[str, str]:
-    """Static backbone module prefix -> supernet backbone module prefix."""
-    m = {"stem": "stem", "ds": "ds"}
-    m.update({f"blocks.{i}": f"blocks.{i}.choices.{int(c)}" for i, c in enumerate(choices)})
-    return m
-
-
-def _head_map(head: HeadArch) -> dict[str, str]:
-    tower = f"towers.c{head.channels}"
-    m, j = {"out": f"{tower}.out"}, 0
-    for i, k in enumerate(head.kernels):
-        if k is not None:
-            m[f"layers.{j}"] = f"{tower}.layers.{i}.k{k}"
-            j += 1
-    return m
-
-
-def _copy(dst: nn.Module, src: nn.Module, prefixes: dict[str, str]) -> None:
-    """Load ``dst`` (strictly: every tensor) from ``src`` via module-prefix renaming."""
-    src_state = src.state_dict()
-    new = {}
-    for name in dst.state_dict():
-        head = name.rpartition(".")[0]
-        for p_dst, p_src in prefixes.items():
-            if head == p_dst or head.startswith(p_dst + "."):
-                new[name] = src_state[p_src + name[len(p_dst):]]
-                break
-        else:
-            raise KeyError(f"no supernet source for static tensor {name!r}")
-    dst.load_state_dict(new, strict=True)
-
-
-def extract(supernet: TrackSupernet, arch: Arch) -> StaticTracker:
-    """A StaticTracker for ``arch`` with the supernet path's weights and BN statistics copied."""
-    net = StaticTracker(arch).to(next(supernet.parameters()).device)
-    _copy(net.backbone, supernet.backbone, _backbone_map(arch.backbone))
-    _copy(net.neck, supernet.neck_of(arch), {n: n for n in ("bn_z", "bn_x", "ca", "adjust")})
-    _copy(net.cls_head, supernet.cls_head, _head_map(arch.cls))
-    _copy(net.reg_head, supernet.reg_head, _head_map(arch.reg))
-    return net.train(supernet.training)
-
-
 class StaticClassifier(nn.Module):
     """A standalone ImageNet classifier for a found backbone (phase-4 retrain).
 
@@ -156,7 +129,7 @@ class StaticClassifier(nn.Module):
 
     def __init__(self, choices: Sequence[int], num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
-        self.backbone = StaticBackbone(choices)
+        self.backbone = StaticBackbone.build(choices)
         last = block_specs(len(self.backbone.choices))[-1][1] if self.backbone.choices else STEM_CHANNELS
         self.conv_out = ConvBnAct(last, 320, 1)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -169,17 +142,6 @@ class StaticClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.conv_head(self.global_pool(self.conv_out(self.backbone(x)))))
         return self.classifier(self.dropout(x.flatten(1)))
-
-
-def extract_classifier(supernet: ClassSupernet, path: Sequence[int]) -> StaticClassifier:
-    """A StaticClassifier for a full 18-block phase-1 path, weights copied (for checks)."""
-    if len(path) != len(supernet.backbone.blocks):
-        raise ValueError(f"path needs {len(supernet.backbone.blocks)} choices, got {len(path)}")
-    net = StaticClassifier(path, supernet.classifier.out_features, supernet.dropout.p)
-    _copy(net.backbone, supernet.backbone, _backbone_map(path))
-    for name in ("conv_out", "conv_head", "classifier"):
-        getattr(net, name).load_state_dict(getattr(supernet, name).state_dict())
-    return net.train(supernet.training)
 
 
 def fold_bn(model: nn.Module) -> nn.Module:

@@ -4,51 +4,32 @@ A choice layer owns all its candidate blocks; ``forward`` takes the architecture
 explicitly and runs only its path (single-path one-shot), so only that path's
 parameters get gradients. Parameter names of the shared backbone are the same in
 both supernets: ``backbone.stem``, ``backbone.ds``, ``backbone.blocks.<i>.choices.<c>``.
+
+Each layer hands out the static module of one choice (``static``, Once-for-All's
+``get_active_subnet``): a standalone copy, weights and BN statistics copied, not shared.
+``extract`` assembles a static subnet from them.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from lighttrack.arch import (
-    HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, IMAGENET_STAGE, MBCONV_OPS, NUM_BLOCKS,
-    STAGE_BLOCKS, STAGE_CHANNELS, STAGE_STRIDES, TEMPLATE_INPUT, Arch, HeadArch, Space, get_space, output_of,
+    HEAD_CHANNELS, HEAD_LAYERS, HEAD_OPS, IMAGENET_STAGE, MBCONV_OPS, NUM_BLOCKS, Arch, HeadArch, Space,
+    get_space, output_of,
 )
 from lighttrack.models.blocks import (
-    ChannelAttention, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual,
-    init_backbone_, pixel_correlation,
+    NECK_CHANNELS, STEM_CHANNELS, ConvBnAct, DepthwiseSeparable, HeadDSConv, InvertedResidual, Neck,
+    block_specs, copy_of, head_output, init_backbone_,
 )
+from lighttrack.models.static import StaticBackbone, StaticClassifier, StaticHead, StaticTracker
 
 __all__ = [
-    "STEM_CHANNELS", "NECK_CHANNELS", "block_specs", "head_output",
-    "ChoiceBlock", "SupernetBackbone", "Neck", "HeadSupernet", "TrackSupernet", "SupernetPath",
-    "ClassSupernet",
+    "ChoiceBlock", "SupernetBackbone", "HeadSupernet", "TrackSupernet", "SupernetPath", "ClassSupernet",
+    "extract", "extract_classifier",
 ]
-
-STEM_CHANNELS = 16
-NECK_CHANNELS = 128  # the correlation map is projected to this many channels for the heads
-
-
-def block_specs(num_blocks: int = NUM_BLOCKS) -> list[tuple[int, int, int]]:
-    """(in_chs, out_chs, stride) of the first ``num_blocks`` MBConv blocks (max 14 + 4)."""
-    channels = (*STAGE_CHANNELS, IMAGENET_STAGE[0])
-    blocks = (*STAGE_BLOCKS, IMAGENET_STAGE[1])
-    strides = (*STAGE_STRIDES, IMAGENET_STAGE[2])
-    specs, in_chs = [], STEM_CHANNELS
-    for out_chs, n, stride in zip(channels, blocks, strides):
-        for j in range(n):
-            specs.append((in_chs, out_chs, stride if j == 0 else 1))
-            in_chs = out_chs
-    if not 0 <= num_blocks <= len(specs):
-        raise ValueError(f"num_blocks {num_blocks} not in 0..{len(specs)}")
-    return specs[:num_blocks]
-
-
-def head_output(kind: str, x: torch.Tensor) -> torch.Tensor:
-    """Scale the output conv: cls logits x0.1; reg ltrb distances ReLU(x) * 16 (pixels)."""
-    return 0.1 * x if kind == "cls" else torch.relu(x) * 16.0
 
 
 def _check_path(path: Sequence[int], max_len: int) -> None:
@@ -83,6 +64,10 @@ class ChoiceBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, choice: int) -> torch.Tensor:
         return self.choices[choice](x)
+
+    def static(self, choice: int) -> InvertedResidual:
+        """Candidate ``choice`` alone (a copy)."""
+        return copy_of(self.choices[choice])
 
     @torch.no_grad()
     def inherit_from_largest_(self) -> None:
@@ -123,50 +108,15 @@ class SupernetBackbone(nn.Module):
     def path_modules(self, path: Sequence[int]) -> list[nn.Module]:
         return [self.stem, self.ds] + [b.choices[int(c)] for b, c in zip(self.blocks, path)]
 
+    def static(self, path: Sequence[int]) -> StaticBackbone:
+        """The backbone of ``path`` alone: copies of the stem, DS block and chosen blocks."""
+        _check_path(path, len(self.blocks))
+        blocks = [block.static(int(c)) for block, c in zip(self.blocks, path)]
+        return StaticBackbone(path, copy_of(self.stem), copy_of(self.ds), blocks)
+
     def inherit_from_largest_(self) -> None:
         for block in self.blocks:
             block.inherit_from_largest_()
-
-
-# -- neck ----------------------------------------------------------------------------------
-class Neck(nn.Module):
-    """BN on template features, BN on search features, pixel-wise correlation,
-    channel attention, 1x1 conv to 128 channels.
-
-    The BNs exist once per possible backbone output channel count (``channels``); the
-    one matching the features runs. A static subnet holds only its own. The template
-    feature positions are the correlation channels: 64 (8x8) at ``stride`` 16, 256 (16x16)
-    at stride 8, so each stride has its own neck (as in the released supernet).
-    """
-
-    def __init__(self, channels: Iterable[int], stride: int = 16) -> None:
-        super().__init__()
-        channels = sorted(set(channels))
-        self.side = TEMPLATE_INPUT // stride  # template feature side
-        positions = self.side ** 2
-        self.bn_z = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
-        self.bn_x = nn.ModuleDict({f"c{c}": nn.BatchNorm2d(c) for c in channels})
-        self.ca = ChannelAttention(positions)
-        self.adjust = nn.Conv2d(positions, NECK_CHANNELS, 1, bias=True)
-
-    def forward(self, zf: torch.Tensor, xf: torch.Tensor) -> torch.Tensor:
-        """zf (B, C, s, s) raw template features (s = 8 or 16), xf (B, C, H, W) -> (B, 128, H, W)."""
-        key = self._key(zf.shape[1])
-        if tuple(zf.shape[-2:]) != (self.side, self.side):
-            raise ValueError(f"template features must be {self.side}x{self.side} for this neck "
-                             f"(128x128 template), got {tuple(zf.shape)}")
-        corr = pixel_correlation(self.bn_z[key](zf), self.bn_x[key](xf))  # (B, s*s, H, W)
-        return self.adjust(self.ca(corr))
-
-    def _key(self, channels: int) -> str:
-        key = f"c{channels}"
-        if key not in self.bn_z:
-            raise ValueError(f"neck has no BN for {channels}-channel features (has {list(self.bn_z)})")
-        return key
-
-    def path_modules(self, channels: int) -> list[nn.Module]:
-        key = self._key(channels)
-        return [self.bn_z[key], self.bn_x[key], self.ca, self.adjust]
 
 
 # -- heads ---------------------------------------------------------------------------------
@@ -220,6 +170,11 @@ class HeadSupernet(nn.Module):
 
     def path_modules(self, head: HeadArch) -> list[nn.Module]:
         return self.towers[f"c{head.channels}"].path_modules(head)
+
+    def static(self, head: HeadArch) -> StaticHead:
+        """The branch of ``head`` alone: copies of its tower's chosen layers and output conv."""
+        *layers, out = self.path_modules(head)
+        return StaticHead(self.kind, [copy_of(m) for m in layers], copy_of(out))
 
     def inherit_from_largest_(self) -> None:
         """Every candidate <- a slice of the widest tower's k5 layers (see HeadTower)."""
@@ -316,6 +271,15 @@ class TrackSupernet(nn.Module):
         self.backbone.load_state_dict(new)
 
 
+def extract(supernet: TrackSupernet, arch: Arch) -> StaticTracker:
+    """A StaticTracker for ``arch``, made of each layer's static module (copies of the path's
+    weights and BN statistics), in the supernet's train/eval mode."""
+    neck = supernet.neck_of(arch).static(arch.out_channels)
+    net = StaticTracker(arch, supernet.backbone.static(arch.backbone), neck,
+                        supernet.cls_head.static(arch.cls), supernet.reg_head.static(arch.reg))
+    return net.train(supernet.training)
+
+
 class SupernetPath(nn.Module):
     """One architecture of a TrackSupernet as a module (weights shared, not copied)."""
 
@@ -368,3 +332,14 @@ class ClassSupernet(nn.Module):
     def path_parameters(self, path: Sequence[int]) -> list[nn.Parameter]:
         mods = self.backbone.path_modules(path) + [self.conv_out, self.conv_head, self.classifier]
         return [p for m in mods for p in m.parameters()]
+
+
+def extract_classifier(supernet: ClassSupernet, path: Sequence[int]) -> StaticClassifier:
+    """A StaticClassifier for a full 18-block phase-1 path, weights copied (for checks)."""
+    if len(path) != len(supernet.backbone.blocks):
+        raise ValueError(f"path needs {len(supernet.backbone.blocks)} choices, got {len(path)}")
+    net = StaticClassifier(path, supernet.classifier.out_features, supernet.dropout.p)
+    net.backbone = supernet.backbone.static(path)
+    for name in ("conv_out", "conv_head", "classifier"):
+        setattr(net, name, copy_of(getattr(supernet, name)))
+    return net.train(supernet.training)

@@ -137,7 +137,7 @@ class CandidateEvaluator:
     def _tracking_net(self, path) -> Any:
         if self.backend == "torch":
             return path
-        from lighttrack.models.static import extract
+        from lighttrack.models.supernet import extract
         from lighttrack.tracker.export import OrtEvalNet
 
         return OrtEvalNet(extract(self.net, path.arch), torch.get_num_threads())

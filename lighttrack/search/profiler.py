@@ -47,10 +47,9 @@ from torch import nn
 
 from lighttrack.arch import HEAD_OPS, Arch, Space, get_space
 from lighttrack.costs import CostTable
-from lighttrack.models.blocks import pixel_correlation
+from lighttrack.models.blocks import head_output, pixel_correlation
 from lighttrack.models.complexity import covering_archs
 from lighttrack.models.static import SearchBranch, StaticTracker, tile_se_gates
-from lighttrack.models.supernet import head_output
 from lighttrack.search.latency import LatencyTable, LatencyTableError
 
 __all__ = ["BACKENDS", "CLOCKS", "profile", "machine_info", "make_runner"]

@@ -72,8 +72,8 @@ def load_torch_net(arch, checkpoint: str | Path | None = None) -> torch.nn.Modul
     """StaticTracker for ``arch`` in eval mode: fresh weights, or from a local checkpoint
     holding a StaticTracker or a TrackSupernet state dict (bare or under ``model``).
     (MLflow URIs are resolved to a local file by ray_jobs before calling this.)"""
-    from lighttrack.models.static import StaticTracker, extract
-    from lighttrack.models.supernet import TrackSupernet
+    from lighttrack.models.static import StaticTracker
+    from lighttrack.models.supernet import TrackSupernet, extract
 
     net = StaticTracker.build(arch)
     if checkpoint is None:
