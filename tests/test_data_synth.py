@@ -115,3 +115,21 @@ def test_difficulty_is_a_parameter(tmp_path):
     levels = [Got10k(str(tmp_path / "m/got10k"), "val").meta(i)["difficulty"] for i in range(3)]
     assert levels == ["easy", "medium", "hard"]
     assert main(["data", "synth", "--out", str(tmp_path / "x"), "--size", "tiny", "--difficulty", "extreme"]) == 2
+
+
+def test_unlike_check_sequences(tmp_path):
+    """`lighttrack data unlike`: GOT-10k val sequences a reader and `data check` accept, with a
+    target that moves in straight runs and turns (so staying put loses it)."""
+    assert main(["data", "unlike", "--out", str(tmp_path), "--sequences", "3"]) == 0
+    assert main(["data", "check", str(tmp_path / "got10k")]) == 0
+    val = Got10k(str(tmp_path / "got10k"), "val")
+    assert len(val) == 3 and val.meta(0)["difficulty"] == "unlike"
+    for i in range(3):
+        seq = val.sequence(i)
+        boxes = np.asarray(seq.boxes)
+        assert len(seq.frames) == len(boxes) >= 60
+        step = np.diff(boxes[:, :2] + boxes[:, 2:] / 2, axis=0)
+        heading = np.arctan2(step[:, 1], step[:, 0])
+        turns = np.abs(np.angle(np.exp(1j * np.diff(heading)))) > np.pi / 4
+        assert turns.sum() >= 1  # an abrupt turn (or a bounce) at least once
+        assert _iou(np.repeat(boxes[:1], len(boxes), 0), boxes).mean() < 0.6

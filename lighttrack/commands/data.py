@@ -10,6 +10,14 @@ from lighttrack.commands.argtypes import count, positive_int
 __all__ = ["register"]
 
 
+def _unlike(args: argparse.Namespace) -> int:
+    from lighttrack.data.synth_unlike import write_unlike
+    root = write_unlike(args.out, args.seed, args.sequences)
+    print(f"wrote {root}/val: {args.sequences} sequences unlike the embedded set (photographed objects, "
+          "procedural backgrounds, straight runs with turns)")
+    return 0
+
+
 def _synth(args: argparse.Namespace) -> int:
     from lighttrack.data import synth
     if args.size not in synth.SIZES:
@@ -68,6 +76,11 @@ def register(subparsers) -> None:
                    help="easy, medium, hard or mixed (by turns in every split); default: the size's (medium)")
     p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1), help="processes")
     p.set_defaults(func=_synth)
+    p = sub.add_parser("unlike", help="write check sequences built unlike the embedded set (GOT-10k val layout)")
+    p.add_argument("--out", required=True, help="output folder (gets got10k/val)")
+    p.add_argument("--seed", type=count, default=0)
+    p.add_argument("--sequences", type=positive_int, default=10)
+    p.set_defaults(func=_unlike)
     p = sub.add_parser("check", help="report every problem in a dataset (exit 1 if any)")
     p.add_argument("root", help="dataset folder or pyarrow.fs URI")
     p.add_argument("--quick", action="store_true", help="do not decode every image")

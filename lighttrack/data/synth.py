@@ -274,6 +274,35 @@ def _write_jpeg(path: Path, rgb: np.ndarray, quality: int = 90) -> None:
     path.write_bytes(buf.tobytes())
 
 
+def write_got10k_sequence(d: Path, images: list[np.ndarray], boxes: np.ndarray, labels: dict[str, np.ndarray],
+                          url: str, resolution: tuple[int, int], object_class: str = "textured shape",
+                          motion_class: str = "random walk", difficulty: str = "medium", test: bool = False) -> None:
+    """One sequence folder as GOT-10k has it: JPEG frames, ``groundtruth.txt`` (a test split:
+    the first box only, no labels, no meta data), the three label files and ``meta_info.ini``."""
+    d.mkdir(parents=True, exist_ok=True)
+    for k, img in enumerate(images, 1):
+        _write_jpeg(d / f"{k:08d}.jpg", img)
+    rows = boxes[:1] if test else boxes
+    (d / "groundtruth.txt").write_text("".join(f"{x:.4f},{y:.4f},{w:.4f},{h:.4f}\n" for x, y, w, h in rows))
+    if test:
+        return
+    for key, values in labels.items():
+        (d / f"{key}.label").write_text("".join(f"{int(v)}\n" for v in values))
+    (d / "meta_info.ini").write_text(
+        "[METAINFO]\n"
+        f"url: {url}\n"
+        "begin_time: 00:00:00\n"
+        f"end_time: 00:00:{len(images) // 10:02d}\n"
+        "anno_fps: 10Hz\n"
+        f"object_class: {object_class}\n"
+        f"motion_class: {motion_class}\n"
+        "major_class: synthetic\n"
+        "root_class: object\n"
+        "motion_adverb: smoothly\n"
+        f"resolution: ({resolution[0]}, {resolution[1]})\n"
+        f"difficulty: {difficulty}\n")
+
+
 def _write_sequence(job: tuple[str, str, int, int, int, SynthSize]) -> None:
     root, split, index, split_id, seed, size = job
     rng = np.random.default_rng((seed, split_id, index))
@@ -281,29 +310,8 @@ def _write_sequence(job: tuple[str, str, int, int, int, SynthSize]) -> None:
     level = level_of(size.difficulty, index)
     images, boxes, labels = render_sequence(rng, n, size.width, size.height, size.frames, DIFFICULTIES[level])
     name = f"GOT-10k_{SPLITS[split]}_{index + 1:06d}"
-    d = Path(root) / split / name
-    d.mkdir(parents=True, exist_ok=True)
-    for k, img in enumerate(images, 1):
-        _write_jpeg(d / f"{k:08d}.jpg", img)
-    rows = boxes[:1] if split == "test" else boxes  # GOT-10k test: first-frame box only
-    (d / "groundtruth.txt").write_text("".join(f"{x:.4f},{y:.4f},{w:.4f},{h:.4f}\n" for x, y, w, h in rows))
-    if split == "test":
-        return
-    for key, values in labels.items():
-        (d / f"{key}.label").write_text("".join(f"{int(v)}\n" for v in values))
-    (d / "meta_info.ini").write_text(
-        "[METAINFO]\n"
-        f"url: synthetic://lighttrack/seed-{seed}/{name}\n"
-        "begin_time: 00:00:00\n"
-        f"end_time: 00:00:{n // 10:02d}\n"
-        "anno_fps: 10Hz\n"
-        "object_class: textured shape\n"
-        "motion_class: random walk\n"
-        "major_class: synthetic\n"
-        "root_class: object\n"
-        "motion_adverb: smoothly\n"
-        f"resolution: ({size.width}, {size.height})\n"
-        f"difficulty: {level}\n")
+    write_got10k_sequence(Path(root) / split / name, images, boxes, labels, f"synthetic://lighttrack/seed-{seed}/{name}",
+                          (size.width, size.height), difficulty=level, test=split == "test")
 
 
 def class_image(rng: np.random.Generator, label: int, side: int = 96) -> np.ndarray:
