@@ -55,7 +55,7 @@ def main() -> None:
     with_recal = CandidateEvaluator(net, sid, cfg.eval)
     without = CandidateEvaluator(net, sid, dataclasses.replace(cfg.eval, recalibrate=False))
     print(f"supernet {args.supernet} (id {sid}); {args.archs} random archs in {args.budget}; "
-          f"{cfg.eval.recal_batches} recalibration batches of {cfg.eval.recal_batch_size}; "
+          f"{cfg.eval.recalibrate_batches} recalibration batches of {cfg.eval.recalibrate_batch_size}; "
           f"val {cfg.eval.val_sequences or 'all'} seqs x {cfg.eval.val_frames or 'all'} frames")
     print(f"{'#':>3} {'AO stored BN':>13} {'AO recalibrated':>16}  arch")
     a0, a1 = [], []

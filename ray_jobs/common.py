@@ -386,8 +386,8 @@ def check_inputs(cfg: Any, where: str = "") -> None:
             _check_validation(cfg.metric, cfg.root, cfg.split, key("root"))
         else:
             _check_validation(cfg.metric, cfg.val_root, cfg.val_split, key("val_root"))
-            if cfg.recalibrate and cfg.recal_batches:
-                check_source_quick("got10k", cfg.recal_root, cfg.recal_split, key("recal_root"))
+            if cfg.recalibrate and cfg.recalibrate_batches:
+                check_source_quick("got10k", cfg.recalibrate_root, cfg.recalibrate_split, key("recalibrate_root"))
         try:
             load_params(cfg.tracker)
         except ConfigError as e:

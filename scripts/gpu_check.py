@@ -108,8 +108,8 @@ def candidate(data: Path, device: torch.device, supernet) -> dict:
     from lighttrack.search.cache import supernet_id
     from lighttrack.search.evaluate import CandidateEvaluator, EvalConfig
 
-    cfg = EvalConfig(val_root=str(data / "got10k"), recal_root=str(data / "got10k"), recal_batches=4,
-                     recal_batch_size=16)
+    cfg = EvalConfig(val_root=str(data / "got10k"), recalibrate_root=str(data / "got10k"), recalibrate_batches=4,
+                     recalibrate_batch_size=16)
     ev = CandidateEvaluator(supernet.to(device).eval(), supernet_id(supernet.state_dict()), cfg)
     ev.evaluate(MOBILE)  # warm-up (cudnn autotuning, allocator)
     _sync(device)
@@ -118,7 +118,7 @@ def candidate(data: Path, device: torch.device, supernet) -> dict:
     _sync(device)
     frames = sum(len(ev.val.sequence(i).frames) for i in range(len(ev.val)))
     return {"seconds": time.perf_counter() - t0, "ao": row["ao"], "val_frames": frames,
-            "recal_pairs": cfg.recal_batches * cfg.recal_batch_size}
+            "recal_pairs": cfg.recalibrate_batches * cfg.recalibrate_batch_size}
 
 
 def eval_split(data: Path, out: Path, sequences: int = 180, frames: int = 150) -> Path:

@@ -138,7 +138,7 @@ def test_search_survives_deleting_the_drivers_temporary_folders(smoke, cluster, 
                    "--storage-path", cluster.s3.uri("cluster", "runs"), "--supernet", runs["supernet"],
                    "--budget", "500M,2M", "--workers", "2", "--set", "eval.seed=1",
                    "--set", f"eval.val_root={cluster.s3.uri('cluster', 'data', 'synth', 'got10k')}",
-                   "--set", f"eval.recal_root={cluster.s3.uri('cluster', 'data', 'synth', 'got10k')}",
+                   "--set", f"eval.recalibrate_root={cluster.s3.uri('cluster', 'data', 'synth', 'got10k')}",
                    on_line=on_line)
     assert any(d.startswith("lt-supernet-") for d in deleted), (deleted, logs[-2000:])
     run_id = logs.split("LIGHTTRACK_RUN_ID=")[-1].split()[0]
@@ -218,7 +218,7 @@ def test_search_loses_no_candidate_when_an_evaluators_node_is_lost(smoke, cluste
                        "--storage-path", cluster.s3.uri("cluster", "runs"), "--supernet", runs["supernet"],
                        "--budget", "700M,3M", "--workers", "2", "--set", "eval.seed=2",
                        "--set", "optimizer.population=4", "--set", "optimizer.generations=2",
-                       "--set", f"eval.val_root={got10k}", "--set", f"eval.recal_root={got10k}")
+                       "--set", f"eval.val_root={got10k}", "--set", f"eval.recalibrate_root={got10k}")
     finally:
         stop.set()
         watcher.join(timeout=30)

@@ -52,7 +52,7 @@ def _cmd(tmp: Path, address: str, name: str, budgets: tuple[str, ...], n: int) -
            "--config", str(ROOT / "configs/search_micro.yaml"), "--cache", str(tmp / "cache"),
            "--name", name, "--address", address, "--storage-path", str(tmp / "ray"),
            "--set", f"optimizer.evaluations={n}", "--set", f"eval.val_root={SYNTH}",
-           "--set", f"eval.recal_root={SYNTH}", "--set", "eval.val_frames=12"]  # ~1 s per evaluation: time to interrupt
+           "--set", f"eval.recalibrate_root={SYNTH}", "--set", "eval.val_frames=12"]  # ~1 s per evaluation: time to interrupt
     for b in budgets:
         cmd += ["--budget", b]
     return cmd

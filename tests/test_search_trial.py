@@ -12,8 +12,8 @@ from lighttrack.models import TrackSupernet, recalibrate_bn
 from lighttrack.search.evaluate import CandidateEvaluator, EvalConfig, load_supernet
 
 SYNTH = Path(__file__).resolve().parents[1] / "data" / "synth" / "got10k"
-CFG = dict(val_root=str(SYNTH), recal_root=str(SYNTH), val_sequences=1, val_frames=5,
-           recal_batches=2, recal_batch_size=2)
+CFG = dict(val_root=str(SYNTH), recalibrate_root=str(SYNTH), val_sequences=1, val_frames=5,
+           recalibrate_batches=2, recalibrate_batch_size=2)
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,7 @@ def test_search_rows_carry_the_baseline_of_the_cut_frames(embedded, tmp_path):
     from lighttrack.search.evaluate import CandidateEvaluator, EvalConfig
 
     got = str(embedded / "got10k")
-    cfg = dict(val_root=got, recal_root=got, recal_batches=1, recal_batch_size=2, backend="torch")
+    cfg = dict(val_root=got, recalibrate_root=got, recalibrate_batches=1, recalibrate_batch_size=2, backend="torch")
     torch.manual_seed(0)
     net = TrackSupernet().eval()
     cut = CandidateEvaluator(net, "sid", EvalConfig(**cfg, val_frames=6))

@@ -63,8 +63,8 @@ def supernet():
 
 
 def _cfg(**kw) -> EvalConfig:
-    base = dict(val_root=str(SYNTH), recal_root=str(SYNTH), val_sequences=1, val_frames=6,
-                recal_batches=1, recal_batch_size=2, backend="torch")
+    base = dict(val_root=str(SYNTH), recalibrate_root=str(SYNTH), val_sequences=1, val_frames=6,
+                recalibrate_batches=1, recalibrate_batch_size=2, backend="torch")
     return EvalConfig(**(base | kw))
 
 

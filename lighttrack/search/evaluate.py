@@ -39,7 +39,7 @@ from lighttrack.search.budget import CostModel
 from lighttrack.tracker.params import check_tracker
 from lighttrack.tracker.validation import Metric, open_validation, score
 
-__all__ = ["EvalConfig", "CandidateEvaluator", "load_supernet", "recal_batches"]
+__all__ = ["EvalConfig", "CandidateEvaluator", "load_supernet", "recalibration_batches"]
 
 
 @dataclass
@@ -51,10 +51,10 @@ class EvalConfig:
     val_split: str = "val"  # split whose sequences score candidates (ao only)
     val_sequences: Count = 0  # use the first N sequences (0 = all)
     val_frames: Count = 0  # use the first N frames of each sequence (0 = all; quick settings)
-    recal_root: str = "data/synth/got10k"  # training pairs for BN recalibration
-    recal_split: str = "train"
-    recal_batches: Count = 8  # forward batches of the re-estimate
-    recal_batch_size: PosInt = 8
+    recalibrate_root: str = "data/synth/got10k"  # training pairs for BN recalibration
+    recalibrate_split: str = "train"
+    recalibrate_batches: Count = 8  # forward batches of the re-estimate
+    recalibrate_batch_size: PosInt = 8
     recalibrate: bool = True  # false only to measure what recalibration is worth
     tracker: str = "vot2019"  # tracker preset name or YAML of TrackerParams
     seed: Count = 0  # picks the recalibration pairs
@@ -80,19 +80,19 @@ def load_supernet(path: str | Path | bytes, device: str = "cpu") -> tuple[TrackS
     return net.to(device).eval(), cache.supernet_id(state)
 
 
-def recal_batches(cfg: EvalConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``recal_batches`` batches of (template (B,3,128,128), search (B,3,256,256)) pairs."""
+def recalibration_batches(cfg: EvalConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``recalibrate_batches`` batches of (template (B,3,128,128), search (B,3,256,256)) pairs."""
     from lighttrack.data.processing import normalize_images
     from lighttrack.data.sampling import PairDataConfig, SourceConfig, build_pair_dataset
 
-    n = cfg.recal_batches * cfg.recal_batch_size
+    n = cfg.recalibrate_batches * cfg.recalibrate_batch_size
     data = build_pair_dataset(PairDataConfig(
-        sources=[SourceConfig(root=cfg.recal_root, kind="got10k", split=cfg.recal_split,
+        sources=[SourceConfig(root=cfg.recalibrate_root, kind="got10k", split=cfg.recalibrate_split,
                               pairs_per_epoch=n)], seed=cfg.seed))
     items = [data[i] for i in range(n)]
     out = []
-    for b in range(cfg.recal_batches):
-        chunk = items[b * cfg.recal_batch_size:(b + 1) * cfg.recal_batch_size]
+    for b in range(cfg.recalibrate_batches):
+        chunk = items[b * cfg.recalibrate_batch_size:(b + 1) * cfg.recalibrate_batch_size]
         out.append((normalize_images(torch.stack([it["template"] for it in chunk])),
                     normalize_images(torch.stack([it["search"] for it in chunk]))))
     return out
@@ -110,7 +110,7 @@ class CandidateEvaluator:
         self.costs = costs or CostModel()
         self.params = load_params(cfg.tracker)
         self.val = open_validation(cfg.val_root, cfg.val_split, cfg.metric, cfg.val_sequences, cfg.val_frames)
-        self.batches = recal_batches(cfg) if cfg.recalibrate else []
+        self.batches = recalibration_batches(cfg) if cfg.recalibrate else []
         # Checkpoint BN buffers, restored before every candidate.
         self._bn_state = {k: v.clone() for k, v in supernet.state_dict().items()
                           if _is_bn_buffer(supernet, k)}
@@ -121,9 +121,9 @@ class CandidateEvaluator:
             {"metric": cfg.metric} if cfg.metric != "ao" else {})
         self.settings_id = cache.settings_id(
             sequences=cache.fingerprint_sequences(self.val.sequences),
-            tracker=self.params, recal_batches=cfg.recal_batches if cfg.recalibrate else 0,
-            recal_batch_size=cfg.recal_batch_size, seed=cfg.seed,
-            recal_data=f"{cfg.recal_root}:{cfg.recal_split}", extra=extra or None)
+            tracker=self.params, recal_batches=cfg.recalibrate_batches if cfg.recalibrate else 0,
+            recal_batch_size=cfg.recalibrate_batch_size, seed=cfg.seed,
+            recal_data=f"{cfg.recalibrate_root}:{cfg.recalibrate_split}", extra=extra or None)
         self.evaluations = 0
 
     def _backend(self, name: str, frames: int) -> str:
