@@ -27,9 +27,8 @@ def worker(loop_config: dict) -> None:
     from lighttrack.data.sampling import build_pair_dataset
     from lighttrack.models import TrackSupernet
     from lighttrack.train.common import Dist, make_loader
-    from lighttrack.train.sampling import PathSampler
     from lighttrack.train.track_eval import supernet_evaluator
-    from lighttrack.train.tracking import train_tracking
+    from lighttrack.train.tracking import train_supernet
 
     cfg = from_dict(SupernetConfig, loop_config["config"])
     if cfg.run.threads:
@@ -49,8 +48,7 @@ def worker(loop_config: dict) -> None:
                             seed=cfg.run.seed + 1)
         evaluate = supernet_evaluator(cfg.eval, eval_archs(cfg), recal, dist.device)
     report = Reporter(loop_config, cfg.run.log_every, cfg.run.fault_injection_step, epochs=cfg.epochs)
-    train_tracking(model, loader, cfg, cfg.run, report, dist, ddp_wrap, state,
-                   sampler=PathSampler(cfg.run.seed, cfg.space), evaluate=evaluate)
+    train_supernet(model, loader, cfg, report, dist, ddp_wrap, state, evaluate)
 
 
 def lineage(cfg: SupernetConfig) -> dict[str, str]:
