@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ray_jobs.train_job import (
-    PARENT_TAG, Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, tracking_uri, worker_dist,
+    PARENT_TAG, Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, tracking_uri, worker_setup,
 )
 from lighttrack.train.config import RetrainConfig
 
@@ -59,17 +59,11 @@ def resolve_arch(ref: str, supernet: str = "") -> tuple[str, str, dict[str, str]
 
 
 def worker(loop_config: dict) -> None:
-    import torch
     from lighttrack.arch import parse
-    from lighttrack.config import from_dict
     from lighttrack.models import TrackSupernet
     from lighttrack.train.retrain import retrain_tracker
 
-    cfg = from_dict(RetrainConfig, loop_config["config"])
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    dist = worker_dist()
-    torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
+    cfg, dist = worker_setup(RetrainConfig, loop_config)
     supernet = None
     if loop_config["supernet"]:
         sn_state = input_state(loop_config, "supernet")["model"]

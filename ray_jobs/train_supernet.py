@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ray_jobs.train_job import (
-    Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, worker_dist,
+    Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, worker_setup,
 )
 from lighttrack.train.config import SupernetConfig
 
@@ -22,19 +22,13 @@ def eval_archs(cfg: SupernetConfig):
 
 
 def worker(loop_config: dict) -> None:
-    import torch
-    from lighttrack.config import from_dict
     from lighttrack.data.sampling import build_pair_dataset
     from lighttrack.models import TrackSupernet
     from lighttrack.train.common import Dist, make_loader
     from lighttrack.train.track_eval import supernet_evaluator
     from lighttrack.train.tracking import train_supernet
 
-    cfg = from_dict(SupernetConfig, loop_config["config"])
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    dist = worker_dist()
-    torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
+    cfg, dist = worker_setup(SupernetConfig, loop_config)
     model = TrackSupernet(cfg.space)
     state = resume_state()
     if state is None and cfg.init:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lighttrack.train.common import Amp, Dist, EtaClock, Report, cycle_epochs, restore, set_loader_epoch
+from lighttrack.train.common import Amp, Dist, EtaClock, Report, cycle_epochs, set_loader_epoch
 from lighttrack.train.config import OptimConfig, ScheduleConfig
 from lighttrack.train.schedules import build_optimizer, lr_at, param_groups, set_lr
 
@@ -79,9 +79,13 @@ def fit(obj: Objective, loader: DataLoader, cfg: Stage, amp_mode: str, report: R
     model = obj.model  # on dist.device
     optimizer = build_optimizer(obj.param_groups(), cfg.optim)
     amp = Amp(dist.device, amp_mode)
-    start_epoch, global_step = restore(state, model, optimizer, amp)
+    start_epoch, global_step = 0, 0
     if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        amp.scaler.load_state_dict(state["scaler"])
         obj.load_state(state)
+        start_epoch, global_step = state["epoch"] + 1, state["global_step"]
     elif baseline and evaluate is not None:
         # the untrained model on the same evaluation: the baseline training must beat
         pre = evaluate(model, -1) if dist.is_main else {}
