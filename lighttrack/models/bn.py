@@ -13,9 +13,10 @@ variance of all inputs pooled, which would add the variance of the batch means.)
 A BN that runs twice per forward (the shared backbone on template and search
 images) counts each call as one batch.
 
-:func:`recalibrated` is how every caller uses it (training-time evaluation of fixed
-paths, the search's candidates): the supernet's own statistics, a mixture over paths,
-are put back afterwards, so what follows never depends on the paths evaluated before.
+:func:`recalibrated` is how training evaluates fixed paths (phases 1, 2 and the phase-4
+reference): the supernet's own statistics, a mixture over paths, are put back afterwards,
+so training goes on as if nothing had been evaluated. (The search instead restores the
+checkpoint's statistics before each candidate and leaves the candidate's in place.)
 """
 from __future__ import annotations
 
