@@ -88,14 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("error: the config starts from the supernet; give --set supernet=<phase-2 run id or path>")
     tags["lighttrack.arch"] = arch
     loop_extra = {"arch": arch, "supernet": supernet}
-    return run_training(args, RetrainConfig, "retrain", _bind(worker, loop_extra), lambda c: tags,
-                   inputs=lambda c: {"supernet": (supernet, "supernet")} if supernet else {})
-
-
-def _bind(fn, extra: dict):
-    def worker_with(loop_config: dict) -> None:
-        fn(loop_config | extra)
-    return worker_with
+    return run_training(args, RetrainConfig, "retrain", lambda loop_config: worker(loop_config | loop_extra),
+                        lambda c: tags, inputs=lambda c: {"supernet": (supernet, "supernet")} if supernet else {})
 
 
 if __name__ == "__main__":

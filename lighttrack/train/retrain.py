@@ -118,19 +118,16 @@ def retrain_tracker(cfg: RetrainConfig, arch: Arch, supernet: TrackSupernet | No
                          workers=cfg.run.loader_workers, seed=cfg.run.seed)
     report = reporter("finetune", ft.epochs)
     evaluate = static_evaluator(ft.eval) if dist.is_main else None
-    if state is None and supernet is not None:
+    if state is None and dist.is_main and supernet is not None:
         # reference: the same path inside the supernet, BN re-estimated (what the search measured)
-        report(_supernet_reference(cfg, arch, supernet, dist.device) if dist.is_main else {})
+        recal = make_loader(build_pair_dataset(ft.data), ft.batch_size, Dist(), shuffle=True, seed=cfg.run.seed + 1)
+        ev = dataclasses.replace(ft.eval, recalibrate_batches=max(ft.eval.recalibrate_batches, 4))
+        m = ft.eval.metric
+        ref = supernet_evaluator(ev, [arch], recal, dist.device)(supernet.to(dist.device), -1)
+        report({f"supernet_path_val_{m}": ref[f"val_{m}/path0"]})
+    elif state is None and supernet is not None:
+        report({})  # every rank reports alike
     return finetune(tracker, loader, ft, cfg.run, _tagged(report, "finetune"), dist, wrap, state, evaluate)
-
-
-def _supernet_reference(cfg: RetrainConfig, arch: Arch, supernet: TrackSupernet, device: torch.device) -> dict:
-    """``{"supernet_path_val_<metric>": ...}``: ``arch`` inside the supernet on the fine-tune's validation."""
-    ft = cfg.finetune
-    recal = make_loader(build_pair_dataset(ft.data), ft.batch_size, Dist(), shuffle=True, seed=cfg.run.seed + 1)
-    ev = dataclasses.replace(ft.eval, recalibrate_batches=max(ft.eval.recalibrate_batches, 4))
-    m = ft.eval.metric
-    return {f"supernet_path_val_{m}": supernet_evaluator(ev, [arch], recal, device)(supernet.to(device), -1)[f"val_{m}/path0"]}
 
 
 def _tagged(report: Report, stage: str) -> Report:

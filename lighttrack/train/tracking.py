@@ -31,15 +31,9 @@ from lighttrack.train.sampling import LargestWarmup, PathSampler
 from lighttrack.train.schedules import param_groups
 from lighttrack.train.trainer import Evaluate, Objective, fit
 
-__all__ = ["train_supernet", "finetune", "TrackObjective", "SupernetObjective", "set_backbone_frozen"]
+__all__ = ["train_supernet", "finetune", "TrackObjective", "SupernetObjective"]
 
 LARGEST = resolve("largest")  # k7e6 everywhere, both heads 256 channels of k5 layers
-
-
-def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
-    """Freeze/thaw ``model.backbone`` parameters (BN mode is set per epoch)."""
-    for p in model.backbone.parameters():
-        p.requires_grad_(not frozen)
 
 
 class TrackObjective(Objective):
@@ -65,7 +59,8 @@ class TrackObjective(Objective):
         frozen = epoch < self.freeze_epochs
         if net is None or frozen != self.frozen:
             self.frozen = frozen
-            set_backbone_frozen(self.model, frozen)
+            for p in self.model.backbone.parameters():
+                p.requires_grad_(not frozen)
             net = wrap(self.model)  # DDP syncs the parameters that required grad when it was built
         net.train()
         if frozen:
