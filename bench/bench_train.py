@@ -50,7 +50,7 @@ def _steps(batch: dict, steps: int, threads: int) -> list[float]:
 def _ray_worker(config: dict) -> None:
     import ray.train
     from lighttrack.train.common import Dist
-    from lighttrack.train.tracking import set_backbone_frozen  # noqa: F401 (import cost like a job)
+    from lighttrack.train.tracking import train_supernet  # noqa: F401 (import cost like a job)
     from ray_jobs.train_job import ddp_wrap
     batch = config["batch"]
     times = _steps(batch, config["steps"], config["threads"])

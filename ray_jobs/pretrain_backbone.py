@@ -5,23 +5,17 @@
 """
 from __future__ import annotations
 
-from ray_jobs.train_job import Reporter, ddp_wrap, parse_args, resume_state, run_training, worker_dist
+from ray_jobs.train_job import Reporter, ddp_wrap, parse_args, resume_state, run_training, worker_setup
 from lighttrack.train.config import PretrainConfig
 
 
 def worker(loop_config: dict) -> None:
-    import torch
-    from lighttrack.config import from_dict
     from lighttrack.models import ClassSupernet
     from lighttrack.train.class_data import class_dataset
     from lighttrack.train.common import make_loader
     from lighttrack.train.pretrain import train_backbone_supernet
 
-    cfg = from_dict(PretrainConfig, loop_config["config"])
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    dist = worker_dist()
-    torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
+    cfg, dist = worker_setup(PretrainConfig, loop_config)
     model = ClassSupernet(cfg.model.num_classes, cfg.model.dropout)
     size = cfg.model.image_size
     train = make_loader(class_dataset(cfg.data_root, "train", size, train=True), cfg.batch_size, dist,

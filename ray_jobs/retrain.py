@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ray_jobs.train_job import (
-    PARENT_TAG, Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, tracking_uri, worker_dist,
+    PARENT_TAG, Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, tracking_uri, worker_setup,
 )
 from lighttrack.train.config import RetrainConfig
 
@@ -59,76 +59,23 @@ def resolve_arch(ref: str, supernet: str = "") -> tuple[str, str, dict[str, str]
 
 
 def worker(loop_config: dict) -> None:
-    import torch
     from lighttrack.arch import parse
-    from lighttrack.config import from_dict
-    from lighttrack.data.sampling import build_pair_dataset
-    from lighttrack.models import StaticTracker, TrackSupernet, extract
-    from lighttrack.models.static import StaticClassifier
-    from lighttrack.train.class_data import class_dataset
-    from lighttrack.train.common import Dist, make_loader
-    from lighttrack.train.retrain import copy_backbone, train_classifier
-    from lighttrack.train.track_eval import static_evaluator, supernet_evaluator
-    from lighttrack.train.tracking import train_tracking
+    from lighttrack.models import TrackSupernet
+    from lighttrack.train.retrain import retrain_tracker
 
-    cfg = from_dict(RetrainConfig, loop_config["config"])
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    dist = worker_dist()
-    arch = parse(loop_config["arch"])
-    torch.manual_seed(cfg.run.seed)
+    cfg, dist = worker_setup(RetrainConfig, loop_config)
     supernet = None
     if loop_config["supernet"]:
         sn_state = input_state(loop_config, "supernet")["model"]
         supernet = TrackSupernet.for_state_dict(sn_state)
         supernet.load_state_dict(sn_state)
-    state = resume_state()
-    stage = state["stage"] if state else ("retrain" if cfg.retrain.enabled else "finetune")
-    fault = cfg.run.fault_injection_step
+    first = "retrain" if cfg.retrain.enabled else "finetune"  # TEST ONLY fault injection: the first stage
 
-    def tagged(report, name):
-        return lambda m, s=None: report(m, None if s is None else s | {"stage": name})
+    def reporter(stage: str, epochs: int) -> Reporter:
+        fault = cfg.run.fault_injection_step if stage == first else -1
+        return Reporter(loop_config, cfg.run.log_every, fault, prefix=f"{stage}/", epochs=epochs)
 
-    backbone_src = None
-    r = cfg.retrain
-    if stage == "retrain":
-        classifier = StaticClassifier(arch.backbone, r.model.num_classes, r.model.dropout)
-        if r.init == "supernet":
-            if supernet is None:
-                raise ValueError("retrain.init=supernet needs a supernet reference")
-            copy_backbone(classifier, extract(supernet, arch))
-        train = make_loader(class_dataset(r.data_root, "train", r.model.image_size, True, r.autoaugment),
-                            r.batch_size, dist, shuffle=True, workers=cfg.run.loader_workers, seed=cfg.run.seed)
-        val = make_loader(class_dataset(r.data_root, "val", r.model.image_size, False), r.batch_size, Dist(),
-                          shuffle=False, drop_last=False) if dist.is_main else None
-        rep = Reporter(loop_config, cfg.run.log_every, fault, prefix="retrain/", epochs=r.epochs)
-        _, backbone_src = train_classifier(classifier, train, val, r, cfg.run, tagged(rep, "retrain"), dist,
-                                           ddp_wrap, state)
-        state = None  # the fine-tune starts fresh
-    ft = cfg.finetune
-    if supernet is not None and ft.head_init == "supernet":
-        tracker = extract(supernet, arch)
-    else:
-        tracker = StaticTracker.build(arch)
-    if backbone_src is not None:
-        copy_backbone(tracker, backbone_src)
-    data = build_pair_dataset(ft.data)
-    loader = make_loader(data, ft.batch_size, dist, shuffle=True, workers=cfg.run.loader_workers, seed=cfg.run.seed)
-    rep = Reporter(loop_config, cfg.run.log_every, fault if not cfg.retrain.enabled else -1,
-                   prefix="finetune/", epochs=ft.epochs)
-    evaluate = static_evaluator(ft.eval) if dist.is_main else None
-    if state is None and dist.is_main and supernet is not None:
-        # reference: the same path inside the supernet, BN re-estimated (what the search measured)
-        recal = make_loader(build_pair_dataset(ft.data), ft.batch_size, Dist(), shuffle=True, seed=cfg.run.seed + 1)
-        n = max(ft.eval.recalibrate_batches, 4)
-        ref_eval = supernet_evaluator(ft.eval.__class__(**(vars(ft.eval) | {"recalibrate_batches": n})),
-                                      [arch], recal, dist.device)
-        m = ft.eval.metric
-        rep({f"supernet_path_val_{m}": ref_eval(supernet.to(dist.device), -1)[f"val_{m}/path0"]})
-    elif state is None and supernet is not None:
-        rep({})
-    train_tracking(tracker, loader, ft, cfg.run, tagged(rep, "finetune"), dist, ddp_wrap, state,
-                   sampler=None, evaluate=evaluate)
+    retrain_tracker(cfg, parse(loop_config["arch"]), supernet, reporter, dist, ddp_wrap, resume_state())
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -141,14 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("error: the config starts from the supernet; give --set supernet=<phase-2 run id or path>")
     tags["lighttrack.arch"] = arch
     loop_extra = {"arch": arch, "supernet": supernet}
-    return run_training(args, RetrainConfig, "retrain", _bind(worker, loop_extra), lambda c: tags,
-                   inputs=lambda c: {"supernet": (supernet, "supernet")} if supernet else {})
-
-
-def _bind(fn, extra: dict):
-    def worker_with(loop_config: dict) -> None:
-        fn(loop_config | extra)
-    return worker_with
+    return run_training(args, RetrainConfig, "retrain", lambda loop_config: worker(loop_config | loop_extra),
+                        lambda c: tags, inputs=lambda c: {"supernet": (supernet, "supernet")} if supernet else {})
 
 
 if __name__ == "__main__":

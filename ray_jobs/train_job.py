@@ -29,7 +29,7 @@ from ray_jobs.common import PARENT_TAG, PHASE_TAG
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: default storage path runs/
 
-__all__ = ["parse_args", "run_training", "Reporter", "worker_dist", "input_state", "load_checkpoint_ref", "CHECKPOINT_FILE"]
+__all__ = ["parse_args", "run_training", "Reporter", "worker_setup", "input_state", "load_checkpoint_ref", "CHECKPOINT_FILE"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 JOB_TAG, STORAGE_TAG = "lighttrack.job", "lighttrack.storage"  # find the job's run again on a re-run
@@ -253,13 +253,20 @@ def input_state(loop_config: dict, name: str) -> dict | None:
     return None if ref is None else ray.get(ref)
 
 
-def worker_dist():
-    """This Ray Train worker's Dist (rank, world size, device)."""
+def worker_setup(cfg_cls: type, loop_config: dict) -> tuple[Any, Any]:
+    """This Ray Train worker's (config, Dist: rank, world size, device); torch threads as
+    configured and the seed set, so every rank builds identical initial weights."""
     import ray.train
     import ray.train.torch
+    from lighttrack.config import from_dict
     from lighttrack.train.common import Dist
+    cfg = from_dict(cfg_cls, loop_config["config"])
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
     ctx = ray.train.get_context()
-    return Dist(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+    dist = Dist(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+    torch.manual_seed(cfg.run.seed)
+    return cfg, dist
 
 
 def ddp_wrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ray_jobs.train_job import (
-    Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, worker_dist,
+    Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, worker_setup,
 )
 from lighttrack.train.config import SupernetConfig
 
@@ -22,20 +22,13 @@ def eval_archs(cfg: SupernetConfig):
 
 
 def worker(loop_config: dict) -> None:
-    import torch
-    from lighttrack.config import from_dict
     from lighttrack.data.sampling import build_pair_dataset
     from lighttrack.models import TrackSupernet
     from lighttrack.train.common import Dist, make_loader
-    from lighttrack.train.sampling import PathSampler
     from lighttrack.train.track_eval import supernet_evaluator
-    from lighttrack.train.tracking import train_tracking
+    from lighttrack.train.tracking import train_supernet
 
-    cfg = from_dict(SupernetConfig, loop_config["config"])
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    dist = worker_dist()
-    torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
+    cfg, dist = worker_setup(SupernetConfig, loop_config)
     model = TrackSupernet(cfg.space)
     state = resume_state()
     if state is None and cfg.init:
@@ -49,8 +42,7 @@ def worker(loop_config: dict) -> None:
                             seed=cfg.run.seed + 1)
         evaluate = supernet_evaluator(cfg.eval, eval_archs(cfg), recal, dist.device)
     report = Reporter(loop_config, cfg.run.log_every, cfg.run.fault_injection_step, epochs=cfg.epochs)
-    train_tracking(model, loader, cfg, cfg.run, report, dist, ddp_wrap, state,
-                   sampler=PathSampler(cfg.run.seed, cfg.space), evaluate=evaluate)
+    train_supernet(model, loader, cfg, report, dist, ddp_wrap, state, evaluate)
 
 
 def lineage(cfg: SupernetConfig) -> dict[str, str]:

@@ -84,8 +84,7 @@ def phase2(data: Path, device: torch.device, steps: int, batch: int, backbone) -
     from lighttrack.data.sampling import build_pair_dataset
     from lighttrack.models import TrackSupernet
     from lighttrack.train.config import SupernetConfig
-    from lighttrack.train.sampling import PathSampler
-    from lighttrack.train.tracking import train_tracking
+    from lighttrack.train.tracking import train_supernet
 
     got10k = data / "got10k"
     cfg = load(SupernetConfig, ROOT / "configs/supernet_micro.yaml",
@@ -98,7 +97,7 @@ def phase2(data: Path, device: torch.device, steps: int, batch: int, backbone) -
     model.load_backbone(backbone.state_dict())
     loader = make_loader(build_pair_dataset(cfg.data), batch, Dist(device=device), shuffle=True, workers=2)
     rep = Steps()
-    train_tracking(model, loader, cfg, cfg.run, rep, Dist(device=device), sampler=PathSampler(0))
+    train_supernet(model, loader, cfg, rep, Dist(device=device))
     _sync(device)
     return {"step_ms": rep.step_ms(), "pairs_per_s": batch / rep.step_ms() * 1000, "batch": batch,
             "loss": rep.metrics.get("train_loss")}, model
@@ -181,7 +180,7 @@ def phase4(data: Path, device: torch.device, steps: int, batch: int, supernet) -
     from lighttrack.train.class_data import class_dataset
     from lighttrack.train.config import RetrainConfig
     from lighttrack.train.retrain import copy_backbone, train_classifier
-    from lighttrack.train.tracking import train_tracking
+    from lighttrack.train.tracking import finetune
 
     got10k = data / "got10k"
     amp = "bf16" if device.type == "cuda" else "off"
@@ -203,7 +202,7 @@ def phase4(data: Path, device: torch.device, steps: int, batch: int, supernet) -
     copy_backbone(tracker, backbone)
     loader = make_loader(build_pair_dataset(cfg.finetune.data), batch, dist, shuffle=True, workers=2)
     rep_f = Steps()
-    train_tracking(tracker, loader, cfg.finetune, cfg.run, rep_f, dist)
+    finetune(tracker, loader, cfg.finetune, cfg.run, rep_f, dist)
     _sync(device)
     return {"retrain_step_ms": rep_r.step_ms(), "finetune_step_ms": rep_f.step_ms(),
             "finetune_pairs_per_s": batch / rep_f.step_ms() * 1000, "batch": batch}, tracker

@@ -12,8 +12,7 @@ from lighttrack.config import load
 from lighttrack.models import TrackSupernet
 from lighttrack.train.common import Dist
 from lighttrack.train.config import SupernetConfig
-from lighttrack.train.sampling import PathSampler
-from lighttrack.train.tracking import train_tracking
+from lighttrack.train.tracking import train_supernet
 from tests.test_train_frozen import _batches
 
 
@@ -36,8 +35,8 @@ def _worker(rank: int, port: int, out: str, sandwich: int) -> None:
             td.all_gather_object(got, m["arch"])  # every rank's arch string at this step
             archs.append(got)
 
-    train_tracking(model, loader, cfg, cfg.run, report, Dist(rank, 2),
-                   lambda m: DistributedDataParallel(m, find_unused_parameters=True), sampler=PathSampler(0))
+    train_supernet(model, loader, cfg, report, Dist(rank, 2),
+                   lambda m: DistributedDataParallel(m, find_unused_parameters=True))
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     gathered = [torch.zeros_like(flat) for _ in range(2)]
     td.all_gather(gathered, flat)

@@ -12,16 +12,23 @@ batches, and the statistics a BN in train mode normalises with. (It is not the
 variance of all inputs pooled, which would add the variance of the batch means.)
 A BN that runs twice per forward (the shared backbone on template and search
 images) counts each call as one batch.
+
+:func:`recalibrated` is how training evaluates fixed paths (phases 1, 2 and the phase-4
+reference): the supernet's own statistics, a mixture over paths, are put back afterwards,
+so training goes on as if nothing had been evaluated. (The search instead restores the
+checkpoint's statistics before each candidate and leaves the candidate's in place.)
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+import contextlib
+import itertools
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["recalibrate_bn"]
+__all__ = ["recalibrate_bn", "recalibrated"]
 
 
 def recalibrate_bn(net_fn: Callable[[Any], Any], batches: Iterable[Any]) -> int:
@@ -58,3 +65,32 @@ def recalibrate_bn(net_fn: Callable[[Any], Any], batches: Iterable[Any]) -> int:
     if n_batches == 0:
         raise ValueError("recalibrate_bn: no batches given")
     return len(saved)
+
+
+@contextlib.contextmanager
+def recalibrated(model: nn.Module, net_fn: Callable[[Any], Any], batches: Iterable[Any] | None,
+                 num_batches: int | None = None) -> Iterator[None]:
+    """Inside: ``model`` in eval mode, the BNs that ``net_fn(batch)`` runs re-estimated on
+    the first ``num_batches`` (None: all) of ``batches`` (None or 0 batches: statistics as
+    they are). Outside: every BN buffer of ``model`` and its train/eval mode as before."""
+    saved = {k: v.detach().clone() for k, v in _bn_buffers(model)}
+    was_training = model.training
+    try:
+        model.eval()  # dropout off; recalibrate_bn puts each BN it runs in train mode itself
+        if batches is not None and num_batches != 0:
+            recalibrate_bn(net_fn, list(itertools.islice(batches, num_batches)))
+        yield
+    finally:
+        with torch.no_grad():
+            for k, v in _bn_buffers(model):
+                v.copy_(saved[k])
+        model.train(was_training)
+
+
+def _bn_buffers(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every BatchNorm buffer (running mean/var, batch count)."""
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm):
+            for b, t in m.named_buffers(recurse=False):
+                if t is not None:
+                    yield f"{name}.{b}", t

@@ -1,9 +1,9 @@
-"""Pieces shared by the training loops: device and mixed precision, loaders, timing,
+"""Pieces of the training loop (trainer.py): device and mixed precision, loaders, timing,
 checkpoint state. Plain PyTorch: the Ray jobs bind these to workers.
 
 A loop reports through ``report(metrics, state=None)``: every step with step metrics
 (``state`` None), and at the end of every epoch with epoch metrics and the full
-checkpoint ``state`` (a dict of plain tensors/values, see each loop's ``state``).
+checkpoint ``state`` (a dict of plain tensors/values, see ``trainer.fit``).
 Every rank calls ``report`` the same number of times, so the caller may use it as a
 collective (Ray Train's ``report`` is one).
 """
@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 __all__ = ["Report", "Dist", "Amp", "make_loader", "to_device", "unwrap", "cycle_epochs",
-           "EtaClock", "set_loader_epoch", "restore"]
+           "EtaClock", "set_loader_epoch"]
 
 
 class Report(Protocol):
@@ -165,17 +165,6 @@ def to_device(batch, device: torch.device):
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (or the model itself)."""
     return getattr(model, "module", model)
-
-
-def restore(state: dict | None, model: nn.Module, optimizer: torch.optim.Optimizer, amp: Amp) -> tuple[int, int]:
-    """Load a state a training loop reported (model, optimizer, grad scaler); returns
-    (first epoch to run, global step), (0, 0) without a state."""
-    if state is None:
-        return 0, 0
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    amp.scaler.load_state_dict(state["scaler"])
-    return state["epoch"] + 1, state["global_step"]
 
 
 class EtaClock:

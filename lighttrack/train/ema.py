@@ -6,6 +6,8 @@ import copy
 import torch
 from torch import nn
 
+from lighttrack.train.common import unwrap
+
 __all__ = ["ModelEma"]
 
 
@@ -20,13 +22,13 @@ class ModelEma:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"ema decay = {decay}; must be in [0, 1)")
         self.decay = decay
-        self.module = copy.deepcopy(_unwrap(model)).eval()
+        self.module = copy.deepcopy(unwrap(model)).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        src = _unwrap(model).state_dict()
+        src = unwrap(model).state_dict()
         for name, ema_v in self.module.state_dict().items():
             v = src[name].detach()
             if ema_v.dtype.is_floating_point:
@@ -40,7 +42,3 @@ class ModelEma:
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state)
 
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
-    return getattr(model, "module", model)

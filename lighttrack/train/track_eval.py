@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from lighttrack.arch import Arch
+from lighttrack.models.bn import recalibrated
 from lighttrack.tracker.params import load_params
 from lighttrack.tracker.validation import Validation, open_validation, score
-from lighttrack.train.bn import path_bn_recalibrated
 from lighttrack.train.common import pair_batch, unwrap
 from lighttrack.train.config import TrackEvalConfig
 
@@ -51,9 +51,7 @@ def supernet_evaluator(cfg: TrackEvalConfig, archs: Sequence[Arch], recal_batche
         model = unwrap(model)
         out = {}
         for i, arch in enumerate(archs):
-            with path_bn_recalibrated(model, _pair_forward(model, arch, device), recal_batches,
-                                      cfg.recalibrate_batches):
-                model.eval()
+            with recalibrated(model, _pair_forward(model, arch, device), recal_batches, cfg.recalibrate_batches):
                 scores = track_scores(model.path(arch), val, cfg)
             out[f"val_{m}/path{i}"] = scores["fitness"]
         out[f"val_{m}/mean"] = sum(out.values()) / max(len(archs), 1)
