@@ -25,7 +25,7 @@ def worker(loop_config: dict) -> None:
     val = make_loader(class_dataset(cfg.data_root, "val", size, train=False), cfg.batch_size, type(dist)(),
                       shuffle=False, drop_last=False)
     state = resume_state()
-    report = Reporter(loop_config, cfg.run.log_every, cfg.run.fault_injection_step, epochs=cfg.epochs)
+    report = Reporter(loop_config, cfg.run.log_every, epochs=cfg.epochs)
     train_backbone_supernet(model, train, val if dist.is_main else None, cfg, report, dist, ddp_wrap, state,
                             recal_loader=recal)
 

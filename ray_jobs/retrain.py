@@ -72,8 +72,7 @@ def worker(loop_config: dict) -> None:
     first = "retrain" if cfg.retrain.enabled else "finetune"  # TEST ONLY fault injection: the first stage
 
     def reporter(stage: str, epochs: int) -> Reporter:
-        fault = cfg.run.fault_injection_step if stage == first else -1
-        return Reporter(loop_config, cfg.run.log_every, fault, prefix=f"{stage}/", epochs=epochs)
+        return Reporter(loop_config, cfg.run.log_every, prefix=f"{stage}/", epochs=epochs, fault=stage == first)
 
     retrain_tracker(cfg, parse(loop_config["arch"]), supernet, reporter, dist, ddp_wrap, resume_state())
 

@@ -28,6 +28,9 @@ from lighttrack.config import load, to_dict
 from ray_jobs.common import PARENT_TAG, PHASE_TAG
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: default storage path runs/
+# TEST ONLY: a driver with this set to N makes rank 0 of its training kill its own process at
+# global step N, once (tests/test_train_resume.py). Not a config key: no user sets it, MLflow never shows it.
+FAULT_ENV = "LIGHTTRACK_TEST_FAULT_STEP"
 
 __all__ = ["parse_args", "run_training", "Reporter", "worker_setup", "input_state", "load_checkpoint_ref", "CHECKPOINT_FILE"]
 
@@ -173,7 +176,7 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
         worker_fn,
         train_loop_config={"config": absolute_paths(to_dict(cfg)), "config_path": args.config, "overrides": args.overrides,
                            "run_id": run_id, "tracking_uri": tracking_uri(), "name": args.name, "inputs": refs,
-                           "phase": phase},
+                           "phase": phase, "fault_step": int(os.environ.get(FAULT_ENV, -1))},
         scaling_config=ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.run.cpus_per_worker}),
         run_config=RunConfig(name=args.name, storage_path=storage,
@@ -289,15 +292,16 @@ def resume_state() -> dict | None:
 class Reporter:
     """``report(metrics, state=None)`` for the library loops, inside a Ray Train worker."""
 
-    def __init__(self, loop_config: dict, log_every: int, fault_step: int = -1, prefix: str = "",
-                 epochs: int = 0) -> None:
+    def __init__(self, loop_config: dict, log_every: int, prefix: str = "", epochs: int = 0,
+                 fault: bool = True) -> None:
         import ray.train
         self.ctx = ray.train.get_context()
         self.rank = self.ctx.get_world_rank()
         self.run_id, self.name = loop_config["run_id"], loop_config["name"]
         self.phase = loop_config.get("phase")
         self.log_every, self.prefix, self.epochs = max(log_every, 1), prefix, epochs
-        # TEST ONLY: kill once per MLflow run (a marker file makes the restarted attempt go on)
+        # TEST ONLY (FAULT_ENV): kill once per MLflow run (a marker file makes the restarted attempt go on)
+        fault_step = loop_config.get("fault_step", -1) if fault else -1
         self.fault_marker = Path(tempfile.gettempdir()) / f"lighttrack_fault_{self.run_id}_{prefix.strip('/')}"
         self.fault_step = fault_step if (fault_step >= 0 and not self.fault_marker.exists()) else -1
         self.client = None

@@ -41,7 +41,7 @@ def worker(loop_config: dict) -> None:
         recal = make_loader(build_pair_dataset(cfg.data), cfg.batch_size, Dist(), shuffle=True,
                             seed=cfg.run.seed + 1)
         evaluate = supernet_evaluator(cfg.eval, eval_archs(cfg), recal, dist.device)
-    report = Reporter(loop_config, cfg.run.log_every, cfg.run.fault_injection_step, epochs=cfg.epochs)
+    report = Reporter(loop_config, cfg.run.log_every, epochs=cfg.epochs)
     train_supernet(model, loader, cfg, report, dist, ddp_wrap, state, evaluate)
 
 

@@ -1,4 +1,4 @@
-"""A training worker killed mid-run (``run.fault_injection_step``, test only): Ray Train
+"""A training worker killed mid-run (``LIGHTTRACK_TEST_FAULT_STEP``, a test-only hook): Ray Train
 restarts the worker group from the last epoch checkpoint, the job finishes, and MLflow
 holds exactly one run for it, with every epoch logged once."""
 import os
@@ -23,11 +23,12 @@ def tiny_data(tmp_path_factory):
 def test_killed_worker_resumes_from_checkpoint_one_mlflow_run(tiny_data, tmp_path):
     from mlflow.tracking import MlflowClient
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": db}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": db,
+                                                                          "LIGHTTRACK_TEST_FAULT_STEP": "3"}
     cmd = [sys.executable, "-m", "ray_jobs.pretrain_backbone", "--config", "configs/pretrain_micro.yaml",
            "--name", "resume-test", "--storage-path", str(tmp_path / "runs"), "--address", "local",  # a private local Ray
            "--set", f"data_root={tiny_data / 'imagenet'}", "--set", "epochs=3",
-           "--set", "run.fault_injection_step=3", "--set", "run.max_failures=2"]
+           "--set", "run.max_failures=2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]

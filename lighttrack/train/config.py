@@ -60,7 +60,6 @@ class RunConfig:
     keep_checkpoints: PosInt = 2    # checkpoints kept by Ray Train (latest ones)
     log_every: PosInt = 10          # steps between per-step metric reports
     threads: Count = 0           # torch.set_num_threads per worker (0 = leave as is)
-    fault_injection_step: int = -1  # TEST ONLY: rank 0 kills its own process at this global step (first attempt)
 
 
 @dataclass
