@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import socket
@@ -32,7 +33,7 @@ from lighttrack.commands.argtypes import positive_int
 __all__ = [
     "OpsError", "PHASES", "PHASE_TAG", "PARENT_TAG", "ARCH_TAG", "RUN_ID_PREFIX",
     "add_common_args", "load_config", "setup_mlflow", "connect_ray", "Capacity", "cluster_capacity", "use_gpu",
-    "RunInput", "resolve_run_input", "storage_path_check", "phase_run", "named_run", "report_run_id",
+    "RunInput", "resolve_run_input", "storage_path_check", "absolute", "absolute_paths", "is_data_key", "phase_run", "named_run", "find_or_create_run", "tracking_uri", "config_params", "report_run_id",
     "run_main", "mark_failed", "FAILURE_TAG", "check_inputs",
 ]
 
@@ -43,6 +44,7 @@ PHASE_TAG = "lighttrack.phase"  # one of PHASES, on every run a job creates
 PARENT_TAG = "lighttrack.parent_run"  # run id of the input run (lineage)
 FAILURE_TAG = "lighttrack.failure"  # why a FAILED (or KILLED) run stopped: the error's last line
 ARCH_TAG = "lighttrack.arch"  # canonical architecture string, where a run has one
+JOB_TAG, STORAGE_TAG = "lighttrack.job", "lighttrack.storage"  # a training job's run, found again on a re-run
 NAME_TAG = "lighttrack.search_name"  # the name a resumable run is found by (named_run)
 RUN_ID_PREFIX = "LIGHTTRACK_RUN_ID="  # the line a job prints so drivers can chain phases
 DEFAULT_EXPERIMENT = "lighttrack"
@@ -84,10 +86,59 @@ def load_config(cls: type[T], args: argparse.Namespace, flags: dict[str, str] | 
     return load(cls, args.config, [*sugar, *args.overrides])
 
 
+# --------------------------------------------------------------------------- paths
+
+PATH_KEYS = ("root", "data_root", "index", "init", "arch", "tracker", "supernet")  # may name a file or folder
+
+
+def is_data_key(key: str) -> bool:
+    """Config keys that hold data locations: ``root``, ``data_root``, ``val_root``, ..."""
+    return key == "root" or key.endswith("_root")
+
+
+def absolute(location: str, base: str | Path = ".") -> str:
+    """The one rule for a location given in a config or on the command line: a URI stays as
+    it is; a local path is made absolute, a relative one taken relative to ``base`` (a
+    folder, or a bucket URI such as ``s3://bucket/prefix`` that holds the same tree)."""
+    from lighttrack.data import fs
+
+    if "://" in location:
+        return location
+    if fs.is_uri(str(base)) and not Path(location).is_absolute():
+        return fs.join(str(base), location)
+    return str((Path(base).expanduser() / Path(location).expanduser()).resolve())
+
+
+def absolute_paths(d: Any) -> Any:
+    """``d`` (a config as a dict) with its relative local paths made absolute (:func:`absolute`).
+
+    Ray Train workers do not run in the driver's directory (a local Ray starts them in its
+    session folder), so ``data/synth/got10k`` must be resolved here. Only values of
+    :data:`PATH_KEYS` or data keys that exist relative to the driver's directory change:
+    URIs, MLflow run ids and arch or preset names stay.
+    """
+    if isinstance(d, list):
+        return [absolute_paths(v) for v in d]
+    if not isinstance(d, dict):
+        return d
+    out = {}
+    for k, v in d.items():
+        if (k in PATH_KEYS or is_data_key(k)) and isinstance(v, str) and v and "://" not in v \
+                and not os.path.isabs(v) and os.path.exists(v):
+            v = absolute(v)
+        out[k] = absolute_paths(v)
+    return out
+
+
 # --------------------------------------------------------------------------- MLflow
 
 def _default_tracking_uri() -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the local sqlite store ``./mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or _default_tracking_uri()
 
 
 def _check_http_server(uri: str, timeout: float = 10.0) -> None:
@@ -115,7 +166,7 @@ def setup_mlflow(experiment: str = DEFAULT_EXPERIMENT) -> str:
     """
     import mlflow
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or _default_tracking_uri()
+    uri = tracking_uri()
     scheme = urllib.parse.urlparse(uri).scheme
     if scheme in ("http", "https"):
         _check_http_server(uri)
@@ -142,6 +193,7 @@ class RunInput:
     path: Path  # local file or directory
     run_id: str | None  # None when given as a path
     params: dict[str, str]  # the run's MLflow params ({} for a path)
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)  # the run's MLflow tags ({} for a path)
 
 
 def resolve_run_input(run_id_or_path: str, expected_phase: str, artifact: str) -> RunInput:
@@ -185,18 +237,60 @@ def resolve_run_input(run_id_or_path: str, expected_phase: str, artifact: str) -
         have = [f.path for f in client.list_artifacts(run_id_or_path)]
         raise OpsError(f"MLflow run {run_id_or_path} ({expected_phase}) has no artifact "
                        f"{artifact!r}; it has {have}") from e
-    return RunInput(Path(path), run_id_or_path, dict(run.data.params))
+    return RunInput(Path(path), run_id_or_path, dict(run.data.params), dict(run.data.tags))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
+def config_params(config: Any) -> dict[str, str]:
+    """A config (dataclass or dict) as MLflow params: dotted keys, lists as JSON, values cut
+    to MLflow's 6000 characters."""
+    def flat(d: dict, prefix: str = "") -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out |= flat(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = (json.dumps(v) if isinstance(v, (list, tuple)) else str(v))[:6000]
+        return out
+
+    return flat(to_dict(config) if dataclasses.is_dataclass(config) else dict(config))
+
+
+def log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
+    """All of ``params`` on run ``run_id``, 100 a call (MLflow's batch limit)."""
+    from mlflow.entities import Param
+
+    items = list(params.items())
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + 100]])
+
+
+def find_or_create_run(name: str, storage_path: str, experiment: str, phase: str, cfg: Any,
+                       tags: dict[str, str]) -> tuple[str, bool]:
+    """The MLflow run of training job ``name`` at ``storage_path`` (the existing one, set
+    RUNNING again, or a new one), and whether it already finished with this very config and
+    its checkpoint: then there is nothing to do."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{JOB_TAG}` = '{name}' and "
+                              f"tags.`{STORAGE_TAG}` = '{storage_path}'", max_results=2)
+    params = config_params(cfg)
+    if runs:
+        run = runs[0]
+        run_id = run.info.run_id
+        same = all(run.data.params.get(k) == v for k, v in params.items())
+        if same and run.info.status == "FINISHED" and client.list_artifacts(run_id, "checkpoint"):
+            return run_id, True
+        client.update_run(run_id, status="RUNNING")  # resumed: Ray Train restores its checkpoint
+        return run_id, False
+    run = client.create_run(exp_id, run_name=name, tags={JOB_TAG: name, STORAGE_TAG: storage_path,
+                                                         PHASE_TAG: phase, **tags})
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id, False
 
 
 def report_run_id(run_id: str) -> None:
@@ -221,8 +315,7 @@ def phase_run(phase: str, args: argparse.Namespace, config: Any = None,
     with mlflow.start_run(run_name=args.name, tags=tags) as run:
         report_run_id(run.info.run_id)
         if config is not None:
-            params = _flatten(to_dict(config) if dataclasses.is_dataclass(config) else dict(config))
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            log_params(mlflow.tracking.MlflowClient(), run.info.run_id, config_params(config))
         try:
             yield run
         except BaseException as e:  # the run ends FAILED (mlflow.start_run); say why
@@ -359,7 +452,7 @@ def storage_path_check(path: str | None, num_nodes: int | None = None) -> str | 
         raise OpsError(f"{what}, but the Ray cluster has or can scale to {num_nodes} nodes: checkpoints "
                        "must go to storage every node sees (s3://bucket/prefix, gs://bucket/prefix, or "
                        "file:///mnt/shared for a shared file system)")
-    return str(Path(path).expanduser().resolve()) if path else None
+    return absolute(path) if path else None
 
 
 def check_inputs(cfg: Any, where: str = "") -> None:

@@ -26,7 +26,7 @@ from typing import Callable
 import yaml
 
 from lighttrack.data.synth import SIZES
-from ray_jobs.common import PHASE_TAG, RUN_ID_PREFIX, OpsError
+from ray_jobs.common import PHASE_TAG, RUN_ID_PREFIX, OpsError, absolute, is_data_key
 from ray_jobs.services import BIN, LocalCluster, LocalMlflow, LocalRay, ServiceError
 from lighttrack.commands.argtypes import count
 
@@ -63,11 +63,6 @@ PHASES = (
 )
 
 
-def _is_data_key(key: str) -> bool:
-    """Config keys that hold data locations: ``root``, ``data_root``, ``val_root``, ..."""
-    return key == "root" or key.endswith("_root")
-
-
 def absolute_data_overrides(config: Path, base: Path | str) -> list[str]:
     """``key=value`` overrides that make every relative data root in ``config`` absolute.
 
@@ -76,17 +71,12 @@ def absolute_data_overrides(config: Path, base: Path | str) -> list[str]:
     may be a bucket URI, ``s3://bucket/prefix``, holding ``data/synth/...``). A root inside
     a list (e.g. ``data.sources``) is handled by overriding the whole list (JSON is YAML).
     """
-    from lighttrack.data import fs
-
-    def absolute(v: str) -> str:
-        return fs.join(str(base), v) if fs.is_uri(str(base)) else str((Path(base) / v).resolve())
-
     def fix(node):  # -> (changed, new node)
         if isinstance(node, dict):
             out, changed = {}, False
             for k, v in node.items():
-                if _is_data_key(k) and isinstance(v, str) and v and "://" not in v and not Path(v).is_absolute():
-                    out[k], changed = absolute(v), True
+                if is_data_key(k) and isinstance(v, str) and v and "://" not in v and not Path(v).is_absolute():
+                    out[k], changed = absolute(v, base), True
                 else:
                     c, out[k] = fix(v)
                     changed |= c

@@ -11,12 +11,10 @@ the search run's ``lighttrack.parent_run`` tag.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
-from ray_jobs.train_job import (
-    PARENT_TAG, Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, tracking_uri, worker_setup,
-)
+from ray_jobs.common import PARENT_TAG, resolve_run_input, tracking_uri
+from ray_jobs.train_job import Reporter, ddp_wrap, input_state, parse_args, resume_state, run_training, worker_setup
 from lighttrack.train.config import RetrainConfig
 
 
@@ -41,17 +39,12 @@ def resolve_arch(ref: str, supernet: str = "") -> tuple[str, str, dict[str, str]
         if "/" in ref or ref.endswith(".json"):
             raise FileNotFoundError(f"arch: {ref} does not exist (expected a search's best_arch.json, "
                                     "an architecture string, a preset or a search run id)")
-        from mlflow.tracking import MlflowClient
-        client = MlflowClient(tracking_uri())
-        try:
-            run = client.get_run(ref)
-        except Exception as e:  # noqa: BLE001
-            raise SystemExit(f"error: arch={ref!r} is not a best_arch.json path, an arch string "
-                             f"or an MLflow run id ({e})") from None
-        local = client.download_artifacts(ref, "best_arch.json", tempfile.mkdtemp())
-        info = json.loads(Path(local).read_text())
+        import mlflow
+        mlflow.set_tracking_uri(tracking_uri())
+        search = resolve_run_input(ref, "search", "best_arch.json")  # a finished search run, or a clear error
+        info = json.loads(search.path.read_text())
         tags[PARENT_TAG] = ref
-        supernet = supernet or run.data.tags.get(PARENT_TAG, "")
+        supernet = supernet or search.tags.get(PARENT_TAG, "")
     if "arch" not in info:
         raise SystemExit(f"error: {p}: best_arch.json has no 'arch' entry (keys: {sorted(info)})")
     supernet = supernet or str(info.get("supernet") or info.get("supernet_run") or "")

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from lighttrack.config import load, to_dict
-from ray_jobs.common import PARENT_TAG, PHASE_TAG
+from ray_jobs.common import PARENT_TAG, find_or_create_run, tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: default storage path runs/
 # TEST ONLY: a driver with this set to N makes rank 0 of its training kill its own process at
@@ -35,7 +35,6 @@ FAULT_ENV = "LIGHTTRACK_TEST_FAULT_STEP"
 __all__ = ["parse_args", "run_training", "Reporter", "worker_setup", "input_state", "load_checkpoint_ref", "CHECKPOINT_FILE"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
-JOB_TAG, STORAGE_TAG = "lighttrack.job", "lighttrack.storage"  # find the job's run again on a re-run
 
 
 # -- driver ---------------------------------------------------------------------------------
@@ -50,76 +49,6 @@ def parse_args(description: str, default_config: str, argv: list[str] | None = N
     if not args.name:
         p.error("--name is required (re-running the same --name and --storage-path resumes the run)")
     return args
-
-
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` or the local sqlite store (ray_jobs.common's default)."""
-    from ray_jobs.common import _default_tracking_uri
-    return os.environ.get("MLFLOW_TRACKING_URI") or _default_tracking_uri()
-
-
-PATH_KEYS = ("root", "data_root", "init", "arch", "index", "tracker", "supernet")  # fields that may name a local file or folder
-
-
-def absolute_paths(d: Any) -> Any:
-    """``d`` (a config as a dict) with relative local paths made absolute.
-
-    Ray Train workers do not run in the driver's directory (a local Ray starts them in its
-    session folder), so ``data/synth/got10k`` must be resolved here. Only values that exist
-    relative to the driver's directory change: URIs, MLflow run ids and arch names stay.
-    """
-    if isinstance(d, list):
-        return [absolute_paths(v) for v in d]
-    if not isinstance(d, dict):
-        return d
-    out = {}
-    for k, v in d.items():
-        if k in PATH_KEYS and isinstance(v, str) and v and "://" not in v and not os.path.isabs(v) \
-                and os.path.exists(v):
-            v = os.path.abspath(v)
-        out[k] = absolute_paths(v)
-    return out
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out |= _flat(v, key + ".")
-        else:
-            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
-    return out
-
-
-def find_or_create_run(name: str, storage_path: str, experiment: str, phase: str, cfg: Any,
-                       tags: dict[str, str]) -> tuple[str, bool]:
-    """The MLflow run of job ``name`` at ``storage_path`` (the existing one or a new one), and
-    whether it already finished, with this very config and its checkpoint: nothing to do."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-    mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    runs = client.search_runs([exp_id], filter_string=f"tags.`{JOB_TAG}` = '{name}' and "
-                              f"tags.`{STORAGE_TAG}` = '{storage_path}'", max_results=2)
-    params = {k: v[:6000] for k, v in _flat(to_dict(cfg)).items()}
-    if runs:
-        run = runs[0]
-        run_id = run.info.run_id
-        same = all(run.data.params.get(k) == v for k, v in params.items())
-        if same and run.info.status == "FINISHED" and client.list_artifacts(run_id, "checkpoint"):
-            return run_id, True
-        client.update_run(run_id, status="RUNNING")  # resumed: Ray Train restores its checkpoint
-        return run_id, False
-    run = client.create_run(exp_id, run_name=name, tags={JOB_TAG: name, STORAGE_TAG: storage_path,
-                                                         PHASE_TAG: phase, **tags})
-    items = list(params.items())
-    from mlflow.entities import Param
-    for i in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[i:i + 100]])
-    return run.info.run_id, False
 
 
 def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn: Callable[[dict], None],
@@ -140,7 +69,8 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    from ray_jobs.common import (OpsError, check_inputs, cluster_capacity, connect_ray, mark_failed, setup_mlflow,
+    from ray_jobs.common import (OpsError, absolute_paths, check_inputs, cluster_capacity, connect_ray, mark_failed,
+                                 setup_mlflow,
                                  storage_path_check, use_gpu as gpu_flag)
     overrides = list(args.overrides)
     if args.num_workers is not None:

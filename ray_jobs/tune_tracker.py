@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ray_jobs.common import ARCH_TAG, add_common_args, connect_ray, load_config, report_run_id, run_main, setup_mlflow
+from ray_jobs.common import ARCH_TAG, absolute, add_common_args, connect_ray, load_config, report_run_id, run_main, setup_mlflow
 from lighttrack.commands.argtypes import count, positive_int
 from lighttrack.config import ConfigError, Count, PosInt
 
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     arch = resolve(cfg.arch)
     base = to_dict(load_params(cfg.tracker))
-    dataset_args = {"root": str(Path(cfg.dataset).resolve()), "split": cfg.split, "max_sequences": cfg.max_sequences}
+    dataset_args = {"root": absolute(cfg.dataset), "split": cfg.split, "max_sequences": cfg.max_sequences}
     read_split(open_split(**dataset_args))  # a bad split (any sequence, any first box) fails here, before Ray
     state = load_torch_net(arch, cfg.checkpoint or None).state_dict()
     setup_mlflow(args.experiment)

@@ -109,7 +109,7 @@ def test_phase2_ran_ddp_on_two_nodes_and_the_search_on_both(smoke, cluster):
     trials = int(search.data.metrics["trials"])
     assert len(mine) == trials and len({r["arch"] for r in mine}) == trials  # one row per trial
     assert len({r["worker"].split(":")[0] for r in mine}) == 2, [r["worker"] for r in mine]  # two nodes
-    assert search.data.params["budgets"] == "['600M_2M']"  # what ran, not the config's empty list
+    assert json.loads(search.data.params["budgets"]) == ["600M_2M"]  # what ran, not the config's empty list
     assert search.data.params["run.workers"] == "2"
     # the cache went back to the supernet run, where the next search on it finds it
     parts = [a.path for a in client.list_artifacts(runs["supernet"], "eval_cache")]

@@ -232,7 +232,7 @@ def test_run_main_turns_bad_input_into_one_error_line(capsys):
 def test_training_job_config_paths_become_absolute(tmp_path, monkeypatch):
     """Ray Train workers do not run in the driver's directory: relative data roots and
     checkpoint paths that exist here are resolved before the config reaches them."""
-    from ray_jobs.train_job import absolute_paths
+    from ray_jobs.common import absolute_paths
     (tmp_path / "data" / "got10k").mkdir(parents=True)
     (tmp_path / "best_arch.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
