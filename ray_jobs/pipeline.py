@@ -208,9 +208,13 @@ def _versus(ao: float, baseline: float | None) -> str:
     return f"  (a tracker that stays at the first box: {baseline:.4f}; {verdict})"
 
 
-def ensure_data(base: Path, size: str = "default") -> Path:
-    """``base/data/synth`` with the embedded data set, generated unless it is complete."""
-    data = base / "data" / "synth"
+# The embedded data set each pipeline size runs on, and where (the configs name the folder).
+DATA = {"micro": ("tiny", "synth"), "tiny": ("default", "synth"), "small": ("small", "synth_small")}
+
+
+def ensure_data(base: Path, size: str = "default", folder: str = "synth") -> Path:
+    """``base/data/<folder>`` with the embedded data set, generated unless it is complete."""
+    data = base / "data" / folder
     summary = data / "synth.json"
     done = json.loads(summary.read_text()) if summary.is_file() else {}
     if done.get("size") == asdict(SIZES[size]) and "layouts" in done:  # older ones lack the layouts
@@ -232,8 +236,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", choices=("tiny", "micro"), default="tiny",
-                   help="tiny: the quick-start run (minutes); micro: seconds per phase (CI)")
+    p.add_argument("--size", choices=tuple(DATA), default="tiny",
+                   help="tiny: the quick-start run (about 20 min); small: the quality run (under 2 h on 2 cores, 'data/synth_small'); micro: seconds per phase (CI)")
     p.add_argument("--phases", default=",".join(ph.name for ph in PHASES),
                    help="comma-separated subset, in pipeline order")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "pipeline",
@@ -254,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     t0 = time.monotonic()
-    data = ensure_data(ROOT, "tiny" if args.size == "micro" else "default")  # micro: the smoke test's data
+    data = ensure_data(ROOT, *DATA[args.size])
     out = args.out.resolve()
     # A team's tracking server, when the user has one: log there and start none.
     given = os.environ.get("MLFLOW_TRACKING_URI", "")
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                                    hide=(ROOT / "runs", ROOT / "data"), tracking_uri=given)
             services.append(cluster)
             cluster.start()
-            cluster.s3.upload(data, "pipeline", "data", "synth")
+            cluster.s3.upload(data, "pipeline", "data", data.name)
             head, uri, env = cluster.head, cluster.tracking_uri, cluster.job_env
             storage, data_base = cluster.s3.uri("pipeline", "runs"), cluster.s3.uri("pipeline")
             extra = {"supernet": ["--num-workers", str(args.local_nodes)], "search": ["--workers", str(args.local_nodes)]}

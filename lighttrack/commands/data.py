@@ -71,7 +71,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("synth", help="write the embedded GOT-10k-layout and ImageNet-layout datasets")
     p.add_argument("--out", required=True, help="output folder (gets got10k/ and imagenet/)")
     p.add_argument("--seed", type=count, default=0)
-    p.add_argument("--size", default="default", help="default or tiny")
+    p.add_argument("--size", default="default", help="default, tiny or small")
     p.add_argument("--difficulty", default=None,
                    help="easy, medium, hard or mixed (by turns in every split); default: the size's (medium)")
     p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1), help="processes")

@@ -83,6 +83,9 @@ def level_of(difficulty: str, index: int) -> str:
 SIZES = {
     "default": SynthSize(train=40, val=10, test=5, frames=(60, 100), cls_train=300, cls_val=50),
     "tiny": SynthSize(train=4, val=3, test=2, frames=(16, 24), cls_train=8, cls_val=3),
+    # The small pipeline's (configs/*_small.yaml, data/synth_small): six times the training
+    # sequences, every level of difficulty.
+    "small": SynthSize(train=240, val=20, test=5, frames=(60, 100), cls_train=600, cls_val=50, difficulty="mixed"),
 }
 
 
