@@ -15,23 +15,44 @@ evaluations. About half an hour with the defaults on 2 CPUs.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
+from typing import Callable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from lighttrack.config import load
+from lighttrack.search import space
+from lighttrack.search.budget import Budget, BudgetCheck, CostModel
+from lighttrack.search.config import SearchConfig
+from lighttrack.search.evaluate import CandidateEvaluator, load_supernet
+from lighttrack.search.evolution import LightTrackEvolution, LightTrackRandom
+from lighttrack.search.pareto import best_so_far
+from lighttrack.search.searcher import CandidateSource, run_plain
 
-from lighttrack.config import load  # noqa: E402
-from lighttrack.search import space  # noqa: E402
-from lighttrack.search.budget import Budget, BudgetCheck, CostModel  # noqa: E402
-from lighttrack.search.config import SearchConfig  # noqa: E402
-from lighttrack.search.evaluate import CandidateEvaluator, load_supernet  # noqa: E402
-from lighttrack.search.evolution import LightTrackEvolution, LightTrackRandom  # noqa: E402
-from lighttrack.search.pareto import best_so_far  # noqa: E402
-from lighttrack.search.searcher import CandidateSource, run_plain  # noqa: E402
+
+def race(evaluate: Callable, check: BudgetCheck, n: int, seeds: Sequence[int], population: int, topk: int,
+         ) -> tuple[dict[str, list[np.ndarray]], int]:
+    """Evolution and random search, ``n`` evaluations each per seed: the best-so-far AO curves
+    per optimizer, and how many distinct architectures were scored (each once: shared)."""
+    scored: dict[str, dict] = {}  # arch -> row, shared by every run
+    curves: dict[str, list[np.ndarray]] = {"evolution": [], "random": []}
+    t0 = time.time()
+    for seed in seeds:
+        for name in curves:
+            param = space.parametrization(seed)
+            if name == "evolution":
+                opt = LightTrackEvolution(population=population, topk=topk, feasible=check)(param, budget=n)
+            else:
+                opt = LightTrackRandom(feasible=check)(param, budget=n)
+            source = CandidateSource(opt, check, n, known=scored)
+            run_plain(source, evaluate)
+            scored.update(source.known)
+            aos = [h["ao"] for h in source.history]
+            curves[name].append(best_so_far(aos))
+            print(f"seed {seed} {name:<9}: best AO {max(aos):.4f} ({source.stats.trials} computed, "
+                  f"{source.stats.cache_hits} from other runs; {time.time() - t0:.0f} s so far)", flush=True)
+    return curves, len(scored)
 
 
 def main() -> None:
@@ -54,23 +75,8 @@ def main() -> None:
     n = args.evaluations
     print(f"{n} evaluations per run, seeds {args.seeds}, budget {budget.label}, population "
           f"{args.population}, top-{args.topk}, config {args.config} {args.overrides}")
-    scored: dict[str, dict] = {}  # arch -> row, shared by every run
-    curves: dict[str, list[np.ndarray]] = {"evolution": [], "random": []}
     t0 = time.time()
-    for seed in args.seeds:
-        for name in curves:
-            param = space.parametrization(seed)
-            if name == "evolution":
-                opt = LightTrackEvolution(population=args.population, topk=args.topk, feasible=check)(param, budget=n)
-            else:
-                opt = LightTrackRandom(feasible=check)(param, budget=n)
-            source = CandidateSource(opt, check, n, known=scored)
-            run_plain(source, ev.evaluate)
-            scored.update(source.known)
-            aos = [h["ao"] for h in source.history]
-            curves[name].append(best_so_far(aos))
-            print(f"seed {seed} {name:<9}: best AO {max(aos):.4f} ({source.stats.trials} computed, "
-                  f"{source.stats.cache_hits} from other runs; {time.time() - t0:.0f} s so far)", flush=True)
+    curves, distinct = race(ev.evaluate, check, n, args.seeds, args.population, args.topk)
     print(f"\n{'evaluations':>12} {'evolution':>18} {'random':>18}")
     marks = sorted({k for k in (n // 4, n // 2, 3 * n // 4, n) if k >= 1})
     for k in marks:
@@ -79,7 +85,7 @@ def main() -> None:
             v = np.array([c[k - 1] for c in curves[name]])
             cells.append(f"{v.mean():.4f} +- {v.std():.4f}")
         print(f"{k:>12} {cells[0]:>18} {cells[1]:>18}")
-    print(f"(best AO so far, mean +- std over {len(args.seeds)} seeds; {len(scored)} distinct "
+    print(f"(best AO so far, mean +- std over {len(args.seeds)} seeds; {distinct} distinct "
           f"architectures scored in {time.time() - t0:.0f} s)")
 
 

@@ -14,8 +14,8 @@
    other draws of recalibration pairs; the spread of one candidate's fitness (mean standard
    deviation over re-draws) against the spread between candidates.
 3. **Evolution against random search** at ``--evaluations`` equal evaluations, over
-   ``--seeds`` seeds: the best fitness each found (a fitness evaluated once is remembered:
-   the score of an architecture does not depend on who asks for it).
+   ``--seeds`` seeds: the best fitness each found (``bench_evolution_vs_random.race``; a
+   fitness evaluated once is remembered: an architecture's score does not depend on who asks).
 """
 from __future__ import annotations
 
@@ -30,16 +30,15 @@ from scipy.stats import kendalltau
 from lighttrack.arch import Arch, sample
 from lighttrack.data.sampling import PairDataConfig, SourceConfig, build_pair_dataset
 from lighttrack.models.supernet import extract
-from lighttrack.search import space
 from lighttrack.search.budget import Budget, BudgetCheck, CostModel
 from lighttrack.search.evaluate import CandidateEvaluator, EvalConfig, load_supernet
-from lighttrack.search.evolution import LightTrackEvolution, LightTrackRandom
-from lighttrack.search.searcher import CandidateSource, run_plain
 from lighttrack.tracker.export import OrtEvalNet
 from lighttrack.tracker.validation import score
 from lighttrack.train.common import Dist, make_loader
 from lighttrack.train.config import FinetuneStageConfig, OptimConfig, RunConfig, ScheduleConfig, TrackEvalConfig
 from lighttrack.train.tracking import finetune
+
+from bench_evolution_vs_random import race  # bench/ is on the path of a script run from it
 
 
 def spread_archs(k: int, costs: CostModel, seed: int = 0) -> list[Arch]:
@@ -114,31 +113,14 @@ def main() -> None:
     print(f"test-retest over {args.retests + 1} recalibration draws: spread of one candidate {within:.4f}, "
           f"between candidates {between:.4f} (ratio {within / max(between, 1e-9):.2f})")
 
-    # 3. Evolution vs random search at equal evaluations.
-    known: dict[str, dict] = {}
-
-    def fitness(a: Arch) -> dict:
-        if str(a) not in known:
-            known[str(a)] = ev.evaluate(a)
-        return known[str(a)]
-
+    # 3. Evolution vs random search at equal evaluations (bench_evolution_vs_random's race).
     check = BudgetCheck(Budget.parse("600M,2M"), costs)
-    best: dict[str, list[float]] = {"evolution": [], "random": []}
-    for seed in range(args.seeds):
-        for name, make in (("evolution", LightTrackEvolution(population=max(4, args.evaluations // 3),
-                                                             topk=3, feasible=check)),
-                           ("random", LightTrackRandom(feasible=check))):
-            source = CandidateSource(make(space.parametrization(seed), budget=args.evaluations), check,
-                                     args.evaluations)
-            run_plain(source, fitness)
-            best[name].append(max(h["fitness"] for h in source.history))
-        print(f"  seed {seed}: best AO evolution {best['evolution'][-1]:.4f}, random {best['random'][-1]:.4f}",
-              flush=True)
+    curves, distinct = race(ev.evaluate, check, args.evaluations, range(args.seeds),
+                            max(4, args.evaluations // 3), 3)
+    evo, rnd = (np.array([c[-1] for c in curves[k]]) for k in ("evolution", "random"))
     print(f"evolution vs random at {args.evaluations} evaluations (600M MACs, 2M params), {args.seeds} seeds: "
-          f"{np.mean(best['evolution']):.4f} +- {np.std(best['evolution']):.4f} vs "
-          f"{np.mean(best['random']):.4f} +- {np.std(best['random']):.4f} (stay-put {baseline:.4f}; "
-          f"{len(known)} distinct evaluations, {time.time() - t0:.0f} s in all)")
-
+          f"{evo.mean():.4f} +- {evo.std():.4f} vs {rnd.mean():.4f} +- {rnd.std():.4f} (stay-put {baseline:.4f}; "
+          f"{distinct} distinct evaluations, {time.time() - t0:.0f} s in all)")
 
 if __name__ == "__main__":
     main()
