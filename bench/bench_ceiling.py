@@ -16,24 +16,22 @@ at the tracker or a train/track mismatch. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from lighttrack.arch import resolve  # noqa: E402
-from lighttrack.data.readers import Got10k  # noqa: E402
-from lighttrack.models.static import StaticTracker  # noqa: E402
-from lighttrack.models.supernet import extract  # noqa: E402
-from lighttrack.tracker import PRESETS  # noqa: E402
-from lighttrack.tracker.evaluation import evaluate_split  # noqa: E402
-from lighttrack.train.common import pair_batch  # noqa: E402
-from lighttrack.train.losses import tracking_loss  # noqa: E402
+from lighttrack.arch import resolve
+from lighttrack.data.readers import Got10k
+from lighttrack.models.static import StaticTracker
+from lighttrack.models.supernet import extract
+from lighttrack.tracker import PRESETS
+from lighttrack.tracker.evaluation import evaluate_split
+from lighttrack.train.common import pair_batch
+from lighttrack.train.losses import tracking_loss
 
 
 def initial(arch, init: str | None) -> StaticTracker:

@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import io
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,12 +24,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lighttrack.data import synth  # noqa: E402
-from lighttrack.data.classification import ImageFolderCV, eval_transform  # noqa: E402
-from lighttrack.data.readers import Got10k  # noqa: E402
-from lighttrack.data.sampling import PairDataset, PairSource  # noqa: E402
+from lighttrack.data import synth
+from lighttrack.data.classification import ImageFolderCV, eval_transform
+from lighttrack.data.readers import Got10k
+from lighttrack.data.sampling import PairDataset, PairSource
 
 
 def bench_pairs(root: Path, n: int = 300) -> float:

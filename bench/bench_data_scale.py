@@ -29,11 +29,10 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lighttrack.data.processing import PairProcessor, ProcessingConfig  # noqa: E402
-from lighttrack.data.sampling import PairDataConfig, PairDataset, PairSource, SourceConfig, build_pair_dataset  # noqa: E402
-from lighttrack import geometry  # noqa: E402
+from lighttrack.data.processing import PairProcessor, ProcessingConfig
+from lighttrack.data.sampling import PairDataConfig, PairDataset, PairSource, SourceConfig, build_pair_dataset
+from lighttrack import geometry
 
 
 # ------------------------------------------------------------------ real-size layouts

@@ -28,21 +28,19 @@ GOT-10k-sized split at the first ``--threads`` value.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from lighttrack.arch import resolve  # noqa: E402
-from lighttrack.data.readers import Got10k  # noqa: E402
-from lighttrack.tracker import PRESETS, Tracker  # noqa: E402
-from lighttrack.tracker.evaluation import evaluate_split  # noqa: E402
-from lighttrack.tracker.runtime import TorchNet  # noqa: E402
+from lighttrack.arch import resolve
+from lighttrack.data.readers import Got10k
+from lighttrack.tracker import PRESETS, Tracker
+from lighttrack.tracker.evaluation import evaluate_split
+from lighttrack.tracker.runtime import TorchNet
 
 PARAMS = PRESETS["vot2019"]
 

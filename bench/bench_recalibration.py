@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from lighttrack.arch import sample  # noqa: E402
-from lighttrack.config import load  # noqa: E402
-from lighttrack.search.budget import Budget, BudgetCheck, CostModel  # noqa: E402
-from lighttrack.search.config import SearchConfig  # noqa: E402
-from lighttrack.search.evaluate import CandidateEvaluator, load_supernet  # noqa: E402
+from lighttrack.arch import sample
+from lighttrack.config import load
+from lighttrack.search.budget import Budget, BudgetCheck, CostModel
+from lighttrack.search.config import SearchConfig
+from lighttrack.search.evaluate import CandidateEvaluator, load_supernet
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from lighttrack.config import load  # noqa: E402
-from lighttrack.search import space  # noqa: E402
-from lighttrack.search.budget import Budget, BudgetCheck, CostModel  # noqa: E402
-from lighttrack.search.config import SearchConfig  # noqa: E402
-from lighttrack.search.searcher import CandidateSource, run_plain  # noqa: E402
+from lighttrack.config import load
+from lighttrack.search import space
+from lighttrack.search.budget import Budget, BudgetCheck, CostModel
+from lighttrack.search.config import SearchConfig
+from lighttrack.search.searcher import CandidateSource, run_plain
 
 
 def plain(cfg: SearchConfig, ckpt: str, budget: Budget, costs: CostModel, n: int,
