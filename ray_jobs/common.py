@@ -33,7 +33,8 @@ from lighttrack.commands.argtypes import positive_int
 __all__ = [
     "OpsError", "PHASES", "PHASE_TAG", "PARENT_TAG", "ARCH_TAG", "RUN_ID_PREFIX",
     "add_common_args", "load_config", "setup_mlflow", "connect_ray", "Capacity", "cluster_capacity", "use_gpu",
-    "RunInput", "resolve_run_input", "storage_path_check", "absolute", "absolute_paths", "is_data_key", "phase_run", "named_run", "find_or_create_run", "tracking_uri", "config_params", "report_run_id",
+    "RunInput", "resolve_run_input", "storage_path_check", "absolute", "absolute_paths", "is_data_key",
+    "phase_run", "named_run", "find_or_create_run", "tracking_uri", "config_params", "report_run_id",
     "run_main", "mark_failed", "FAILURE_TAG", "check_inputs",
 ]
 
