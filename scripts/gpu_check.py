@@ -1,16 +1,23 @@
 """The library's own code on an accelerator, without Ray or MLflow (a bare GPU machine).
 
-    python scripts/gpu_check.py --devices cuda cpu --out OUT_DIR [--steps 20]
+    python scripts/gpu_check.py --out OUT_DIR [--parts eval,agree,train,parallel]
+        [--devices cuda cpu] [--steps 20] [--budget-s 450]
 
-For each device, side by side in one run, on the embedded data set (written to a
-temporary folder): a few training steps of phase 1 (backbone supernet), phase 2 (tracking
-supernet) and phase 4 (retrain + fine-tune of LightTrack-Mobile), with bf16 autocast on
-CUDA; BN recalibration and one candidate evaluation (the search's trial); on CUDA, one
-candidate over a GOT-10k-val-sized split (180 x 150 frames at 1280x720) by the lockstep
-evaluator with the whole loop on the device, beside the one-sequence tracker; the tracker on
-a 1280x720 synthetic video; and an ONNX export of the weights trained on that device,
-checked against the torch outputs under ONNX Runtime. Prints one line per figure and
-writes them all to OUT_DIR/gpu_check.json. ``scripts/gpu_check.sh`` is the entry point.
+Parts, in this order, each on its own (a failure is recorded and the next part runs):
+
+- ``eval`` (issue 18): one candidate (LightTrack-Mobile's path of a random-init supernet)
+  over a GOT-10k-val-sized split (180 x 150 frames at 1280x720, bench/bench_eval.py's)
+  by the lockstep evaluator with decode, crops and post-processing on the GPU, beside the
+  one-sequence tracker and the lockstep loop with host decode and crops;
+- ``agree``: the GPU loop's boxes and AO against the CPU host loop's on the embedded val;
+- ``train``: per device, side by side, a few training steps of phases 1, 2 and 4 (bf16
+  autocast on CUDA), BN recalibration and one search trial, the tracker on a 1280x720
+  video and an ONNX export of the weights trained there, checked under ONNX Runtime;
+- ``parallel``: candidates per minute with 1, 2 and 4 evaluator processes on one GPU (the
+  search's fractional GPUs), sized to what is left of ``--budget-s``.
+
+Every figure is written to OUT_DIR/gpu_check.json as soon as it is measured.
+``scripts/gpu_check.sh`` is the entry point.
 """
 from __future__ import annotations
 
@@ -120,56 +127,131 @@ def candidate(data: Path, device: torch.device, supernet) -> dict:
             "recal_pairs": cfg.recalibrate_batches * cfg.recalibrate_batch_size}
 
 
-def eval_split(data: Path, out: Path, sequences: int = 180, frames: int = 150) -> Path:
-    """A GOT-10k-val-sized split: ``sequences`` x ``frames`` hard links to four 1280x720 JPEGs
-    (embedded frames scaled up), a box walking over each."""
-    import cv2
-    import numpy as np
+def _timed(net, reader, out: Path, device: torch.device, **kw) -> dict:
+    """One candidate over ``reader`` by ``evaluate_split``: wall seconds, fps, AO beside the
+    stay-at-first-box AO on the same frames."""
+    from lighttrack.tracker import PRESETS
+    from lighttrack.tracker.evaluation import evaluate_split
 
-    split = out / "val"
-    split.mkdir(parents=True, exist_ok=True)
-    src = sorted((data / "got10k" / "train").glob("*/00000001.jpg"))[:4]
-    photos = []
-    for k, f in enumerate(src):
-        photos.append(split / f"photo{k}.jpg")
-        cv2.imwrite(str(photos[-1]), cv2.resize(cv2.imread(str(f)), (1280, 720)), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    rng = np.random.default_rng(0)
-    names = [f"GOT-10k_Val_{i + 1:06d}" for i in range(sequences)]
-    for i, name in enumerate(names):
-        d = split / name
-        d.mkdir(exist_ok=True)
-        for f in range(frames):
-            os.link(photos[i % len(photos)], d / f"{f + 1:08d}.jpg")
-        c = rng.uniform(200, 600) + np.cumsum(rng.normal(0, 5, (frames, 2)), 0)
-        (d / "groundtruth.txt").write_text("".join(f"{x:.2f},{y:.2f},120,90\n" for x, y in c))
-    (split / "list.txt").write_text("\n".join(names) + "\n")
+    _sync(device)
+    t0 = time.perf_counter()
+    s = evaluate_split(net, reader, out, PRESETS["vot2019"], protocol="got10k", plot=False, **kw)
+    _sync(device)
+    sec = time.perf_counter() - t0
+    return {"seconds": round(sec, 3), "frames": s["frames"], "fps": round(s["frames"] / sec, 1),
+            "ao": round(s["ao"], 4), "baseline_ao": round(s["baseline_ao"], 4)}
+
+
+def _random_path(device: torch.device):
+    """LightTrack-Mobile's path of a random-init supernet (seed 0), as bench/bench_eval.py."""
+    from lighttrack.models import TrackSupernet
+
+    torch.manual_seed(0)
+    return TrackSupernet("paper").to(device).eval().path(MOBILE).eval()
+
+
+def got10k_val_size(work: Path, sequences: int = 180, frames: int = 150) -> Path:
+    """bench/bench_eval.py's GOT-10k-val-sized split: hard links to four 1280x720 JPEGs."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_data_scale import write_got10k
+
+    return write_got10k(work / f"got10k-val-{sequences}x{frames}", sequences, frames, split_name="val")
+
+
+def lockstep(root: Path, device: torch.device, work: Path, save) -> dict:
+    """Issue 18 on the GPU: one candidate over the GOT-10k-val-sized split by the lockstep
+    evaluator with decode, crops and post-processing on the device, beside the one-sequence
+    tracker (crops on the host, network on the GPU) and the lockstep loop with host decode
+    and crops, each on the first sequences of the same split."""
+    from lighttrack.data.readers import Got10k
+    from lighttrack.tracker import PRESETS, Tracker
+
+    path = _random_path(device)
+    names = Got10k(str(root), "val").sequence_names
+
+    def head(n):
+        return Got10k(str(root), "val", names[:n])
+
+    r: dict = {"split": f"{len(names)} sequences x 150 frames at 1280x720", "arch": "lighttrack-mobile",
+               "supernet": "random init, seed 0"}
+    runs = [("serial_4seq", lambda: _timed(Tracker(path, PRESETS["vot2019"]), head(4), work / "s", device)),
+            ("lockstep_device_4seq", lambda: _timed(path, head(4), work / "d4", device)),
+            ("lockstep_host_16seq", lambda: _timed(path, head(16), work / "h16", device, device_crops=False)),
+            ("lockstep_device_full", lambda: _timed(path, head(len(names)), work / "df", device)),
+            ("lockstep_device_full_again", lambda: _timed(path, head(len(names)), work / "df2", device))]
+    for name, fn in runs:
+        r[name] = fn()
+        save()
+    best = min(r["lockstep_device_full"]["seconds"], r["lockstep_device_full_again"]["seconds"])
+    r["candidate_seconds_full_split"] = best
+    r["serial_seconds_full_split_at_its_fps"] = round(len(names) * 150 / r["serial_4seq"]["fps"], 1)
+    r["speedup_vs_serial"] = round(r["serial_seconds_full_split_at_its_fps"] / best, 2)
+    if device.type == "cuda":
+        r["max_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+    return r
+
+
+def agree(data: Path, device: torch.device, work: Path) -> dict:
+    """The GPU loop's boxes against the CPU host loop's on the embedded val split (the
+    same random-init path): AO of each and the box differences in px."""
+    from lighttrack.data.readers import Got10k
+    from lighttrack.tracker.evaluation import read_results
+
+    reader = Got10k(str(data / "got10k"), "val")
+    out = {"gpu": _timed(_random_path(device), reader, work / "gpu", device),
+           "cpu": _timed(_random_path(torch.device("cpu")), reader, work / "cpu", torch.device("cpu"))}
+    diffs = np.concatenate([np.abs(read_results(work / "gpu", n)[0] - read_results(work / "cpu", n)[0]).ravel()
+                            for n in reader.sequence_names])
+    out["box_diff_px"] = {"median": float(np.median(diffs)), "p95": float(np.percentile(diffs, 95)),
+                          "max": float(diffs.max())}
     return out
 
 
-def lockstep(split_root: Path, device: torch.device, supernet, serial_sequences: int = 4) -> dict:
-    """One candidate over the whole GOT-10k-val-sized split by the lockstep evaluator (on a
-    GPU: decode, crops and post-processing on the device), against the one-sequence
-    tracker on its first ``serial_sequences`` sequences; seconds per candidate."""
+def _candidate_worker(root: str, sequences: int, device: str, threads: int, barrier, queue) -> None:
+    """One search evaluator process (a Ray actor with a fraction of the GPU): warm up, wait
+    for the others, then one candidate over ``sequences`` sequences."""
     from lighttrack.data.readers import Got10k
-    from lighttrack.tracker import PRESETS, Tracker
-    from lighttrack.tracker.evaluation import evaluate_split
-    from lighttrack.tracker.runtime import TorchNet
 
-    path = supernet.to(device).eval().path(MOBILE).eval()
-    full = Got10k(str(split_root), "val")
-    head = Got10k(str(split_root), "val", full.sequence_names[:serial_sequences])
-    out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, net, reader in (("serial", Tracker(TorchNet(path), PRESETS["vot2019"]), head),
-                                  ("lockstep", path, head), ("lockstep_full", path, full)):
-            _sync(device)
-            t0 = time.perf_counter()
-            s = evaluate_split(net, reader, Path(tmp) / name, PRESETS["vot2019"], plot=False)
-            _sync(device)
-            sec = time.perf_counter() - t0
-            out[name] = {"seconds": sec, "frames": s["frames"], "fps": s["frames"] / sec, "ao": s["ao"]}
-    out["speedup_on_head"] = out["serial"]["seconds"] / out["lockstep"]["seconds"]
-    out["candidate_seconds_full_split"] = out["lockstep_full"]["seconds"]
+    device = torch.device(device)
+    torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(threads)  # n processes' OpenMP pools on the host's cores, not n times them
+    try:
+        path = _random_path(device)
+        names = Got10k(root, "val").sequence_names
+        with tempfile.TemporaryDirectory() as tmp:
+            _timed(path, Got10k(root, "val", names[:4]), Path(tmp) / "warm", device)
+            barrier.wait(timeout=300)
+            start = time.time()
+            r = _timed(path, Got10k(root, "val", names[:sequences]), Path(tmp) / "run", device)
+            queue.put({"start": start, "end": time.time(), **r})
+    except Exception as e:  # noqa: BLE001: reported by the parent
+        queue.put({"error": repr(e)})
+
+
+def parallel(root: Path, sequences: int, device: torch.device, counts=(1, 2, 4)) -> dict:
+    """Candidates per minute with 1, 2, 4 evaluator processes sharing the GPU, each one
+    candidate over the first ``sequences`` sequences of the split, started together."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out: dict = {"sequences": sequences}
+    for n in counts:
+        barrier, queue = ctx.Barrier(n), ctx.Queue()
+        threads = max(1, (os.cpu_count() or 1) // n)
+        procs = [ctx.Process(target=_candidate_worker, args=(str(root), sequences, str(device), threads, barrier, queue))
+                 for _ in range(n)]
+        for pr in procs:
+            pr.start()
+        rows = [queue.get(timeout=600) for _ in procs]
+        for pr in procs:
+            pr.join(timeout=60)
+        errors = [r["error"] for r in rows if "error" in r]
+        if errors:
+            out[f"x{n}"] = {"errors": errors}
+            continue
+        wall = max(r["end"] for r in rows) - min(r["start"] for r in rows)
+        out[f"x{n}"] = {"wall_s": round(wall, 2), "candidates_per_min": round(60 * n / wall, 2),
+                        "each_s": [r["seconds"] for r in rows], "ao": rows[0]["ao"]}
     return out
 
 
@@ -253,46 +335,92 @@ def export_check(tracker: torch.nn.Module, out: Path) -> dict:
             "max_abs_diff_reg": float(np.abs(reg_o - reg_t).max()), "files": sorted(files)}
 
 
+def train(data: Path, device: torch.device, steps: int, batch: int, out: Path) -> dict:
+    """Training steps of phases 1, 2 and 4, a candidate, the tracker and the export on ``device``."""
+    r: dict = {}
+    t0 = time.perf_counter()
+    r["phase1"], backbone = phase1(data, device, steps, batch)
+    r["phase2"], supernet = phase2(data, device, steps, batch, backbone)
+    r["candidate"] = candidate(data, device, supernet)
+    r["phase4"], tracker = phase4(data, device, steps, batch, supernet)
+    r["tracker"] = tracker_fps(device, tracker)
+    with tempfile.TemporaryDirectory() as tmp:  # only gpu_check.json goes back
+        r["export"] = export_check(tracker, Path(tmp) / f"export-{device.type}")
+    r["seconds"] = time.perf_counter() - t0
+    if device.type == "cuda":
+        r["max_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return r
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--devices", nargs="+", default=["cuda", "cpu"])
+    p.add_argument("--devices", nargs="+", default=["cuda", "cpu"], help="devices of the training part")
+    p.add_argument("--parts", default="eval,agree,train,parallel",
+                   help="comma-separated: eval (issue 18's GPU loop), agree (GPU vs CPU boxes), train, "
+                        "parallel (candidates per GPU)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=20, help="training steps per phase and device")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--sequences", type=int, default=180, help="of the GOT-10k-val-sized split")
+    p.add_argument("--budget-s", type=float, default=450, help="optional parts are skipped past this")
+    p.add_argument("--eval-device", default="cuda", help=argparse.SUPPRESS)  # cpu: a dry run of the GPU parts
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    parts = set(args.parts.split(","))
+    begin = time.perf_counter()
     from lighttrack.data.synth import write
 
+    cuda = torch.device(args.eval_device) if args.eval_device == "cpu" or torch.cuda.is_available() else None
     report = {"torch": torch.__version__, "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "devices": {}}
+
+    def save() -> None:  # after every figure: a run cut short still returns what it measured
+        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+
+    def section(key: str, fn, into: dict | None = None) -> None:
+        t0 = time.perf_counter()
+        print(f"[gpu_check] {key} ...", flush=True)
+        try:
+            (report if into is None else into)[key] = fn()
+        except Exception:  # noqa: BLE001: one part's failure must not lose the others'
+            import traceback
+
+            (report if into is None else into)[key] = {"error": traceback.format_exc()}
+        print(f"[gpu_check] {key} ({time.perf_counter() - t0:.0f} s): "
+              f"{json.dumps((report if into is None else into)[key], default=str)}", flush=True)
+        save()
+
     with tempfile.TemporaryDirectory(prefix="lt-gpu-check-") as tmp:
-        data = Path(tmp) / "synth"
-        write(data, seed=0, size="tiny", workers=2)
-        for name in args.devices:
-            if name.startswith("cuda") and not torch.cuda.is_available():
-                print(f"[gpu_check] {name}: no CUDA device here, skipped", flush=True)
+        work = Path(tmp)
+        data = work / "synth"
+        write(data, seed=0, size="tiny", workers=4)
+        if cuda is not None:
+            torch.backends.cudnn.benchmark = True
+            split = got10k_val_size(work, args.sequences)
+            if "eval" in parts:
+                section("lockstep", lambda: lockstep(split, cuda, work / "eval", save))
+            if "agree" in parts:
+                section("agree", lambda: agree(data, cuda, work / "agree"))
+        else:
+            print("[gpu_check] no CUDA device here: only the training part runs", flush=True)
+        devices = [d for d in args.devices if cuda is not None or not d.startswith("cuda")] if "train" in parts else []
+        if devices and devices[0].startswith("cuda"):  # the GPU's figures before the CPU's
+            section(devices[0], lambda: train(data, torch.device(devices[0]), args.steps, args.batch, args.out),
+                    report["devices"])
+            devices = devices[1:]
+        left = args.budget_s - (time.perf_counter() - begin)
+        if cuda is not None and "parallel" in parts and left > 120:
+            full = report.get("lockstep", {}).get("candidate_seconds_full_split", 60.0)
+            # 1 + 2 + 4 candidates, each about a full split's time at worst, plus process starts
+            n = args.sequences if 7 * full + 90 < left else max(8, int(args.sequences * (left - 90) / (7 * full)))
+            section("parallel", lambda: parallel(split, min(n, args.sequences), cuda))
+        for name in devices:
+            if time.perf_counter() - begin > args.budget_s - 120:
+                print(f"[gpu_check] train on {name}: skipped, past the budget", flush=True)
                 continue
-            device = torch.device(name)
-            if device.type == "cuda":
-                torch.backends.cudnn.benchmark = True
-            r: dict = {}
-            t0 = time.perf_counter()
-            r["phase1"], backbone = phase1(data, device, args.steps, args.batch)
-            r["phase2"], supernet = phase2(data, device, args.steps, args.batch, backbone)
-            r["candidate"] = candidate(data, device, supernet)
-            if device.type == "cuda":  # the CPU's figures come from bench/bench_eval.py
-                r["lockstep"] = lockstep(eval_split(data, Path(tmp) / "got10k-val-size"), device, supernet)
-            r["phase4"], tracker = phase4(data, device, args.steps, args.batch, supernet)
-            r["tracker"] = tracker_fps(device, tracker)
-            r["export"] = export_check(tracker, args.out / f"export-{device.type}")
-            r["seconds"] = time.perf_counter() - t0
-            if device.type == "cuda":
-                r["max_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-            report["devices"][name] = r
-            for section, vals in r.items():
-                print(f"[gpu_check] {name} {section}: {json.dumps(vals)}", flush=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
-    print(f"[gpu_check] wrote {args.out / 'gpu_check.json'}", flush=True)
+            section(name, lambda: train(data, torch.device(name), args.steps, args.batch, args.out),
+                    report["devices"])
+    print(f"[gpu_check] wrote {args.out / 'gpu_check.json'} ({time.perf_counter() - begin:.0f} s)", flush=True)
     return 0
 
 

@@ -10,7 +10,8 @@ import torch
 from lighttrack.geometry import crop
 from lighttrack.tracker import PRESETS, Tracker
 from lighttrack.tracker.evaluation import evaluate_split, open_split, read_results, run_sequence
-from lighttrack.tracker.lockstep import CPU_MAX_BATCH, _Lockstep, auto_batch, crop_tensor, track_lockstep
+from lighttrack.tracker.lockstep import (CPU_MAX_BATCH, _Lockstep, auto_batch, crop_batch, crop_tensor,
+                                        track_lockstep)
 from lighttrack.tracker.runtime import TorchNet
 
 from tracker_oracle import ColourNet, HandDataset, HandSequence, hand_sequences
@@ -158,6 +159,19 @@ def test_crop_tensor_matches_the_opencv_crop(embedded):
         diff = np.abs(ours.permute(1, 2, 0).numpy() - ref)
         assert diff.mean() < 0.35 and diff.max() <= 1.0, (center, side, out, diff.mean(), diff.max())
 
+
+
+def test_crop_batch_crops_each_frame_as_alone():
+    """One grid_sample for a step's frames gives each frame's own crop (own centre, side, pad)."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, 3, 60, 80), generator=g, dtype=torch.uint8)
+    centers = torch.tensor([[40.0, 30.0], [3.5, 70.0], [-20.0, 10.0]], dtype=torch.float64)
+    sides = torch.tensor([25.0, 90.5, 50.0], dtype=torch.float64)
+    pads = torch.tensor([[10.0, 20.0, 30.0], [0.0, 0.0, 0.0], [200.0, 100.0, 50.0]])
+    batch = crop_batch(images, centers, sides, 32, pads)
+    for i in range(3):
+        alone = crop_tensor(images[i], centers[i], sides[i], 32, pads[i])
+        assert torch.allclose(batch[i], alone, atol=1e-4), i
 
 def test_device_crops_track_like_host_crops(embedded, tmp_path):
     """The GPU loop's parts (torchvision decode, grid_sample crops, tensor post-processing),

@@ -15,7 +15,7 @@ Frames and crops come one of two ways:
   :func:`lighttrack.geometry.crop`: the one-sequence tracker's crops, bit for bit.
 - **device** (``device_crops=True``, a torch module): JPEG bytes are decoded by
   ``torchvision.io.decode_jpeg`` on the module's device and cropped there by
-  :func:`crop_tensor` (``grid_sample`` with the same geometry as the OpenCV crop); the
+  :func:`crop_batch` (one ``grid_sample`` a step, the OpenCV crop's geometry); the
   state and the post-processing stay there too, so on a GPU only boxes come back, once
   per sequence.
 
@@ -42,7 +42,7 @@ from lighttrack.tracker.params import TrackerParams
 from lighttrack.tracker.runtime import as_numpy_net
 from lighttrack.tracker.tracker import first_box
 
-__all__ = ["SequenceResult", "track_lockstep", "auto_batch", "crop_tensor", "CPU_MAX_BATCH"]
+__all__ = ["SequenceResult", "track_lockstep", "auto_batch", "crop_batch", "crop_tensor", "CPU_MAX_BATCH"]
 
 _EPS = 1e-6  # floor for predicted box sides (crop px), as in the one-sequence tracker
 # Batches above 8 were slower per frame on this 2-core CPU (bench/bench_eval.py); a GPU
@@ -65,9 +65,11 @@ class SequenceResult:
 
 
 def auto_batch(sequences: int, frame_bytes: int, device: torch.device) -> int:
-    """Slots that fit: a quarter of free memory over (3 frames + activations) per slot,
-    at most ``CPU_MAX_BATCH`` on a CPU, ``GPU_MAX_BATCH`` on a GPU, at most ``sequences``."""
-    per_slot = 3 * frame_bytes + _SLOT_ACTIVATION_BYTES
+    """Slots that fit: a quarter of free memory over a slot's frames and activations, at
+    most ``CPU_MAX_BATCH`` on a CPU, ``GPU_MAX_BATCH`` on a GPU, at most ``sequences``.
+    A slot's frames: the current and the next as uint8, and on the device two float32
+    copies of the current one while it is cropped (3 + 2 * 4 bytes a pixel channel)."""
+    per_slot = 11 * frame_bytes + _SLOT_ACTIVATION_BYTES
     if device.type == "cuda":
         free, cap = torch.cuda.mem_get_info(device)[0], GPU_MAX_BATCH
     else:
@@ -75,10 +77,11 @@ def auto_batch(sequences: int, frame_bytes: int, device: torch.device) -> int:
     return max(1, min(sequences, cap, int(free // 4 // per_slot)))
 
 
-def crop_tensor(image: torch.Tensor, center: torch.Tensor, size: torch.Tensor, out: int,
-                pad: torch.Tensor) -> torch.Tensor:
-    """:func:`lighttrack.geometry.crop` on a tensor: image (3, H, W) uint8 or float, centre
-    (2,), side (), pad colour (3,) -> (3, out, out) float32 in 0..255.
+def crop_batch(images: torch.Tensor, centers: torch.Tensor, sides: torch.Tensor, out: int,
+               pads: torch.Tensor) -> torch.Tensor:
+    """:func:`lighttrack.geometry.crop` on a batch of frames of one size: images (B, 3, H, W)
+    uint8 or float, centres (B, 2), sides (B,), pad colours (B, 3) -> (B, 3, out, out)
+    float32 in 0..255, in one ``grid_sample``.
 
     Output pixel j samples source ``(j + 0.5) * size / out + c - size / 2 - 0.5`` (pixel
     centres at integers, as ``cv2.warpAffine`` maps them); outside the frame the bilinear
@@ -86,17 +89,24 @@ def crop_tensor(image: torch.Tensor, center: torch.Tensor, size: torch.Tensor, o
     ``pad``, is exactly that. OpenCV rounds coordinates to 1/32 px and the result to uint8,
     so the two differ by about a grey level.
     """
-    _, h, w = image.shape
-    c, s = center.to(torch.float32), size.to(torch.float32)
-    zero = torch.zeros((), dtype=torch.float32, device=image.device)
-    # affine_grid's output grid is the normalised centre of output pixel j; this theta maps
-    # it to the normalised source coordinate of the formula above.
-    theta = torch.stack([torch.stack([s / w, zero, 2 * c[0] / w - 1]),
-                         torch.stack([zero, s / h, 2 * c[1] / h - 1])])[None]  # (1, 2, 3)
-    grid = F.affine_grid(theta, [1, 3, out, out], align_corners=False)
-    pad = pad.to(torch.float32).view(1, 3, 1, 1)
-    x = image.to(torch.float32)[None] - pad
-    return (F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + pad)[0]
+    b, _, h, w = images.shape
+    c, s = centers.to(torch.float32), sides.to(torch.float32)
+    # affine_grid's output grid is the normalised centre of output pixel j; theta (B, 2, 3)
+    # maps it to the normalised source coordinate of the formula above.
+    theta = torch.zeros(b, 2, 3, dtype=torch.float32, device=images.device)
+    theta[:, 0, 0], theta[:, 0, 2] = s / w, 2 * c[:, 0] / w - 1
+    theta[:, 1, 1], theta[:, 1, 2] = s / h, 2 * c[:, 1] / h - 1
+    grid = F.affine_grid(theta, [b, 3, out, out], align_corners=False)
+    pad = pads.to(torch.float32).view(b, 3, 1, 1)
+    x = images.to(torch.float32) - pad
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + pad
+
+
+def crop_tensor(image: torch.Tensor, center: torch.Tensor, size: torch.Tensor, out: int,
+                pad: torch.Tensor) -> torch.Tensor:
+    """:func:`crop_batch` of one frame: image (3, H, W), centre (2,), side (), pad (3,) ->
+    (3, out, out) float32 in 0..255."""
+    return crop_batch(image[None], center[None], size.reshape(1), out, pad.reshape(1, 3))[0]
 
 
 # -- networks: crops in, maps out as tensors on the state's device ----------------------------
@@ -221,18 +231,25 @@ class _Lockstep:
         return self.readers.submit(_host_frame, seq, k)
 
     def _frames(self, futures: list[Future]) -> list:
-        """Host: [(image, pad)]; device: [(image (3, H, W) uint8 on the device, pad (3,))]."""
+        """Host: [(image (H, W, 3) uint8, pad)]; device: [(image (3, H, W) uint8 on the
+        device, None)]: its pad colour is taken where it is cropped (:meth:`_crops`)."""
         got = [f.result() for f in futures]
         if not self.device_crops:
             return got
-        images = _device_frames(got, self.net.device)
-        return [(im, im.to(torch.float32).mean((1, 2))) for im in images]
+        return [(im, None) for im in _device_frames(got, self.net.device)]
 
     def _crops(self, frames: list, slots: list[int], sides: torch.Tensor, out: int):
         centers = self.center[slots]
-        if self.device_crops:
-            return torch.stack([crop_tensor(im, centers[i], sides[i], out, pad)
-                                for i, (im, pad) in enumerate(frames)])  # (B, 3, out, out)
+        if self.device_crops:  # one grid_sample per frame size: launches, not pixels, cost here
+            crops = torch.empty(len(frames), 3, out, out, device=self.net.device)
+            by_shape: dict[tuple, list[int]] = {}
+            for n, (im, _) in enumerate(frames):
+                by_shape.setdefault(tuple(im.shape), []).append(n)
+            for rows in by_shape.values():
+                images = torch.stack([frames[n][0] for n in rows]).to(torch.float32)  # (b, 3, H, W)
+                pads = images.mean((2, 3))  # (b, 3): the frame's mean colour
+                crops[rows] = crop_batch(images, centers[rows], sides[rows], out, pads)
+            return crops  # (B, 3, out, out)
         c, s = centers.tolist(), sides.tolist()
         jobs = [self.croppers.submit(crop, im, tuple(c[i]), s[i], out, pad) for i, (im, pad) in enumerate(frames)]
         return np.stack([j.result() for j in jobs])  # (B, out, out, 3) uint8
