@@ -12,7 +12,7 @@ PY="${PYTHON:-python3}"
 OUT="${OUT:-runs/gpu_check}"
 "$PY" - <<'PY'
 import importlib.util, sys
-missing = [m for m in ("torch", "torchvision", "cv2", "pyarrow", "yaml", "onnxruntime", "onnx")
+missing = [m for m in ("torch", "torchvision", "cv2", "pyarrow", "yaml", "onnxruntime", "onnx", "skimage")
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"gpu_check: missing Python packages {missing}; pip install them first")
