@@ -331,8 +331,9 @@ def export_check(tracker: torch.nn.Module, out: Path) -> dict:
 
     tn = TorchNet(net)
     cls_t, reg_t = tn.search(tn.template(norm(z)), norm(x))
-    return {"max_abs_diff_cls": float(np.abs(cls_o - cls_t).max()),
-            "max_abs_diff_reg": float(np.abs(reg_o - reg_t).max()), "files": sorted(files)}
+    return {"max_abs_diff_cls": float(np.abs(cls_o - cls_t).max()), "max_abs_cls": float(np.abs(cls_t).max()),
+            "max_abs_diff_reg": float(np.abs(reg_o - reg_t).max()), "max_abs_reg": float(np.abs(reg_t).max()),
+            "files": sorted(files)}
 
 
 def train(data: Path, device: torch.device, steps: int, batch: int, out: Path) -> dict:
