@@ -172,7 +172,8 @@ def lockstep(root: Path, device: torch.device, work: Path, save) -> dict:
     def head(n):
         return Got10k(str(root), "val", names[:n])
 
-    r: dict = {"split": f"{len(names)} sequences x 150 frames at 1280x720", "arch": "lighttrack-mobile",
+    frames = len(head(1).sequence(0).frames)
+    r: dict = {"split": f"{len(names)} sequences x {frames} frames at 1280x720", "arch": "lighttrack-mobile",
                "supernet": "random init, seed 0"}
     runs = [("serial_4seq", lambda: _timed(Tracker(path, PRESETS["vot2019"]), head(4), work / "s", device)),
             ("lockstep_device_4seq", lambda: _timed(path, head(4), work / "d4", device)),
@@ -184,7 +185,7 @@ def lockstep(root: Path, device: torch.device, work: Path, save) -> dict:
         save()
     best = min(r["lockstep_device_full"]["seconds"], r["lockstep_device_full_again"]["seconds"])
     r["candidate_seconds_full_split"] = best
-    r["serial_seconds_full_split_at_its_fps"] = round(len(names) * 150 / r["serial_4seq"]["fps"], 1)
+    r["serial_seconds_full_split_at_its_fps"] = round(len(names) * frames / r["serial_4seq"]["fps"], 1)
     r["speedup_vs_serial"] = round(r["serial_seconds_full_split_at_its_fps"] / best, 2)
     if device.type == "cuda":
         r["max_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
@@ -363,6 +364,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20, help="training steps per phase and device")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--sequences", type=int, default=180, help="of the GOT-10k-val-sized split")
+    p.add_argument("--frames", type=int, default=150, help="per sequence of that split")
     p.add_argument("--budget-s", type=float, default=450, help="optional parts are skipped past this")
     p.add_argument("--eval-device", default="cuda", help=argparse.SUPPRESS)  # cpu: a dry run of the GPU parts
     args = p.parse_args()
@@ -397,7 +399,7 @@ def main() -> int:
         write(data, seed=0, size="tiny", workers=4)
         if cuda is not None:
             torch.backends.cudnn.benchmark = True
-            split = got10k_val_size(work, args.sequences)
+            split = got10k_val_size(work, args.sequences, args.frames)
             if "eval" in parts:
                 section("lockstep", lambda: lockstep(split, cuda, work / "eval", save))
             if "agree" in parts:

@@ -264,3 +264,22 @@ def test_a_broken_sequence_at_the_end_of_the_split_stops_before_any_tracking(emb
     with pytest.raises(DataError, match=rf"{last}.*groundtruth.txt:1"):
         evaluate_split(ColourNet(), open_split(root, "val"), tmp_path / "out", PARAMS, plot=False)
     assert not any((tmp_path / "out").rglob("*.txt"))  # no sequence was tracked first
+
+
+def test_gpu_check_runs_its_evaluation_parts_on_the_cpu(tmp_path):
+    """scripts/gpu_check.py meets a GPU only in sessions that are lent one; a dry run of its
+    evaluation parts here (the same code on the CPU, a 4 x 6-frame split) keeps it working."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--eval-device", "cpu", "--parts",
+                    "eval,agree", "--sequences", "4", "--frames", "6"], check=True, timeout=600)
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    runs, agree = report["lockstep"], report["agree"]
+    assert "error" not in runs and "error" not in agree, (runs, agree)
+    assert runs["lockstep_device_full"]["frames"] == 4 * 6
+    assert runs["lockstep_device_4seq"]["ao"] == runs["serial_4seq"]["ao"]
+    assert agree["box_diff_px"]["max"] < 1e-3
