@@ -40,7 +40,7 @@ class SearchConfig:
     seed: Count = 0  # optimizer seed
     workers: PosInt = 1  # evaluator actors = concurrent trials
     cpus_per_worker: PosFloat = 0.9  # < 1 so that N evaluators + N trial stubs (0.01 CPU) fit N CPUs
-    gpus_per_worker: PosFloat = 0.5  # used only when the cluster has GPUs
+    gpus_per_worker: PosFloat = 0.25  # used only when the cluster has GPUs; 4 a GPU: 1.66x of 1 (docs/results.md)
     threads: PosInt = 1  # torch threads per evaluator
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
