@@ -9,7 +9,8 @@ Parts, in this order, each on its own (a failure is recorded and the next part r
   over a GOT-10k-val-sized split (180 x 150 frames at 1280x720, bench/bench_eval.py's)
   by the lockstep evaluator with decode, crops and post-processing on the GPU, beside the
   one-sequence tracker and the lockstep loop with host decode and crops;
-- ``agree``: the GPU loop's boxes and AO against the CPU host loop's on the embedded val;
+- ``agree``: the GPU loop's boxes and AO against the CPU host loop's on the embedded val,
+  with the random-init path and, after ``train``, with the tracker fine-tuned there;
 - ``train``: per device, side by side, a few training steps of phases 1, 2 and 4 (bf16
   autocast on CUDA), BN recalibration and one search trial, the tracker on a 1280x720
   video and an ONNX export of the weights trained there, checked under ONNX Runtime;
@@ -22,6 +23,7 @@ Every figure is written to OUT_DIR/gpu_check.json as soon as it is measured.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import json
 import platform
@@ -192,15 +194,17 @@ def lockstep(root: Path, device: torch.device, work: Path, save) -> dict:
     return r
 
 
-def agree(data: Path, device: torch.device, work: Path) -> dict:
-    """The GPU loop's boxes against the CPU host loop's on the embedded val split (the
-    same random-init path): AO of each and the box differences in px."""
+def agree(data: Path, device: torch.device, work: Path, make=None) -> dict:
+    """The GPU loop's boxes against the CPU host loop's on the embedded val split, the same
+    network on each (``make(device)``; default: the random-init path): AO of each and the
+    box differences in px."""
     from lighttrack.data.readers import Got10k
     from lighttrack.tracker.evaluation import read_results
 
     reader = Got10k(str(data / "got10k"), "val")
-    out = {"gpu": _timed(_random_path(device), reader, work / "gpu", device),
-           "cpu": _timed(_random_path(torch.device("cpu")), reader, work / "cpu", torch.device("cpu"))}
+    make = make or _random_path
+    out = {"gpu": _timed(make(device), reader, work / "gpu", device),
+           "cpu": _timed(make(torch.device("cpu")), reader, work / "cpu", torch.device("cpu"))}
     diffs = np.concatenate([np.abs(read_results(work / "gpu", n)[0] - read_results(work / "cpu", n)[0]).ravel()
                             for n in reader.sequence_names])
     out["box_diff_px"] = {"median": float(np.median(diffs)), "p95": float(np.percentile(diffs, 95)),
@@ -337,8 +341,9 @@ def export_check(tracker: torch.nn.Module, out: Path) -> dict:
             "files": sorted(files)}
 
 
-def train(data: Path, device: torch.device, steps: int, batch: int, out: Path) -> dict:
-    """Training steps of phases 1, 2 and 4, a candidate, the tracker and the export on ``device``."""
+def train(data: Path, device: torch.device, steps: int, batch: int, keep: dict) -> dict:
+    """Training steps of phases 1, 2 and 4, a candidate, the tracker and the export on
+    ``device``; the fine-tuned tracker goes to ``keep["tracker"]``."""
     r: dict = {}
     t0 = time.perf_counter()
     r["phase1"], backbone = phase1(data, device, steps, batch)
@@ -346,6 +351,7 @@ def train(data: Path, device: torch.device, steps: int, batch: int, out: Path) -
     r["candidate"] = candidate(data, device, supernet)
     r["phase4"], tracker = phase4(data, device, steps, batch, supernet)
     r["tracker"] = tracker_fps(device, tracker)
+    keep["tracker"] = copy.deepcopy(tracker).cpu().eval()
     with tempfile.TemporaryDirectory() as tmp:  # only gpu_check.json goes back
         r["export"] = export_check(tracker, Path(tmp) / f"export-{device.type}")
     r["seconds"] = time.perf_counter() - t0
@@ -408,9 +414,13 @@ def main() -> int:
             print("[gpu_check] no CUDA device here: only the training part runs", flush=True)
         devices = [d for d in args.devices if cuda is not None or not d.startswith("cuda")] if "train" in parts else []
         if devices and devices[0].startswith("cuda"):  # the GPU's figures before the CPU's
-            section(devices[0], lambda: train(data, torch.device(devices[0]), args.steps, args.batch, args.out),
+            trained: dict = {}
+            section(devices[0], lambda: train(data, torch.device(devices[0]), args.steps, args.batch, trained),
                     report["devices"])
             devices = devices[1:]
+            if "agree" in parts and "tracker" in trained:  # boxes that depend on the pixels
+                section("agree_trained", lambda: agree(data, cuda, work / "agree-trained",
+                                                       lambda d: copy.deepcopy(trained["tracker"]).to(d).eval()))
         left = args.budget_s - (time.perf_counter() - begin)
         if cuda is not None and "parallel" in parts and left > 120:
             full = report.get("lockstep", {}).get("candidate_seconds_full_split", 60.0)
@@ -421,8 +431,7 @@ def main() -> int:
             if time.perf_counter() - begin > args.budget_s - 120:
                 print(f"[gpu_check] train on {name}: skipped, past the budget", flush=True)
                 continue
-            section(name, lambda: train(data, torch.device(name), args.steps, args.batch, args.out),
-                    report["devices"])
+            section(name, lambda: train(data, torch.device(name), args.steps, args.batch, {}), report["devices"])
     print(f"[gpu_check] wrote {args.out / 'gpu_check.json'} ({time.perf_counter() - begin:.0f} s)", flush=True)
     return 0
 
