@@ -351,7 +351,7 @@ def train(data: Path, device: torch.device, steps: int, batch: int, keep: dict) 
     r["candidate"] = candidate(data, device, supernet)
     r["phase4"], tracker = phase4(data, device, steps, batch, supernet)
     r["tracker"] = tracker_fps(device, tracker)
-    keep["tracker"] = copy.deepcopy(tracker).cpu().eval()
+    keep["tracker"] = tracker  # agree_trained copies it to each device
     with tempfile.TemporaryDirectory() as tmp:  # only gpu_check.json goes back
         r["export"] = export_check(tracker, Path(tmp) / f"export-{device.type}")
     r["seconds"] = time.perf_counter() - t0
@@ -387,16 +387,16 @@ def main() -> int:
         (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
 
     def section(key: str, fn, into: dict | None = None) -> None:
+        into = report if into is None else into
         t0 = time.perf_counter()
         print(f"[gpu_check] {key} ...", flush=True)
         try:
-            (report if into is None else into)[key] = fn()
+            into[key] = fn()
         except Exception:  # noqa: BLE001: one part's failure must not lose the others'
             import traceback
 
-            (report if into is None else into)[key] = {"error": traceback.format_exc()}
-        print(f"[gpu_check] {key} ({time.perf_counter() - t0:.0f} s): "
-              f"{json.dumps((report if into is None else into)[key], default=str)}", flush=True)
+            into[key] = {"error": traceback.format_exc()}
+        print(f"[gpu_check] {key} ({time.perf_counter() - t0:.0f} s): {json.dumps(into[key], default=str)}", flush=True)
         save()
 
     with tempfile.TemporaryDirectory(prefix="lt-gpu-check-") as tmp:

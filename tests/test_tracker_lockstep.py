@@ -160,7 +160,6 @@ def test_crop_tensor_matches_the_opencv_crop(embedded):
         assert diff.mean() < 0.35 and diff.max() <= 1.0, (center, side, out, diff.mean(), diff.max())
 
 
-
 def test_crop_batch_crops_each_frame_as_alone():
     """One grid_sample for a step's frames gives each frame's own crop (own centre, side, pad)."""
     g = torch.Generator().manual_seed(0)
@@ -172,6 +171,7 @@ def test_crop_batch_crops_each_frame_as_alone():
     for i in range(3):
         alone = crop_tensor(images[i], centers[i], sides[i], 32, pads[i])
         assert torch.allclose(batch[i], alone, atol=1e-4), i
+
 
 def test_device_crops_track_like_host_crops(embedded, tmp_path):
     """The GPU loop's parts (torchvision decode, grid_sample crops, tensor post-processing),
