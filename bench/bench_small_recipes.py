@@ -1,0 +1,233 @@
+"""The small size's training recipe against variants of it, on one device, without Ray.
+
+    python bench/bench_small_recipes.py --out DIR [--device cuda] [--data data/synth_small]
+        [--recipes base,noretrain,p2x2] [--budget-s 480]
+
+Phase 1 runs once (configs/pretrain_small.yaml). Each recipe then trains phase 2 for its
+multiple of configs/supernet_small.yaml's epochs (one supernet per multiple, shared by the
+recipes that use it) and phase 4 (configs/retrain_small.yaml plus the recipe's overrides) on
+one fixed architecture (``--arch``: by default the small run's found tracker), and tracks
+all val sequences of the embedded small set. Every AO stands beside the AO of a tracker that
+stays at the first box on the same frames, per difficulty level too. A recipe is skipped
+when what is left of ``--budget-s`` is less than its phases took so far; results go to
+DIR/recipes.json after each recipe.
+
+On the CPU here a recipe takes about as long as the small pipeline's phases 2 and 4 (about
+an hour); on one GPU, minutes. Without Ray and MLflow, so a bare GPU machine can run it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # a bare machine: the checkout, not an installed package
+
+from lighttrack.arch import resolve  # noqa: E402
+from lighttrack.config import load  # noqa: E402
+from lighttrack.train.common import Dist, make_loader  # noqa: E402
+
+# The small pipeline's found tracker (session 11, docs/results.md).
+FOUND = ("bb:k5e6,k5e6/k3e4,k3e4,k7e6,k3e4/k7e6,k7e4,k5e4+cls:128:k3,k3,skip,skip,k5,k3,k3,k5"
+         "+reg:256:k3,skip,k5,k3,skip,k5,k5,k5")
+
+# name -> (multiple of phase 2's epochs, phase-4 overrides)
+RECIPES = {
+    "base": (1, []),
+    "noretrain": (1, ["retrain.enabled=false"]),
+    "p2x2": (2, []),
+    "p2x2-noretrain": (2, ["retrain.enabled=false"]),
+    "p2x4": (4, []),
+    "p2x4-noretrain": (4, ["retrain.enabled=false"]),
+}
+
+
+class Last:
+    """A ``report`` callback keeping the last epoch's metrics and checkpoint state."""
+
+    def __init__(self) -> None:
+        self.metrics: dict = {}
+        self.state: dict | None = None
+        self.steps = 0
+
+    def __call__(self, metrics: dict, state: dict | None = None) -> None:
+        if state is None:
+            self.steps += "step" in metrics
+            return
+        self.metrics, self.state = metrics, state
+
+
+STEPS: list[str] = []  # --steps: every stage's steps_per_epoch (a dry run)
+
+
+def _common(data: Path, device: torch.device, workers: int) -> list[str]:
+    amp = "auto" if device.type == "cuda" else "off"
+    return [f"run.amp={amp}", f"run.loader_workers={workers}"]
+
+
+def phase1(data: Path, device: torch.device, workers: int) -> tuple[dict, dict]:
+    from lighttrack.models import ClassSupernet
+    from lighttrack.train.class_data import class_dataset
+    from lighttrack.train.config import PretrainConfig
+    from lighttrack.train.pretrain import train_backbone_supernet
+
+    cfg = load(PretrainConfig, ROOT / "configs/pretrain_small.yaml",
+               [f"data_root={data / 'imagenet'}", *_common(data, device, workers),
+                *[f"steps_per_epoch={n}" for n in STEPS]])
+    dist = Dist(device=device)
+    model = ClassSupernet(cfg.model.num_classes, cfg.model.dropout)
+    loader = make_loader(class_dataset(cfg.data_root, "train", cfg.model.image_size, train=True), cfg.batch_size,
+                         dist, shuffle=True, workers=workers, seed=cfg.run.seed)
+    rep = Last()
+    t0 = time.perf_counter()
+    train_backbone_supernet(model, loader, None, cfg, rep, dist)
+    return {"seconds": time.perf_counter() - t0, "steps": rep.steps,
+            "train_loss": rep.metrics.get("train_loss")}, rep.state["model"]
+
+
+def phase2(data: Path, device: torch.device, workers: int, mult: int, backbone: dict) -> tuple[dict, torch.nn.Module]:
+    from lighttrack.data.sampling import build_pair_dataset
+    from lighttrack.models import TrackSupernet
+    from lighttrack.train.config import SupernetConfig
+    from lighttrack.train.tracking import train_supernet
+
+    base = load(SupernetConfig, ROOT / "configs/supernet_small.yaml")
+    got = data / "got10k"
+    cfg = load(SupernetConfig, ROOT / "configs/supernet_small.yaml",
+               [f"epochs={base.epochs * mult}", "eval.paths=[]", "eval.num_paths=0",
+                f"data.sources=[{{root: {got}, kind: got10k, split: train, frame_range: 100, "
+                f"pairs_per_epoch: {base.steps_per_epoch * base.batch_size}}}]", *_common(data, device, workers),
+                *[f"steps_per_epoch={n}" for n in STEPS]])
+    dist = Dist(device=device)
+    model = TrackSupernet(cfg.space)
+    model.load_backbone(backbone)
+    loader = make_loader(build_pair_dataset(cfg.data), cfg.batch_size, dist, shuffle=True, workers=workers,
+                         seed=cfg.run.seed)
+    rep = Last()
+    t0 = time.perf_counter()
+    train_supernet(model, loader, cfg, rep, dist)
+    return {"seconds": time.perf_counter() - t0, "steps": rep.steps, "epochs": cfg.epochs,
+            "train_cls": rep.metrics.get("train_cls"), "train_reg": rep.metrics.get("train_reg")}, model
+
+
+def phase4(data: Path, device: torch.device, workers: int, arch, supernet, overrides: list[str]) -> tuple[dict, dict]:
+    from lighttrack.models import StaticTracker
+    from lighttrack.train.config import RetrainConfig
+    from lighttrack.train.retrain import retrain_tracker
+
+    got = data / "got10k"
+    cfg = load(RetrainConfig, ROOT / "configs/retrain_small.yaml",
+               [f"retrain.data_root={data / 'imagenet'}", f"finetune.eval.root={got}",
+                "finetune.eval.max_sequences=1",  # the loop's own check; the bench tracks every sequence after
+                "finetune.eval.before_training=false",
+                f"finetune.data.sources=[{{root: {got}, kind: got10k, split: train, frame_range: 100, "
+                f"pairs_per_epoch: 960}}]", *_common(data, device, workers),
+                *[f"{stage}.steps_per_epoch={n}" for n in STEPS for stage in ("retrain", "finetune")], *overrides])
+    reports: dict[str, Last] = {}
+
+    def reporter(stage: str, epochs: int) -> Last:
+        return reports.setdefault(stage, Last())
+
+    t0 = time.perf_counter()
+    retrain_tracker(cfg, arch, supernet, reporter, Dist(device=device))
+    tracker = StaticTracker.build(arch)
+    tracker.load_state_dict(reports["finetune"].state["model"])
+    return {"seconds": time.perf_counter() - t0, "retrain_steps": reports["retrain"].steps if "retrain" in reports else 0,
+            "finetune_steps": reports["finetune"].steps, "train_cls": reports["finetune"].metrics.get("train_cls"),
+            "train_reg": reports["finetune"].metrics.get("train_reg")}, tracker
+
+
+def track(data: Path, tracker: torch.nn.Module, device: torch.device) -> dict:
+    """AO on every val sequence beside the stay-put AO, per difficulty level too."""
+    from lighttrack.tracker.params import load_params
+    from lighttrack.tracker.validation import open_validation, score
+
+    val = open_validation(str(data / "got10k"), "val", "ao")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        s = score(tracker.to(device).eval(), val, load_params("vot2019"))
+    return {"ao": s["ao"], "baseline_ao": s["baseline_ao"], "sequences": s["sequences"],
+            "by_difficulty": s.get("by_difficulty"), "seconds": time.perf_counter() - t0}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--data", type=Path, help="the embedded small set (default: written to a temporary folder)")
+    p.add_argument("--arch", default=FOUND)
+    p.add_argument("--recipes", default="base,noretrain,p2x2-noretrain,p2x2,p2x4-noretrain,p2x4")
+    p.add_argument("--workers", type=int, default=min(6, max(0, (os.cpu_count() or 1) - 2)), help="loader workers")
+    p.add_argument("--budget-s", type=float, default=1e9)
+    p.add_argument("--steps", help=argparse.SUPPRESS)  # every stage's steps_per_epoch: a dry run
+    args = p.parse_args()
+    if args.steps:
+        STEPS.append(args.steps)
+    names = args.recipes.split(",")
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        p.error(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    begin, device, arch = time.perf_counter(), torch.device(args.device), resolve(args.arch)
+    report: dict = {"device": str(device), "torch": torch.__version__, "arch": str(arch), "recipes": {}}
+    if device.type == "cuda":
+        report["gpu"] = torch.cuda.get_device_name(0)
+
+    def save() -> None:
+        (args.out / "recipes.json").write_text(json.dumps(report, indent=2, default=str))
+
+    with tempfile.TemporaryDirectory(prefix="lt-recipes-") as tmp:
+        data = args.data
+        if data is None:
+            from lighttrack.data.synth import write
+
+            t0 = time.perf_counter()
+            data = Path(tmp) / "synth_small"
+            write(data, seed=0, size="small", workers=max(1, os.cpu_count() or 1))
+            report["data_seconds"] = time.perf_counter() - t0
+        report["phase1"], backbone = phase1(data, device, args.workers)
+        print(f"[recipes] phase1 {report['phase1']}", flush=True)
+        save()
+        supernets: dict[int, tuple[dict, torch.nn.Module]] = {}
+        spent: dict[str, float] = {}  # what each recipe took, for the budget
+        for name in names:
+            mult, overrides = RECIPES[name]
+            need = (0 if mult in supernets else spent.get("p2", 0) * mult) + spent.get("p4", 0)
+            left = args.budget_s - (time.perf_counter() - begin)
+            if need > left:
+                print(f"[recipes] {name}: skipped ({need:.0f} s needed, {left:.0f} s left)", flush=True)
+                report["recipes"][name] = {"skipped": f"{need:.0f} s needed, {left:.0f} s left"}
+                save()
+                continue
+            if mult not in supernets:
+                supernets[mult] = phase2(data, device, args.workers, mult, backbone)
+                spent["p2"] = supernets[mult][0]["seconds"] / mult
+            p2, supernet = supernets[mult]
+            p4, tracker = phase4(data, device, args.workers, arch, supernet, overrides)
+            t0 = time.perf_counter()
+            try:
+                v = track(data, tracker, device)
+            except Exception:  # noqa: BLE001: the trained recipes' figures are kept
+                import traceback
+
+                v = {"error": traceback.format_exc(), "ao": float("nan"), "baseline_ao": float("nan"),
+                     "by_difficulty": None}
+            spent["p4"] = max(spent.get("p4", 0), p4["seconds"] + time.perf_counter() - t0)
+            report["recipes"][name] = {"phase2": p2, "phase4": p4, "overrides": overrides, "val": v}
+            print(f"[recipes] {name}: AO {v['ao']:.4f} (stays at the first box: {v['baseline_ao']:.4f}) "
+                  f"{json.dumps(v['by_difficulty'])} phase2 {p2['seconds']:.0f} s, phase4 {p4['seconds']:.0f} s",
+                  flush=True)
+            save()
+    print(f"[recipes] wrote {args.out / 'recipes.json'} ({time.perf_counter() - begin:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
