@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -64,27 +65,32 @@ class Last:
         self.metrics, self.state = metrics, state
 
 
-STEPS: list[str] = []  # --steps: every stage's steps_per_epoch (a dry run)
+@dataclass(frozen=True)
+class Setup:
+    """Where the recipes run; ``steps`` (a dry run) replaces every stage's steps_per_epoch."""
+
+    device: torch.device
+    workers: int  # loader workers
+    steps: int = 0
+
+    def overrides(self, *stages: str) -> list[str]:
+        amp = "auto" if self.device.type == "cuda" else "off"
+        steps = [f"{s}steps_per_epoch={self.steps}" for s in stages] if self.steps else []
+        return [f"run.amp={amp}", f"run.loader_workers={self.workers}", *steps]
 
 
-def _common(data: Path, device: torch.device, workers: int) -> list[str]:
-    amp = "auto" if device.type == "cuda" else "off"
-    return [f"run.amp={amp}", f"run.loader_workers={workers}"]
-
-
-def phase1(data: Path, device: torch.device, workers: int) -> tuple[dict, dict]:
+def phase1(data: Path, run: Setup) -> tuple[dict, dict]:
     from lighttrack.models import ClassSupernet
     from lighttrack.train.class_data import class_dataset
     from lighttrack.train.config import PretrainConfig
     from lighttrack.train.pretrain import train_backbone_supernet
 
     cfg = load(PretrainConfig, ROOT / "configs/pretrain_small.yaml",
-               [f"data_root={data / 'imagenet'}", *_common(data, device, workers),
-                *[f"steps_per_epoch={n}" for n in STEPS]])
-    dist = Dist(device=device)
+               [f"data_root={data / 'imagenet'}", *run.overrides("")])
+    dist = Dist(device=run.device)
     model = ClassSupernet(cfg.model.num_classes, cfg.model.dropout)
     loader = make_loader(class_dataset(cfg.data_root, "train", cfg.model.image_size, train=True), cfg.batch_size,
-                         dist, shuffle=True, workers=workers, seed=cfg.run.seed)
+                         dist, shuffle=True, workers=run.workers, seed=cfg.run.seed)
     rep = Last()
     t0 = time.perf_counter()
     train_backbone_supernet(model, loader, None, cfg, rep, dist)
@@ -92,7 +98,7 @@ def phase1(data: Path, device: torch.device, workers: int) -> tuple[dict, dict]:
             "train_loss": rep.metrics.get("train_loss")}, rep.state["model"]
 
 
-def phase2(data: Path, device: torch.device, workers: int, mult: int, backbone: dict) -> tuple[dict, torch.nn.Module]:
+def phase2(data: Path, run: Setup, mult: int, backbone: dict) -> tuple[dict, torch.nn.Module]:
     from lighttrack.data.sampling import build_pair_dataset
     from lighttrack.models import TrackSupernet
     from lighttrack.train.config import SupernetConfig
@@ -103,12 +109,11 @@ def phase2(data: Path, device: torch.device, workers: int, mult: int, backbone: 
     cfg = load(SupernetConfig, ROOT / "configs/supernet_small.yaml",
                [f"epochs={base.epochs * mult}", "eval.paths=[]", "eval.num_paths=0",
                 f"data.sources=[{{root: {got}, kind: got10k, split: train, frame_range: 100, "
-                f"pairs_per_epoch: {base.steps_per_epoch * base.batch_size}}}]", *_common(data, device, workers),
-                *[f"steps_per_epoch={n}" for n in STEPS]])
-    dist = Dist(device=device)
+                f"pairs_per_epoch: {base.steps_per_epoch * base.batch_size}}}]", *run.overrides("")])
+    dist = Dist(device=run.device)
     model = TrackSupernet(cfg.space)
     model.load_backbone(backbone)
-    loader = make_loader(build_pair_dataset(cfg.data), cfg.batch_size, dist, shuffle=True, workers=workers,
+    loader = make_loader(build_pair_dataset(cfg.data), cfg.batch_size, dist, shuffle=True, workers=run.workers,
                          seed=cfg.run.seed)
     rep = Last()
     t0 = time.perf_counter()
@@ -117,7 +122,7 @@ def phase2(data: Path, device: torch.device, workers: int, mult: int, backbone: 
             "train_cls": rep.metrics.get("train_cls"), "train_reg": rep.metrics.get("train_reg")}, model
 
 
-def phase4(data: Path, device: torch.device, workers: int, arch, supernet, overrides: list[str]) -> tuple[dict, dict]:
+def phase4(data: Path, run: Setup, arch, supernet, overrides: list[str]) -> tuple[dict, torch.nn.Module]:
     from lighttrack.models import StaticTracker
     from lighttrack.train.config import RetrainConfig
     from lighttrack.train.retrain import retrain_tracker
@@ -128,15 +133,14 @@ def phase4(data: Path, device: torch.device, workers: int, arch, supernet, overr
                 "finetune.eval.max_sequences=1",  # the loop's own check; the bench tracks every sequence after
                 "finetune.eval.before_training=false",
                 f"finetune.data.sources=[{{root: {got}, kind: got10k, split: train, frame_range: 100, "
-                f"pairs_per_epoch: 960}}]", *_common(data, device, workers),
-                *[f"{stage}.steps_per_epoch={n}" for n in STEPS for stage in ("retrain", "finetune")], *overrides])
+                f"pairs_per_epoch: 960}}]", *run.overrides("retrain.", "finetune."), *overrides])
     reports: dict[str, Last] = {}
 
     def reporter(stage: str, epochs: int) -> Last:
         return reports.setdefault(stage, Last())
 
     t0 = time.perf_counter()
-    retrain_tracker(cfg, arch, supernet, reporter, Dist(device=device))
+    retrain_tracker(cfg, arch, supernet, reporter, Dist(device=run.device))
     tracker = StaticTracker.build(arch)
     tracker.load_state_dict(reports["finetune"].state["model"])
     return {"seconds": time.perf_counter() - t0, "retrain_steps": reports["retrain"].steps if "retrain" in reports else 0,
@@ -166,16 +170,15 @@ def main() -> int:
     p.add_argument("--recipes", default="base,noretrain,p2x2-noretrain,p2x2,p2x4-noretrain,p2x4")
     p.add_argument("--workers", type=int, default=min(6, max(0, (os.cpu_count() or 1) - 2)), help="loader workers")
     p.add_argument("--budget-s", type=float, default=1e9)
-    p.add_argument("--steps", help=argparse.SUPPRESS)  # every stage's steps_per_epoch: a dry run
+    p.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)  # every stage's steps_per_epoch: a dry run
     args = p.parse_args()
-    if args.steps:
-        STEPS.append(args.steps)
     names = args.recipes.split(",")
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         p.error(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
     args.out.mkdir(parents=True, exist_ok=True)
     begin, device, arch = time.perf_counter(), torch.device(args.device), resolve(args.arch)
+    run = Setup(device, args.workers, args.steps)
     report: dict = {"device": str(device), "torch": torch.__version__, "arch": str(arch), "recipes": {}}
     if device.type == "cuda":
         report["gpu"] = torch.cuda.get_device_name(0)
@@ -192,7 +195,7 @@ def main() -> int:
             data = Path(tmp) / "synth_small"
             write(data, seed=0, size="small", workers=max(1, os.cpu_count() or 1))
             report["data_seconds"] = time.perf_counter() - t0
-        report["phase1"], backbone = phase1(data, device, args.workers)
+        report["phase1"], backbone = phase1(data, run)
         print(f"[recipes] phase1 {report['phase1']}", flush=True)
         save()
         supernets: dict[int, tuple[dict, torch.nn.Module]] = {}
@@ -207,10 +210,10 @@ def main() -> int:
                 save()
                 continue
             if mult not in supernets:
-                supernets[mult] = phase2(data, device, args.workers, mult, backbone)
+                supernets[mult] = phase2(data, run, mult, backbone)
                 spent["p2"] = supernets[mult][0]["seconds"] / mult
             p2, supernet = supernets[mult]
-            p4, tracker = phase4(data, device, args.workers, arch, supernet, overrides)
+            p4, tracker = phase4(data, run, arch, supernet, overrides)
             t0 = time.perf_counter()
             try:
                 v = track(data, tracker, device)
