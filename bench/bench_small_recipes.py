@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -79,6 +79,11 @@ class Setup:
         return [f"run.amp={amp}", f"run.loader_workers={self.workers}", *steps]
 
 
+def _reroot(pairs, data: Path) -> None:
+    """The config's pair sources, read from ``data``'s GOT-10k folder (its other settings kept)."""
+    pairs.sources = [replace(src, root=str(data / "got10k")) for src in pairs.sources]
+
+
 def phase1(data: Path, run: Setup) -> tuple[dict, dict]:
     from lighttrack.models import ClassSupernet
     from lighttrack.train.class_data import class_dataset
@@ -104,12 +109,10 @@ def phase2(data: Path, run: Setup, mult: int, backbone: dict) -> tuple[dict, tor
     from lighttrack.train.config import SupernetConfig
     from lighttrack.train.tracking import train_supernet
 
-    base = load(SupernetConfig, ROOT / "configs/supernet_small.yaml")
-    got = data / "got10k"
     cfg = load(SupernetConfig, ROOT / "configs/supernet_small.yaml",
-               [f"epochs={base.epochs * mult}", "eval.paths=[]", "eval.num_paths=0",
-                f"data.sources=[{{root: {got}, kind: got10k, split: train, frame_range: 100, "
-                f"pairs_per_epoch: {base.steps_per_epoch * base.batch_size}}}]", *run.overrides("")])
+               ["eval.paths=[]", "eval.num_paths=0", *run.overrides("")])
+    cfg = replace(cfg, epochs=cfg.epochs * mult)
+    _reroot(cfg.data, data)
     dist = Dist(device=run.device)
     model = TrackSupernet(cfg.space)
     model.load_backbone(backbone)
@@ -127,13 +130,11 @@ def phase4(data: Path, run: Setup, arch, supernet, overrides: list[str]) -> tupl
     from lighttrack.train.config import RetrainConfig
     from lighttrack.train.retrain import retrain_tracker
 
-    got = data / "got10k"
     cfg = load(RetrainConfig, ROOT / "configs/retrain_small.yaml",
-               [f"retrain.data_root={data / 'imagenet'}", f"finetune.eval.root={got}",
+               [f"retrain.data_root={data / 'imagenet'}", f"finetune.eval.root={data / 'got10k'}",
                 "finetune.eval.max_sequences=1",  # the loop's own check; the bench tracks every sequence after
-                "finetune.eval.before_training=false",
-                f"finetune.data.sources=[{{root: {got}, kind: got10k, split: train, frame_range: 100, "
-                f"pairs_per_epoch: 960}}]", *run.overrides("retrain.", "finetune."), *overrides])
+                "finetune.eval.before_training=false", *run.overrides("retrain.", "finetune."), *overrides])
+    _reroot(cfg.finetune.data, data)
     reports: dict[str, Last] = {}
 
     def reporter(stage: str, epochs: int) -> Last:
