@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated subset, in pipeline order")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "pipeline",
                    help="MLflow store (mlflow.db, artifacts) and Ray Train storage")
+    p.add_argument("--data-base", type=Path, default=ROOT, metavar="DIR",
+                   help="the folder whose data/<set> holds the embedded data set, written there when "
+                        "missing or of another size (default: this checkout)")
     p.add_argument("--local-nodes", type=count, default=0, metavar="N",
                    help="run on a local multi-node cluster (needs root): a head with no CPUs, N worker "
                         "nodes that see none of this machine's files, data, storage and MLflow artifacts "
@@ -258,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     t0 = time.monotonic()
-    data = ensure_data(ROOT, *DATA[args.size])
+    base = args.data_base.resolve()
+    data = ensure_data(base, *DATA[args.size])
     out = args.out.resolve()
     # A team's tracking server, when the user has one: log there and start none.
     given = os.environ.get("MLFLOW_TRACKING_URI", "")
@@ -274,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                  + ("" if given else ", MLflow server (artifacts in S3)"))
             cluster = LocalCluster(out / "cluster", nodes=args.local_nodes,
                                    cpus_per_node=max(1, (os.cpu_count() or 2) // args.local_nodes),
-                                   hide=(ROOT / "runs", ROOT / "data"), tracking_uri=given)
+                                   hide=tuple({ROOT / "runs", ROOT / "data", base / "data"}), tracking_uri=given)
             services.append(cluster)
             cluster.start()
             cluster.s3.upload(data, "pipeline", "data", data.name)
@@ -291,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 services.append(tracking)
                 tracking.start()
             uri = given or tracking.uri
-            env, storage, data_base, extra = {"MLFLOW_TRACKING_URI": uri}, out / "ray", ROOT, {}
+            env, storage, data_base, extra = {"MLFLOW_TRACKING_URI": uri}, out / "ray", base, {}
         _say(f"Ray dashboard {head.dashboard_url}   MLflow UI {uri}")
         runs = run_phases(_stream_submit(head, env), args.size, names, stamp, storage, data_base, extra)
         _say(f"finished in {(time.monotonic() - t0) / 60:.1f} min\n{summarize(runs, uri)}")

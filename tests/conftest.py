@@ -1,4 +1,9 @@
-"""Shared test setup: one torch thread and real local services.
+"""Shared test setup: one torch thread, a folder of the session's own, and real local services.
+
+The suite runs in ``tests.home.HOME`` (a temporary folder with ``configs/`` linked in and
+the tiny embedded set at ``data/synth``), so a relative path of a config or a default
+``./mlflow.db`` lands there, never in the checkout; ``users_files_untouched`` fails the
+session if the checkout's ``data/``, ``runs/``, ``mlflow.db`` or ``mlruns/`` changed.
 
 ``ray_cluster`` and ``mlflow_server`` are session-scoped and start only when a test asks
 for them; they are shared by every test of the session and stopped (by the ids of the
@@ -8,6 +13,8 @@ processes they started) at the end, also when tests fail. ``submit_job`` runs a
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -24,16 +31,36 @@ except ImportError:  # pragma: no cover - torch is a hard dependency; keep conft
 
 from ray_jobs.services import LocalMlflow, LocalRay, submit_job as _submit
 
-EMBEDDED = ROOT / "data" / "synth"
+from tests.home import EMBEDDED, HOME, OWNED, USERS, changes, fingerprint
+
+_cwd = Path.cwd()
 
 
 def pytest_sessionstart(session) -> None:
-    """Tests that read the embedded dataset at ``data/synth`` (the pipeline's location) get
-    its tiny size written there when a fresh clone has none; a full one is used as it is."""
+    """Into the session's own folder, with the tiny embedded set at ``data/synth``."""
+    (HOME / "configs").unlink(missing_ok=True)
+    (HOME / "configs").symlink_to(ROOT / "configs")
     if not (EMBEDDED / "got10k" / "val" / "list.txt").is_file() or not (EMBEDDED / "crop511").is_dir():
         from lighttrack.data import synth
 
         synth.write(EMBEDDED, seed=0, size="tiny", workers=2)
+    os.chdir(HOME)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    os.chdir(_cwd)
+    if OWNED:
+        shutil.rmtree(HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def users_files_untouched():
+    """The suite creates, changes and deletes nothing under the checkout's data/, runs/,
+    mlflow.db or mlruns/ (the user's embedded set, runs and store)."""
+    before = fingerprint(*USERS)
+    yield
+    lost = changes(before, fingerprint(*USERS))
+    assert not lost, "the tests touched the user's files:\n  " + "\n  ".join(lost[:20])
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -18,9 +18,10 @@ from lighttrack.config import ConfigError, load
 from lighttrack.models.static import StaticTracker
 from lighttrack.models.supernet import ClassSupernet, TrackSupernet
 from lighttrack.train.config import SupernetConfig
+from tests.home import EMBEDDED, HOME
 
 ROOT = Path(__file__).resolve().parents[1]
-VAL = ROOT / "data" / "synth" / "got10k" / "val"
+VAL = EMBEDDED / "got10k" / "val"
 SUPERNET_MICRO = ROOT / "configs" / "supernet_micro.yaml"
 
 
@@ -305,7 +306,7 @@ def test_a_split_the_job_never_reads_is_not_required(monkeypatch):
     from lighttrack.data.fs import DataError
     from ray_jobs.common import check_inputs
 
-    monkeypatch.chdir(ROOT)  # the micro config's data roots are relative to the checkout
+    monkeypatch.chdir(HOME)  # the micro config's data roots are relative: the suite's own data/synth
     check_inputs(load(SupernetConfig, SUPERNET_MICRO, ["eval.num_paths=0", "eval.root=/nonexistent"]))
     with pytest.raises(DataError, match="eval.root: dataset root /nonexistent does not exist"):
         check_inputs(load(SupernetConfig, SUPERNET_MICRO, ["eval.num_paths=1", "eval.root=/nonexistent"]))

@@ -12,8 +12,9 @@ import torch
 from lighttrack.data.readers import Got10k
 from lighttrack.search.cache import EvalCache, fingerprint_sequences, settings_id, supernet_id
 from lighttrack.tracker.params import PRESETS
+from tests.home import EMBEDDED
 
-SYNTH = Path(__file__).resolve().parents[1] / "data" / "synth" / "got10k"
+SYNTH = EMBEDDED / "got10k"
 
 
 @pytest.fixture()
@@ -37,7 +38,7 @@ def _fp(root: Path) -> str:
 
 def test_settings_id_changes_with_every_input(val_copy):
     base = dict(sequences=_fp(val_copy), tracker=PRESETS["vot2019"], recal_batches=4,
-                recal_batch_size=8, seed=0, recal_data="data/synth/got10k:train")
+                recal_batch_size=8, seed=0, recal_data=f"{SYNTH}:train")
     ref = settings_id(**base)
     assert settings_id(**base) == ref  # nothing changed: hit
     changed = {

@@ -10,6 +10,7 @@ import pytest
 from lighttrack.config import parse_overrides
 from ray_jobs import pipeline
 from ray_jobs.services import ServiceError
+from tests.home import HOME
 
 
 def test_absolute_data_overrides(tmp_path):
@@ -87,7 +88,7 @@ def test_pipeline_logs_to_the_users_tracking_server_and_starts_none(mlflow_serve
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": mlflow_server.uri}
     out = subprocess.run([sys.executable, "-m", "ray_jobs.pipeline", "--size", "micro", "--phases", "pretrain",
-                          "--out", str(tmp_path / "out")], cwd=pipeline.ROOT, env=env, capture_output=True,
+                          "--out", str(tmp_path / "out"), "--data-base", str(HOME)], cwd=pipeline.ROOT, env=env, capture_output=True,
                          text=True, timeout=900)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]

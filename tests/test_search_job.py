@@ -27,9 +27,10 @@ from lighttrack.models import TrackSupernet
 from lighttrack.models.complexity import count
 from lighttrack.search.budget import Budget
 from lighttrack.search.cache import EvalCache
+from tests.home import EMBEDDED
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNTH = ROOT / "data" / "synth" / "got10k"
+SYNTH = EMBEDDED / "got10k"
 FIRST, N_FIRST = "600M,2M", 4  # the interrupted search: budget, evaluations
 TIGHT, N_TIGHT = ("450M,1.5M", "500M,1.8M"), 3  # the second search: budgets, evaluations each
 pytestmark = [pytest.mark.slow, pytest.mark.services]

@@ -10,8 +10,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from lighttrack.arch import resolve
 from lighttrack.models import TrackSupernet, recalibrate_bn
 from lighttrack.search.evaluate import CandidateEvaluator, EvalConfig, load_supernet
+from tests.home import EMBEDDED
 
-SYNTH = Path(__file__).resolve().parents[1] / "data" / "synth" / "got10k"
+SYNTH = EMBEDDED / "got10k"
 CFG = dict(val_root=str(SYNTH), recalibrate_root=str(SYNTH), val_sequences=1, val_frames=5,
            recalibrate_batches=2, recalibrate_batch_size=2)
 

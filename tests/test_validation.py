@@ -20,9 +20,9 @@ from lighttrack.tracker import Tracker
 from lighttrack.tracker import vot
 from lighttrack.tracker.params import PRESETS
 from lighttrack.tracker.validation import open_validation, score
+from tests.home import EMBEDDED
 
-ROOT = Path(__file__).resolve().parents[1]
-SYNTH = ROOT / "data" / "synth" / "got10k"
+SYNTH = EMBEDDED / "got10k"
 
 
 @pytest.fixture(scope="module")
