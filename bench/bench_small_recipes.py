@@ -72,11 +72,14 @@ class Setup:
     device: torch.device
     workers: int  # loader workers
     steps: int = 0
+    amp: str = ""  # run.amp; "" = auto on CUDA, off on the CPU
+    batch: int = 0  # every stage's batch_size instead of the config's (0 = the config's)
 
     def overrides(self, *stages: str) -> list[str]:
-        amp = "auto" if self.device.type == "cuda" else "off"
+        amp = self.amp or ("auto" if self.device.type == "cuda" else "off")
         steps = [f"{s}steps_per_epoch={self.steps}" for s in stages] if self.steps else []
-        return [f"run.amp={amp}", f"run.loader_workers={self.workers}", *steps]
+        batch = [f"{s}batch_size={self.batch}" for s in stages] if self.batch else []
+        return [f"run.amp={amp}", f"run.loader_workers={self.workers}", *steps, *batch]
 
 
 def _reroot(pairs, data: Path) -> None:
@@ -84,14 +87,15 @@ def _reroot(pairs, data: Path) -> None:
     pairs.sources = [replace(src, root=str(data / "got10k")) for src in pairs.sources]
 
 
-def phase1(data: Path, run: Setup) -> tuple[dict, dict]:
+def phase1(data: Path, run: Setup, epochs: int = 0) -> tuple[dict, dict]:
+    """configs/pretrain_small.yaml (``epochs``: that many instead); (figures, the supernet's state)."""
     from lighttrack.models import ClassSupernet
     from lighttrack.train.class_data import class_dataset
     from lighttrack.train.config import PretrainConfig
     from lighttrack.train.pretrain import train_backbone_supernet
 
     cfg = load(PretrainConfig, ROOT / "configs/pretrain_small.yaml",
-               [f"data_root={data / 'imagenet'}", *run.overrides("")])
+               [f"data_root={data / 'imagenet'}", *run.overrides(""), *([f"epochs={epochs}"] if epochs else [])])
     dist = Dist(device=run.device)
     model = ClassSupernet(cfg.model.num_classes, cfg.model.dropout)
     loader = make_loader(class_dataset(cfg.data_root, "train", cfg.model.image_size, train=True), cfg.batch_size,
@@ -99,18 +103,21 @@ def phase1(data: Path, run: Setup) -> tuple[dict, dict]:
     rep = Last()
     t0 = time.perf_counter()
     train_backbone_supernet(model, loader, None, cfg, rep, dist)
-    return {"seconds": time.perf_counter() - t0, "steps": rep.steps,
+    return {"seconds": time.perf_counter() - t0, "steps": rep.steps, "batch": cfg.batch_size,
             "train_loss": rep.metrics.get("train_loss")}, rep.state["model"]
 
 
-def phase2(data: Path, run: Setup, mult: int, backbone: dict) -> tuple[dict, torch.nn.Module]:
+def phase2(data: Path, run: Setup, mult: int, backbone: dict, overrides: list[str] = (), curve: bool = False,
+           on_step=None) -> tuple[dict, torch.nn.Module]:
+    """configs/supernet_small.yaml (plus ``overrides``) at ``mult`` x its epochs; ``curve``:
+    the loss of every step in the figures; ``on_step()`` after every step (a profiler's)."""
     from lighttrack.data.sampling import build_pair_dataset
     from lighttrack.models import TrackSupernet
     from lighttrack.train.config import SupernetConfig
     from lighttrack.train.tracking import train_supernet
 
     cfg = load(SupernetConfig, ROOT / "configs/supernet_small.yaml",
-               ["eval.paths=[]", "eval.num_paths=0", *run.overrides("")])
+               ["eval.paths=[]", "eval.num_paths=0", *run.overrides(""), *overrides])
     cfg = replace(cfg, epochs=cfg.epochs * mult)
     _reroot(cfg.data, data)
     dist = Dist(device=run.device)
@@ -118,11 +125,20 @@ def phase2(data: Path, run: Setup, mult: int, backbone: dict) -> tuple[dict, tor
     model.load_backbone(backbone)
     loader = make_loader(build_pair_dataset(cfg.data), cfg.batch_size, dist, shuffle=True, workers=run.workers,
                          seed=cfg.run.seed)
-    rep = Last()
+    rep, losses = Last(), []
+
+    def report(metrics: dict, state: dict | None = None) -> None:
+        rep(metrics, state)
+        if state is None and "step" in metrics:
+            losses.append(round(float(metrics["loss"]), 4))
+            if on_step is not None:
+                on_step()
+
     t0 = time.perf_counter()
-    train_supernet(model, loader, cfg, rep, dist)
-    return {"seconds": time.perf_counter() - t0, "steps": rep.steps, "epochs": cfg.epochs,
-            "train_cls": rep.metrics.get("train_cls"), "train_reg": rep.metrics.get("train_reg")}, model
+    train_supernet(model, loader, cfg, report, dist)
+    return {"seconds": time.perf_counter() - t0, "steps": rep.steps, "epochs": cfg.epochs, "batch": cfg.batch_size,
+            "train_cls": rep.metrics.get("train_cls"), "train_reg": rep.metrics.get("train_reg"),
+            **({"curve": losses} if curve else {})}, model
 
 
 def phase4(data: Path, run: Setup, arch, supernet, overrides: list[str]) -> tuple[dict, torch.nn.Module]:
