@@ -37,8 +37,9 @@ HIDDEN = (ROOT / "runs", ROOT / "data")
 def cluster(tmp_path_factory, s3_server):
     if LocalNode.unavailable():
         pytest.skip(LocalNode.unavailable())
-    for d in HIDDEN:
-        d.mkdir(exist_ok=True)
+    made = [d for d in HIDDEN if not d.exists()]  # a mount point is needed to hide a folder
+    for d in made:
+        d.mkdir()
     c = LocalCluster(tmp_path_factory.mktemp("cluster"), nodes=2, cpus_per_node=1, hide=HIDDEN, s3=s3_server)
     saved = dict(os.environ)
     os.environ.update(s3_server.env)  # this process reads the bucket too (the evaluation cache)
@@ -49,6 +50,9 @@ def cluster(tmp_path_factory, s3_server):
         c.stop()
         os.environ.clear()
         os.environ.update(saved)
+        for d in made:  # empty unless this process wrote there, which users_files_untouched reports
+            if not any(d.iterdir()):
+                d.rmdir()
 
 
 def _submit(cluster: LocalCluster, module: str, *args: str, on_line=None, check: bool = True,
