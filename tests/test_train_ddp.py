@@ -23,7 +23,7 @@ def _worker(rank: int, port: int, out: str, sandwich: int) -> None:
     torch.manual_seed(0)
     model = TrackSupernet()
     cfg = load(SupernetConfig, "configs/supernet_micro.yaml",
-               ["epochs=1", "backbone_freeze_epochs=0", "steps_per_epoch=3", "eval.num_paths=0",
+               ["epochs=1", "backbone_freeze_epochs=0", "steps_per_epoch=3", "eval.num_paths=0", "run.log_every=1",
                 f"sandwich={sandwich}"])
     data = _batches(3)[rank::2]  # each rank its own (different) pairs
     loader = torch.utils.data.DataLoader(data, batch_size=1)

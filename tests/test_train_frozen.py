@@ -51,7 +51,7 @@ def test_largest_warmup_then_head_candidates_inherit():
     from lighttrack.arch import resolve
     torch.manual_seed(0)
     cfg = load(SupernetConfig, "configs/supernet_micro.yaml",
-               ["epochs=2", "backbone_freeze_epochs=0", "steps_per_epoch=2", "eval.num_paths=0",
+               ["epochs=2", "backbone_freeze_epochs=0", "steps_per_epoch=2", "eval.num_paths=0", "run.log_every=1",
                 "largest_warmup_epochs=1", "init=phase1-run"])
     model = TrackSupernet()
     small_bb = model.backbone.blocks[0].choices[0].conv_pw.weight.clone()
@@ -101,7 +101,7 @@ def test_wide_space_trains_stride8_paths_with_their_own_labels():
                       "cls_label": torch.from_numpy(cls), "reg_target": torch.from_numpy(reg),
                       "reg_mask": torch.from_numpy(mask), "search_box": torch.from_numpy(box)})
     cfg = load(SupernetConfig, "configs/supernet_micro.yaml",
-               ["epochs=1", "backbone_freeze_epochs=0", "steps_per_epoch=8", "eval.num_paths=0",
+               ["epochs=1", "backbone_freeze_epochs=0", "steps_per_epoch=8", "eval.num_paths=0", "run.log_every=1",
                 "largest_warmup_epochs=0", "space=wide", "run.seed=3"])  # seed 3: paths of both strides
     torch.manual_seed(0)
     model = TrackSupernet(cfg.space)
@@ -131,7 +131,7 @@ def test_a_stride8_eval_path_on_a_paper_supernet_is_refused_before_training():
 def _run_sandwich(n: int) -> tuple[TrackSupernet, list[dict]]:
     torch.manual_seed(0)
     cfg = load(SupernetConfig, "configs/supernet_micro.yaml",
-               ["epochs=1", "backbone_freeze_epochs=0", "steps_per_epoch=2", "eval.num_paths=0",
+               ["epochs=1", "backbone_freeze_epochs=0", "steps_per_epoch=2", "eval.num_paths=0", "run.log_every=1",
                 "largest_warmup_epochs=0", f"sandwich={n}"])
     model = TrackSupernet()
     steps: list[dict] = []

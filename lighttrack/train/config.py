@@ -58,7 +58,8 @@ class RunConfig:
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"            # auto (bf16 on GPUs that have it, else fp16; off on CPU) | bf16 | fp16 | off
     max_failures: Annotated[int, Range(ge=-1)] = 3  # worker losses survived by restarting from the last checkpoint (-1: any number)
     keep_checkpoints: PosInt = 2    # checkpoints kept by Ray Train (latest ones)
-    log_every: PosInt = 10          # steps between per-step metric reports
+    log_every: PosInt = 10          # steps between per-step metric reports (each waits for the device)
+    channels_last: bool = False     # NHWC weights: the layout Tensor Cores read without a transpose (CUDA)
     threads: Count = 0           # torch.set_num_threads per worker (0 = leave as is)
 
 

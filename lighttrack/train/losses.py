@@ -27,10 +27,11 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` where ``mask`` is true; 0 (with a graph) when the mask is empty."""
     mask = mask.bool()
     count = mask.sum().to(values.dtype)
-    # indexing (not a product with the mask): cells outside the mask may hold NaN/inf (e.g. log of a negative
-    # union for targets that are meaningless there) and must not poison the sum.
+    # a select (not a product with the mask): cells outside the mask may hold NaN/inf (e.g. log of a negative
+    # union for targets that are meaningless there) and must not poison the sum. Not indexing either:
+    # values[mask] has a data-dependent size, so it waits for the device every call.
     # clamp_min keeps the empty case finite: 0 / 1 = 0, still with a grad_fn.
-    return values[mask].sum() / count.clamp_min(1.0)
+    return torch.where(mask, values, values.new_zeros(())).sum() / count.clamp_min(1.0)
 
 
 def weighted_bce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

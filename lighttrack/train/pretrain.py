@@ -100,4 +100,5 @@ def train_backbone_supernet(model: nn.Module, train_loader: DataLoader, val_load
     evaluate = None
     if val_loader is not None and obj.eval_paths:
         evaluate = lambda m, epoch: evaluate_paths(m, obj.eval_paths, val_loader, recal_loader, cfg, dist.device)  # noqa: E731
-    return fit(obj, train_loader, cfg, cfg.run.amp, report, dist, wrap, state, evaluate)
+    return fit(obj, train_loader, cfg, cfg.run.amp, report, dist, wrap, state, evaluate, log_every=cfg.run.log_every,
+               channels_last=cfg.run.channels_last)

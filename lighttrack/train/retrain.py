@@ -83,7 +83,8 @@ def train_classifier(model: nn.Module, train_loader: DataLoader, val_loader: Dat
         return {"top1": top1(obj.kept.eval(), val_loader, dist.device, cfg.eval_batches)}
 
     metrics = fit(obj, train_loader, cfg, run.amp, report, dist, wrap, state,
-                  evaluate if val_loader is not None else None)
+                  evaluate if val_loader is not None else None, log_every=run.log_every,
+                  channels_last=run.channels_last)
     return metrics, obj.kept
 
 

@@ -135,7 +135,7 @@ def train_supernet(model: nn.Module, loader: DataLoader, cfg: SupernetConfig, re
     """Phase 2: train a TrackSupernet for ``cfg.epochs``; ``evaluate(model, epoch)`` (rank 0)
     every ``cfg.eval.every`` epochs. Resumes from ``state`` (a dict it reported)."""
     return fit(SupernetObjective(model, cfg, dist.device), loader, cfg, cfg.run.amp, report, dist, wrap, state,
-               evaluate, cfg.eval.every, cfg.eval.before_training)
+               evaluate, cfg.eval.every, cfg.eval.before_training, cfg.run.log_every, cfg.run.channels_last)
 
 
 def finetune(model: nn.Module, loader: DataLoader, cfg: FinetuneStageConfig, run: RunConfig, report: Report,
@@ -144,4 +144,4 @@ def finetune(model: nn.Module, loader: DataLoader, cfg: FinetuneStageConfig, run
     """Phase 4b: train a StaticTracker for ``cfg.epochs``, as :func:`train_supernet`."""
     obj = TrackObjective(model, dist.device, cfg.backbone_lr_mult, cfg.backbone_freeze_epochs, cfg.grad_clip)
     return fit(obj, loader, cfg, run.amp, report, dist, wrap, state, evaluate, cfg.eval.every,
-               cfg.eval.before_training)
+               cfg.eval.before_training, run.log_every, run.channels_last)

@@ -71,12 +71,20 @@ class Objective:
 
 def fit(obj: Objective, loader: DataLoader, cfg: Stage, amp_mode: str, report: Report, dist: Dist = Dist(),
         wrap: Callable[[nn.Module], nn.Module] = lambda m: m, state: dict | None = None,
-        evaluate: Evaluate | None = None, every: int = 1, baseline: bool = False) -> dict:
+        evaluate: Evaluate | None = None, every: int = 1, baseline: bool = False, log_every: int = 1,
+        channels_last: bool = False) -> dict:
     """Train ``obj.model`` for ``cfg.epochs``; resume from ``state`` (a dict this function
     reported). ``wrap`` makes the data-parallel module (DDP). ``evaluate`` runs after every
     ``every``-th and the last epoch, and with ``baseline`` once before training (logged as
-    ``untrained/<metric>``). Returns the last epoch's metrics."""
+    ``untrained/<metric>``). Returns the last epoch's metrics.
+
+    Every step is reported; its loss values and the throughput only every ``log_every``-th
+    global step. Reading a value off the device waits for the device: once a window, the
+    host keeps queueing steps ahead of it (the epoch's sums stay on the device).
+    ``channels_last`` keeps the weights NHWC (a layout only, the same numbers)."""
     model = obj.model  # on dist.device
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(obj.param_groups(), cfg.optim)
     amp = Amp(dist.device, amp_mode)
     start_epoch, global_step = 0, 0
@@ -94,12 +102,13 @@ def fit(obj: Objective, loader: DataLoader, cfg: Stage, amp_mode: str, report: R
     steps = cfg.steps_per_epoch or len(loader)
     clock = EtaClock(cfg.epochs * steps, start_epoch * steps)
     net, metrics = None, {}
+    log_every = max(1, log_every)
     for epoch in range(start_epoch, cfg.epochs):
         net = obj.begin_epoch(net, epoch, wrap)
         set_loader_epoch(loader, epoch)
         t_epoch, sums = time.perf_counter(), dict.fromkeys(obj.parts, 0.0)
+        t_window, n_window = t_epoch, 0  # samples since the last logged step, loading included
         for step, batch in enumerate(cycle_epochs(loader, steps)):
-            t0 = time.perf_counter()
             lr = lr_at(epoch + step / steps, cfg.optim.lr, cfg.epochs, cfg.schedule)
             set_lr(optimizer, lr)
             optimizer.zero_grad(set_to_none=True)  # paths that do not run keep no gradient at all
@@ -107,12 +116,17 @@ def fit(obj: Objective, loader: DataLoader, cfg: Stage, amp_mode: str, report: R
             amp.step(loss, optimizer, params, obj.clip)
             obj.after_step()
             global_step += 1
-            logged = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in logged.items()}
-            sums = {k: sums[k] + logged[k] for k in sums}
-            report(logged | {"lr": lr, obj.rate: n * dist.world_size / (time.perf_counter() - t0),
-                             "epoch": epoch, "step": step, "global_step": global_step,
-                             "eta_s": clock.eta_s(global_step)})
-        metrics = {f"train_{k}": v / steps for k, v in sums.items()}
+            n_window += n
+            sums = {k: sums[k] + _detached(logged[k]) for k in sums}
+            row = {"lr": lr, "epoch": epoch, "step": step, "global_step": global_step,
+                   "eta_s": clock.eta_s(global_step)}
+            if global_step % log_every == 0:
+                row |= {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in logged.items()}  # waits
+                now = time.perf_counter()
+                row[obj.rate] = n_window * dist.world_size / (now - t_window)
+                t_window, n_window = now, 0
+            report(row)
+        metrics = {f"train_{k}": float(v) / steps for k, v in sums.items()}
         metrics |= {"epoch": epoch, "lr": lr, "epoch_time_s": time.perf_counter() - t_epoch,
                     "eta_s": clock.eta_s(global_step), "global_step": global_step}
         if evaluate is not None and dist.is_main and (epoch == cfg.epochs - 1 or (epoch + 1) % every == 0):
@@ -122,3 +136,7 @@ def fit(obj: Objective, loader: DataLoader, cfg: Stage, amp_mode: str, report: R
                  **obj.state(), "metrics": metrics}
         report(metrics, state)
     return metrics
+
+
+def _detached(v):
+    return v.detach() if isinstance(v, torch.Tensor) else v
