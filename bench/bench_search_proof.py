@@ -5,7 +5,10 @@
 
 The one prepared GPU script (``scripts/gpu_rank.sh`` runs it on a bare GPU machine); every
 figure goes to DIR/proof.json as soon as it is measured, and a part that does not fit what
-is left of ``--budget-s`` (by the time its first piece took) is skipped with the reason.
+is left of ``--budget-s`` is skipped with the reason (the ground truth stops at the training
+that would not fit). The trained phase-1 and phase-2 weights stay in DIR (``phase1.pt``,
+``supernet.pt``): a second call with ``--reuse DIR`` runs other parts on them untrained,
+e.g. ``--parts rank`` while the device machine is still warm.
 
 - ``speed``: phase-1 and phase-2 training steps at the config's batch, the recipe as it
   stood (loader in the training process, fp32) beside loader workers and bf16, pairs per
@@ -132,11 +135,16 @@ def speed(data: Path, setup, steps: int, out: Path, figures: Figures) -> None:
     figures.put("speed_loader_pairs_per_s", {str(w): round(loader_rate(pairs, batch, w), 1) for w in counts})
     best = max(counts)
     amp = "bf16" if device.type == "cuda" else "off"
-    runs = {"before (0 workers, fp32)": (replace(setup, workers=0, steps=steps, amp="off"), []),
-            f"after ({best} workers, {amp})": (replace(setup, workers=best, steps=steps, amp=amp), [])}
+    # before: the loader in the training process, fp32, every step's values read off the device
+    runs = {"before (0 workers, fp32, log every step)": (replace(setup, workers=0, steps=steps, amp="off",
+                                                                 log_every=1), []),
+            f"after ({best} workers, {amp}, log every 10)": (replace(setup, workers=best, steps=steps, amp=amp,
+                                                                     log_every=10), [])}
+    runs["after + channels_last"] = (replace(setup, workers=best, steps=steps, amp=amp, log_every=10,
+                                             channels_last=True), [])
     for mult in (4, 8):  # the lr scaled with the batch
-        runs[f"after, batch {batch * mult}"] = (replace(setup, workers=best, steps=steps, amp=amp, batch=batch * mult),
-                                                [f"optim.lr={cfg.optim.lr * mult}"])
+        runs[f"after, batch {batch * mult}"] = (replace(setup, workers=best, steps=steps, amp=amp, batch=batch * mult,
+                                                        log_every=10), [f"optim.lr={cfg.optim.lr * mult}"])
     result = {}
     backbone = None
     for name, (run, extra) in runs.items():
@@ -147,7 +155,7 @@ def speed(data: Path, setup, steps: int, out: Path, figures: Figures) -> None:
                         "phase2_pairs_per_s": round(p2["steps"] * p2["batch"] / p2["seconds"], 1),
                         "phase2_loss_curve": p2["curve"]}
         figures.put("speed_steps", result)
-    figures.put("speed_profile", profile_phase2(data, replace(setup, workers=best, amp=amp), backbone,
+    figures.put("speed_profile", profile_phase2(data, replace(setup, workers=best, amp=amp, log_every=10), backbone,
                                                 out / "profile_phase2.txt"))
 
 
@@ -192,20 +200,22 @@ def paths(supernet, data: Path, check: BudgetCheck, n: int, retests: int, frames
                               "retest_ratio": within / max(float(A.mean(0).std()), 1e-9)})
 
 
-def train_alone(p1_backbone: dict, arch: Arch, data: Path, setup, seed: int) -> torch.nn.Module:
-    """``arch`` from the phase-1 weights (heads fresh), trained alone by the size's phase 4b."""
+def train_alone(p1_backbone: dict, arch: Arch, data: Path, setup, seed: int, epochs: int) -> torch.nn.Module:
+    """``arch`` from the phase-1 weights (heads fresh), trained alone by the size's phase 4b
+    for ``epochs`` (its cosine schedule over them)."""
     from lighttrack.models import TrackSupernet
 
     torch.manual_seed(seed)
     fresh = TrackSupernet()
     fresh.load_backbone(p1_backbone)
     _, tracker = recipes.phase4(data, setup, arch, fresh, ["retrain.enabled=false", "finetune.head_init=supernet",
-                                                          f"run.seed={seed}", f"finetune.data.seed={seed}"])
+                                                          f"run.seed={seed}", f"finetune.data.seed={seed}",
+                                                          f"finetune.epochs={epochs}"])
     return tracker
 
 
-def rank(supernet, p1_backbone: dict, data: Path, setup, check, costs, n: int, frames: int, figures: Figures,
-         left) -> None:
+def rank(supernet, p1_backbone: dict, data: Path, setup, check, costs, n: int, frames: int, epochs: int,
+         figures: Figures, left) -> None:
     from lighttrack.tracker.validation import score
 
     archs = spread(n, check, costs)
@@ -220,7 +230,7 @@ def rank(supernet, p1_backbone: dict, data: Path, setup, check, costs, n: int, f
                 figures.put("rank_stopped", f"out of budget after {len(alone[0]) + len(alone[1])} trainings")
                 break
             t0 = time.perf_counter()
-            net = train_alone(p1_backbone, a, data, setup, seed).to(setup.device).eval()
+            net = train_alone(p1_backbone, a, data, setup, seed, epochs).to(setup.device).eval()
             with torch.no_grad():
                 alone[seed].append(score(net, ev.val, ev.params)["ao"])
             took = time.perf_counter() - t0
@@ -297,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paths", type=int, default=16, help="random in-budget paths of the 'paths' part")
     p.add_argument("--retests", type=int, default=3)
     p.add_argument("--unlike", type=int, default=10, help="unlike sequences of the 'final' part")
+    p.add_argument("--reuse", type=Path, help="a folder with this script's phase1.pt and supernet.pt: no training")
     p.add_argument("--archs", type=int, default=10)
+    p.add_argument("--alone-epochs", type=int, default=3,
+                   help="ground-truth training: epochs of the small fine-tune (60 steps of 16 each; 10 = phase 4's)")
     p.add_argument("--evaluations", type=int, default=30)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--frames", type=int, default=0, help="validation frames per sequence (0 = whole sequences)")
@@ -340,20 +353,27 @@ def main(argv: list[str] | None = None) -> int:
             data = Path(tmp) / "synth"
             write(data, seed=0, size=args.size, workers=max(1, os.cpu_count() or 1))
         if "speed" in parts:
-            attempt("speed", lambda: speed(data, setup, args.steps or 20, args.out, figures))
+            attempt("speed", lambda: speed(data, setup, args.steps or 30, args.out, figures))
         if not {"paths", "rank", "race", "final"} & set(parts):
             return 0
-        t0 = time.perf_counter()
-        p1, backbone = recipes.phase1(data, setup)
-        p2, supernet = recipes.phase2(data, setup, args.p2_mult, backbone, [], curve=True)
+        if args.reuse:  # a call before trained them (on the device, in a folder kept between calls)
+            from lighttrack.search.evaluate import load_supernet
+
+            backbone = torch.load(args.reuse / "phase1.pt", map_location="cpu")
+            supernet = load_supernet(args.reuse / "supernet.pt", str(device))[0]
+        else:
+            t0 = time.perf_counter()
+            p1, backbone = recipes.phase1(data, setup)
+            torch.save(backbone, args.out / "phase1.pt")
+            p2, supernet = recipes.phase2(data, setup, args.p2_mult, backbone, [], curve=True)
+            figures.put("supernet", {"phase1": p1, "phase2": p2, "seconds": time.perf_counter() - t0})
+            torch.save({"model": supernet.state_dict()}, args.out / "supernet.pt")
         supernet.eval()
-        figures.put("supernet", {"phase1": p1, "phase2": p2, "seconds": time.perf_counter() - t0})
-        torch.save({"model": supernet.state_dict()}, args.out / "supernet.pt")
         if "paths" in parts:
             attempt("paths", lambda: paths(supernet, data, check, args.paths, args.retests, args.frames, figures))
         if "rank" in parts and left() > 0:
             attempt("rank", lambda: rank(supernet, backbone, data, setup, check, costs, args.archs, args.frames,
-                                         figures, left))
+                                         args.alone_epochs, figures, left))
         found = None
         if "race" in parts and left() > 0:
             def run_race():

@@ -74,12 +74,16 @@ class Setup:
     steps: int = 0
     amp: str = ""  # run.amp; "" = auto on CUDA, off on the CPU
     batch: int = 0  # every stage's batch_size instead of the config's (0 = the config's)
+    log_every: int = 0  # run.log_every (steps between reads off the device; 0 = the config's)
+    channels_last: bool = False  # run.channels_last
 
     def overrides(self, *stages: str) -> list[str]:
         amp = self.amp or ("auto" if self.device.type == "cuda" else "off")
         steps = [f"{s}steps_per_epoch={self.steps}" for s in stages] if self.steps else []
         batch = [f"{s}batch_size={self.batch}" for s in stages] if self.batch else []
-        return [f"run.amp={amp}", f"run.loader_workers={self.workers}", *steps, *batch]
+        log = ([f"run.log_every={self.log_every}"] if self.log_every else []) + (
+            ["run.channels_last=true"] if self.channels_last else [])
+        return [f"run.amp={amp}", f"run.loader_workers={self.workers}", *steps, *batch, *log]
 
 
 def _reroot(pairs, data: Path) -> None:
@@ -110,7 +114,7 @@ def phase1(data: Path, run: Setup, epochs: int = 0) -> tuple[dict, dict]:
 def phase2(data: Path, run: Setup, mult: int, backbone: dict, overrides: list[str] = (), curve: bool = False,
            on_step=None) -> tuple[dict, torch.nn.Module]:
     """configs/supernet_small.yaml (plus ``overrides``) at ``mult`` x its epochs; ``curve``:
-    the loss of every step in the figures; ``on_step()`` after every step (a profiler's)."""
+    (step, loss) of every logged step in the figures; ``on_step()`` after every step (a profiler's)."""
     from lighttrack.data.sampling import build_pair_dataset
     from lighttrack.models import TrackSupernet
     from lighttrack.train.config import SupernetConfig
@@ -129,10 +133,10 @@ def phase2(data: Path, run: Setup, mult: int, backbone: dict, overrides: list[st
 
     def report(metrics: dict, state: dict | None = None) -> None:
         rep(metrics, state)
-        if state is None and "step" in metrics:
-            losses.append(round(float(metrics["loss"]), 4))
-            if on_step is not None:
-                on_step()
+        if state is None and "loss" in metrics:  # the logged steps (run.log_every)
+            losses.append((int(metrics["global_step"]), round(float(metrics["loss"]), 4)))
+        if state is None and on_step is not None:  # every step
+            on_step()
 
     t0 = time.perf_counter()
     train_supernet(model, loader, cfg, report, dist)

@@ -7,7 +7,10 @@
 #
 # That machine has no network and no nevergrad (the race needs it): first, here,
 #   bash scripts/gpu_rank.sh --prepare      # wheels for Python 3.12 into .whl/ (about 24 MB)
-# then run it there with .whl carried (the device tool's carry: [".whl"]).
+# then run it there with .whl carried (the device tool's carry: [".whl"]). One lease, two calls:
+#   D=$OUT; OUT=runs/gpu_rank bash scripts/gpu_rank.sh --parts speed,paths,race,final; cp runs/gpu_rank/*.json runs/gpu_rank/*.txt $D/
+#   D=$OUT; OUT=runs/gpu_rank2 bash scripts/gpu_rank.sh --parts rank --reuse runs/gpu_rank; cp runs/gpu_rank2/*.json $D/
+# (runs/ is kept on a warm machine between calls; the device tool's $OUT is new each call).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"

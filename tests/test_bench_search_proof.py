@@ -20,11 +20,12 @@ pytestmark = pytest.mark.slow
 def test_every_part_runs_and_saves_its_figures(tmp_path):
     proof.main(["--out", str(tmp_path), "--data", str(EMBEDDED), "--device", "cpu", "--workers", "0",
                 "--steps", "1", "--batch", "2", "--p2-mult", "1", "--paths", "3", "--retests", "2", "--archs", "3",
-                "--evaluations", "3", "--seeds", "2", "--frames", "4", "--unlike", "1", "--budget-s", "100000"])
+                "--evaluations", "3", "--seeds", "2", "--frames", "4", "--unlike", "1", "--alone-epochs", "1",
+                "--budget-s", "100000"])
     got = json.loads((tmp_path / "proof.json").read_text())
     assert not [k for k in got if k.endswith(("_error", "_skipped"))], {k: got[k] for k in got if "error" in k}
     steps = got["speed_steps"]
-    assert len(steps) == 4 and all(v["phase2_pairs_per_s"] > 0 for v in steps.values())
+    assert len(steps) == 5 and all(v["phase2_pairs_per_s"] > 0 for v in steps.values())
     assert "Self CPU" in (tmp_path / "profile_phase2.txt").read_text()
     paths = got["paths"]
     assert paths["draws"] == 2 and len(paths["ao_first_draw"]) == 3 and 0 <= paths["above_stay_put"] <= 1
@@ -36,6 +37,13 @@ def test_every_part_runs_and_saves_its_figures(tmp_path):
     assert set(got["final"]) == {"found", "random0", "random1", "random2"}
     assert got["final"]["found"]["arch"] == race["found"]
     assert all(0 <= v["unlike"]["stay_put_ao"] <= 1 for v in got["final"].values())
+
+    # a second call on the same machine reuses the trained supernet (the GPU lease's second call)
+    again = tmp_path / "again"
+    proof.main(["--out", str(again), "--data", str(EMBEDDED), "--device", "cpu", "--parts", "paths",
+                "--reuse", str(tmp_path), "--paths", "3", "--retests", "1", "--frames", "4"])
+    second = json.loads((again / "proof.json").read_text())
+    assert "supernet" not in second and second["paths"]["ao_first_draw"] == paths["ao_first_draw"]
 
 
 def test_random_in_budget_paths_are_distinct_and_fit():
