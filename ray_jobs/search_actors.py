@@ -171,9 +171,7 @@ class LightTrackSearcher(NevergradSearch):
             self.source.fail(arch, retry=True)
             return
         row = from_report(result)
-        self.source.complete(arch, row)
-        if result.get("cached"):  # the evaluator found it in the cache (resumed in-flight trial)
-            self.source.history[-1]["source"] = "cache"
+        self.source.complete(arch, row, cached=bool(result.get("cached")))
         self._flush()
 
 

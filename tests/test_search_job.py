@@ -8,6 +8,9 @@ One supernet checkpoint and one evaluation cache for the module, three driver ru
    (``--budget A --budget B``): it is seeded from the cache, evaluates no architecture
    already there, and reports one best architecture per budget, each inside its budget
    when recounted with fvcore.
+
+And two searches submitted together on one fresh cache (two budgets): every row kept,
+nothing evaluated again that the other search had already written.
 """
 from __future__ import annotations
 
@@ -48,9 +51,9 @@ def setup(tmp_path_factory, ray_cluster):
     return tmp, env, ray_cluster.address
 
 
-def _cmd(tmp: Path, address: str, name: str, budgets: tuple[str, ...], n: int) -> list[str]:
+def _cmd(tmp: Path, address: str, name: str, budgets: tuple[str, ...], n: int, cache: str = "cache") -> list[str]:
     cmd = [sys.executable, "-m", "ray_jobs.search", "--supernet", str(tmp / "checkpoint.pt"),
-           "--config", str(ROOT / "configs/search_micro.yaml"), "--cache", str(tmp / "cache"),
+           "--config", str(ROOT / "configs/search_micro.yaml"), "--cache", str(tmp / cache),
            "--name", name, "--address", address, "--storage-path", str(tmp / "ray"),
            "--set", f"optimizer.evaluations={n}", "--set", f"eval.val_root={SYNTH}",
            "--set", f"eval.recalibrate_root={SYNTH}", "--set", "eval.val_frames=12"]  # ~1 s per evaluation: time to interrupt
@@ -109,7 +112,7 @@ def test_interrupted_search_resumes_without_loss_or_repeat(setup, first):
     assert len(after) == N_FIRST and len({r["arch"] for r in after}) == N_FIRST  # nothing repeated
     assert all(before[a] == f for a, f in ((r["arch"], r["finished"]) for r in after) if a in before)
     assert set(before) <= {r["arch"] for r in after}  # nothing lost
-    assert ran <= N_FIRST - len(before) + 1  # at most the in-flight one re-run (answered by the cache)
+    assert ran == N_FIRST - len(before)  # an in-flight one re-run is answered by the cache, not run
     assert "supernet loaded 1 time(s)" in out  # one evaluator, one load
 
 
@@ -168,3 +171,42 @@ def test_a_search_by_vot_eao_scores_under_settings_of_its_own(setup, first):
     card = [json.loads(p.read_text()) for p in tmp.glob("mlartifacts/**/best_arch.json")
             if json.loads(p.read_text()).get("metric") == "eao"]
     assert card and {"eao", "baseline_eao", "accuracy", "failures", "beats_baseline"} <= set(card[0])
+
+
+def test_two_searches_at_once_on_one_cache_keep_every_row_and_repeat_none(setup, mlflow_server):
+    """Two drivers, two budgets, one cache folder, the second started as the first writes its
+    first row (the same optimizer seed, so they ask for much the same candidates). A key
+    evaluated by both is allowed only where the second evaluation began before the first
+    one's row had landed (both were in flight)."""
+    import pyarrow.parquet as pq
+
+    tmp, env, address = setup
+    env = {**env, "MLFLOW_TRACKING_URI": mlflow_server.uri}  # one server for both, as users share one
+    budgets, n = {"wide": "600M,2M", "narrow": "550M,1.9M"}, 4
+    procs = {}
+    for name, b in budgets.items():  # the second once the first has a row: it asks for what is there
+        procs[name] = subprocess.Popen(_cmd(tmp, address, name, (b,), n, cache="shared"), env=env, cwd=tmp,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while len(procs) == 1 and not list((tmp / "shared").glob("part-*.parquet")) and time.time() < deadline:
+            time.sleep(0.2)
+    outs = {name: p.communicate(timeout=600)[0] for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, outs[name][-3000:]
+    landed: dict[tuple, list[tuple[float, dict]]] = {}  # key -> [(when its part landed, row)]
+    for part in sorted((tmp / "shared").glob("part-*.parquet")):
+        for row in pq.read_table(part).to_pylist():
+            key = (row["supernet_id"], row["settings_id"], row["arch"])
+            landed.setdefault(key, []).append((part.stat().st_mtime, row))
+    for name, b in budgets.items():  # every evaluation a search reports is a row in the cache
+        label = Budget.parse(b).label
+        s = re.search(rf"search {re.escape(label)}: (\d+) trials, (\d+) cache answers", outs[name])
+        mine = [r for rows in landed.values() for _, r in rows if r["search"] == name]
+        print(f"{name} ({label}): {s.group(1)} evaluated, {s.group(2)} answered from the cache")
+        assert int(s.group(1)) == len(mine) and int(s.group(1)) + int(s.group(2)) == n
+    twice = {k: sorted(v, key=lambda x: x[0]) for k, v in landed.items() if len(v) > 1}
+    for key, ((first_landed, _), *later) in twice.items():
+        for _, row in later:  # began (after its own cache check) before the first row landed
+            assert row["started"].timestamp() <= first_landed + 0.5, \
+                f"{key[2]} evaluated again by {row['search']} after the other search's row landed"
+    print(f"{len(landed)} architectures, {len(twice)} evaluated by both while both were in flight")

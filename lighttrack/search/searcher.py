@@ -130,15 +130,20 @@ class CandidateSource:
                            f"({self.stats.infeasible} infeasible, {self.stats.cache_hits} cached)")
 
     # -- telling ------------------------------------------------------------------------
-    def complete(self, arch: Arch | str, row: Mapping[str, Any]) -> None:
-        """Result of a trial (a cache row: ``fitness``, ``params``, ``macs``, ...)."""
+    def complete(self, arch: Arch | str, row: Mapping[str, Any], cached: bool = False) -> None:
+        """Result of a trial (a cache row: ``fitness``, ``params``, ``macs``, ...); ``cached``:
+        the evaluator found it in the cache (another search, or a trial re-run after a loss,
+        wrote it since it was asked), so it counts as a cache answer, not an evaluation."""
         key = str(arch)
         pending = self.pending.pop(key)
         for cand in pending.candidates:
             self.opt.tell(cand, -fitness(row))
         self.known[key] = row
-        self.stats.trials += 1
-        self._record(key, row, "trial")
+        if cached:
+            self.stats.cache_hits += 1
+        else:
+            self.stats.trials += 1
+        self._record(key, row, "cache" if cached else "trial")
 
     def fail(self, arch: Arch | str, retry: bool = False) -> None:
         """An evaluation failed. With ``retry`` (the failure may be the machine's, such as a
