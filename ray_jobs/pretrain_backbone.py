@@ -24,7 +24,7 @@ def worker(loop_config: dict) -> None:
                         type(dist)(), shuffle=True, seed=cfg.run.seed + 1)
     val = make_loader(class_dataset(cfg.data_root, "val", size, train=False), cfg.batch_size, type(dist)(),
                       shuffle=False, drop_last=False)
-    state = resume_state()
+    state = resume_state(loop_config)
     report = Reporter(loop_config, cfg.run.log_every, epochs=cfg.epochs)
     train_backbone_supernet(model, train, val if dist.is_main else None, cfg, report, dist, ddp_wrap, state,
                             recal_loader=recal)

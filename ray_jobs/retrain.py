@@ -67,7 +67,7 @@ def worker(loop_config: dict) -> None:
     def reporter(stage: str, epochs: int) -> Reporter:
         return Reporter(loop_config, cfg.run.log_every, prefix=f"{stage}/", epochs=epochs, fault=stage == first)
 
-    retrain_tracker(cfg, parse(loop_config["arch"]), supernet, reporter, dist, ddp_wrap, resume_state())
+    retrain_tracker(cfg, parse(loop_config["arch"]), supernet, reporter, dist, ddp_wrap, resume_state(loop_config))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -383,7 +383,7 @@ class LocalMlflow:
 
     def start(self, timeout: float = 120.0) -> "LocalMlflow":
         self.root.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = int(self.uri.rsplit(":", 1)[1]) if self.uri else free_port()  # a restart keeps its address
         self.uri = f"http://{HOST}:{port}"
         cmd = [
             str(BIN / "mlflow"), "server",

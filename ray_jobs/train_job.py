@@ -7,7 +7,8 @@ with the same ``--storage-path`` resumes from the last checkpoint (Ray Train res
 the run's checkpoint state) and reuses the MLflow run found by its tags.
 
 Worker: a ``Reporter`` binds the library loops' ``report(metrics, state)`` to MLflow
-(rank 0 only) and to ``ray.train.report`` with a checkpoint (every rank, once an epoch).
+(rank 0 only, through ``ray_jobs.outbox``: training goes on while the server is away) and
+to ``ray.train.report`` with a checkpoint (every rank, once an epoch).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import torch
 
 from lighttrack.config import load, to_dict
 from ray_jobs.common import PARENT_TAG, find_or_create_run, tracking_uri
+from ray_jobs.outbox import close_all, outbox
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: default storage path runs/
 # TEST ONLY: a driver with this set to N makes rank 0 of its training kill its own process at
@@ -103,7 +105,7 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
         return {"run_id": run_id, "metrics": {}, "checkpoint": None}
     use_gpu = gpu_flag(cfg.run.use_gpu, capacity)
     trainer = TorchTrainer(
-        worker_fn,
+        _sending_all(worker_fn),
         train_loop_config={"config": absolute_paths(to_dict(cfg)), "config_path": args.config, "overrides": args.overrides,
                            "run_id": run_id, "tracking_uri": tracking_uri(), "name": args.name, "inputs": refs,
                            "phase": phase, "fault_step": int(os.environ.get(FAULT_ENV, -1))},
@@ -130,6 +132,16 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
     client.set_terminated(run_id, status="FINISHED")
     print(f"[{args.name}] done: {json.dumps(result.metrics, default=str)}", flush=True)
     return {"run_id": run_id, "metrics": result.metrics, "checkpoint": result.checkpoint}
+
+
+def _sending_all(worker_fn: Callable[[dict], None]) -> Callable[[dict], None]:
+    """``worker_fn`` that returns only once its MLflow writes are sent (ray_jobs.outbox)."""
+    def loop(loop_config: dict) -> None:
+        try:
+            worker_fn(loop_config)
+        finally:
+            close_all()
+    return loop
 
 
 def with_indexes(cfg: Any, storage: str | None) -> Any:
@@ -208,15 +220,23 @@ def ddp_wrap(model: torch.nn.Module) -> torch.nn.Module:
     return ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
 
-def resume_state() -> dict | None:
-    """The state of the latest checkpoint (restart after a failure, or a re-run of the job)."""
+def resume_state(loop_config: dict) -> dict | None:
+    """The state of the latest checkpoint (restart after a failure, or a re-run of the job).
+    Rank 0 sends that epoch's metrics again, as the same rows: MLflow keeps them once."""
     import ray.train
+    from mlflow.entities import Metric
     from lighttrack import checkpoint
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:
-        return checkpoint.load(Path(d) / CHECKPOINT_FILE)
+        state = checkpoint.load(Path(d) / CHECKPOINT_FILE)
+    got = state.get("epoch_metrics")
+    if got and ray.train.get_context().get_world_rank() == 0:
+        outbox(loop_config["tracking_uri"], loop_config["run_id"]).metrics(
+            [Metric(got["prefix"] + k.replace("@", "_"), v, got["ms"], got["step"])
+             for k, v in got["metrics"].items() if math.isfinite(v)])
+    return state
 
 
 class Reporter:
@@ -234,19 +254,16 @@ class Reporter:
         fault_step = loop_config.get("fault_step", -1) if fault else -1
         self.fault_marker = Path(tempfile.gettempdir()) / f"lighttrack_fault_{self.run_id}_{prefix.strip('/')}"
         self.fault_step = fault_step if (fault_step >= 0 and not self.fault_marker.exists()) else -1
-        self.client = None
-        if self.rank == 0:
-            from mlflow.tracking import MlflowClient
-            self.client = MlflowClient(loop_config["tracking_uri"])
+        # rank 0's MLflow writes go through a thread (ray_jobs.outbox): a tracking server that
+        # stalls or restarts delays the metrics, not the training
+        self.client = outbox(loop_config["tracking_uri"], self.run_id) if self.rank == 0 else None
         self.t0 = time.time()
 
-    def _log(self, metrics: dict, step: int) -> None:
+    def _log(self, metrics: dict, step: int, ms: int | None = None) -> None:
         from mlflow.entities import Metric
-        now = int(time.time() * 1000)
-        ms = [Metric(self.prefix + k.replace("@", "_"), float(v), now, step) for k, v in metrics.items()
-              if isinstance(v, (int, float)) and math.isfinite(float(v))]
-        for i in range(0, len(ms), 500):
-            self.client.log_batch(self.run_id, metrics=ms[i:i + 500])
+        ms = int(time.time() * 1000) if ms is None else ms
+        self.client.metrics([Metric(self.prefix + k.replace("@", "_"), float(v), ms, step) for k, v in metrics.items()
+                             if isinstance(v, (int, float)) and math.isfinite(float(v))])
 
     def __call__(self, metrics: dict, state: dict | None = None) -> None:
         import ray.train
@@ -267,10 +284,13 @@ class Reporter:
         # checkpoint and logs this epoch once, when it is done again; lost after, it resumes
         # from this one.
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        # the epoch's metrics, stamped now, travel in the checkpoint too: a worker lost before
+        # its outbox sent them sends the same rows again when it resumes (resume_state)
+        logged = {"ms": int(time.time() * 1000), "step": step, "prefix": self.prefix, "metrics": numeric}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:  # stamped with its phase: lighttrack.checkpoint.inspect reads it first
-                torch.save({**state, "phase": self.phase}, Path(tmp) / CHECKPOINT_FILE)
+                torch.save({**state, "phase": self.phase, "epoch_metrics": logged}, Path(tmp) / CHECKPOINT_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report({self.prefix + k: v for k, v in numeric.items()}, checkpoint=checkpoint)
             if self.rank == 0:
@@ -279,10 +299,10 @@ class Reporter:
                 # restarted from the epoch before, and the epoch was logged twice (seen once
                 # in tests/test_cluster.py on a fast machine).
                 ray.train.get_all_reported_checkpoints(timeout_s=60)
-                self._log(metrics, step)
+                self._log(numeric, step, logged["ms"])
                 # the latest checkpoint is in MLflow after every epoch (replacing the previous
                 # one), so an interrupted run's progress is visible and downloadable there too
-                self.client.log_artifact(self.run_id, str(Path(tmp) / CHECKPOINT_FILE), "checkpoint")
+                self.client.checkpoint(Path(tmp) / CHECKPOINT_FILE, "checkpoint")
                 epoch = int(metrics["epoch"])
                 eta = metrics.get("eta_s", float("nan"))
                 extra = " ".join(f"{k}={v:.4g}" for k, v in numeric.items()

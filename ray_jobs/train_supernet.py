@@ -30,7 +30,7 @@ def worker(loop_config: dict) -> None:
 
     cfg, dist = worker_setup(SupernetConfig, loop_config)
     model = TrackSupernet(cfg.space)
-    state = resume_state()
+    state = resume_state(loop_config)
     if state is None and cfg.init:
         model.load_backbone(input_state(loop_config, "init")["model"])
     data = build_pair_dataset(cfg.data)
