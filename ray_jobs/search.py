@@ -257,10 +257,14 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
                                    "history": list(source.history)}
     infos = []
     for a in actors:  # an evaluator lost with its node has nothing to report
-        try:
-            infos.append(ray.get(a.info.remote(), timeout=60))
+        try:  # info() first writes rows a store outage held back: give it the cache's patience
+            infos.append(ray.get(a.info.remote(), timeout=cache.patience_s + 60))
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             pass
+    unwritten = sum(i["unwritten"] for i in infos)
+    if unwritten:
+        print(f"search: WARNING {unwritten} evaluated row(s) could not be written to the cache {cache_location}; "
+              "they are in this run's results but a later search will evaluate them again", flush=True)
     out["evaluators_lost"] = len(actors) - len(infos)
     out["supernet_loads"] = sum(i["loads"] for i in infos)
     out["evaluator_answers_from_cache"] = sum(i["cache_answers"] for i in infos)

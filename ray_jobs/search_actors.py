@@ -3,7 +3,8 @@
 * :class:`Evaluator` (a Ray actor) loads the supernet weights ONCE and scores candidates
   on request (``lighttrack.search.evaluate``); it checks the evaluation cache before
   evaluating (a resumed search may re-run trials that were in flight) and appends
-  every new result to it.
+  every new result to it (the cache waits out a stalled bucket; rows it could not
+  write within its patience are kept and written with the next one).
 * :class:`LightTrackSearcher` is Ray Tune's ``NevergradSearch`` driven by our
   :class:`~lighttrack.search.searcher.CandidateSource`: infeasible and cached candidates
   are told to the optimizer without a trial, and each trial is pinned to a free evaluator.
@@ -66,24 +67,43 @@ class _Evaluator:
         self.cache = EvalCache(cache_location)
         self.evaluated = 0
         self.cache_answers = 0
+        self.unwritten: list[dict] = []  # evaluated rows a store outage kept out of the cache
 
     def info(self) -> dict:
+        self._write()  # rows a long store outage held back (the driver asks at the end)
         return {"pid": os.getpid(), "loads": self.loads, "supernet_id": self.ev.supernet_id,
                 "settings_id": self.ev.settings_id, "evaluated": self.evaluated,
-                "cache_answers": self.cache_answers, "device": str(self.ev.device),
-                "space": self.ev.net.space.name}
+                "cache_answers": self.cache_answers, "unwritten": len(self.unwritten),
+                "device": str(self.ev.device), "space": self.ev.net.space.name}
 
     def evaluate(self, arch: str, search: str = "", budget: str = "", trial_id: str = "") -> dict:
-        hit = self.cache.get(self.ev.supernet_id, self.ev.settings_id, arch, refresh=True)
+        try:
+            self.cache.refresh()
+        except OSError as e:  # the store is out past the cache's patience: go on with what is known
+            print(f"search: evaluation cache unreadable, checking {arch} against the rows read before: {e}",
+                  flush=True)
+        hit = self.cache.get(self.ev.supernet_id, self.ev.settings_id, arch)
         if hit is not None:
             self.cache_answers += 1
             return {**hit, "cached": True}
         row = self.ev.evaluate(parse(arch))
         node = ray.get_runtime_context().get_node_id()[:8]
         row.update(search=search, budget=budget, worker=f"{node}:pid{os.getpid()}", trial=trial_id)
-        self.cache.append([row])
         self.evaluated += 1
+        self.unwritten.append(row)
+        self._write()
         return {**row, "cached": False}
+
+    def _write(self) -> None:
+        """Append the rows not written yet; kept for the next call if the store is still out."""
+        if not self.unwritten:
+            return
+        try:
+            self.cache.append(self.unwritten)
+            self.unwritten = []
+        except OSError as e:
+            print(f"search: {len(self.unwritten)} evaluated row(s) not in the cache yet, kept to write "
+                  f"with the next one: {e}", flush=True)
 
 
 Evaluator = ray.remote(_Evaluator)

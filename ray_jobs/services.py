@@ -335,7 +335,7 @@ class LocalS3:
 
     def start(self, timeout: float = 60.0) -> "LocalS3":
         self.root.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = int(self.endpoint.rsplit(":", 1)[1]) if self.endpoint else free_port()  # a restart keeps its address
         self.endpoint = f"http://{HOST}:{port}"
         log = self.root / "s3-server.log"
         with open(log, "ab") as f:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install (scripts/install.sh) and run the whole test suite, end-to-end smoke included.
 # Extra arguments go to pytest: bash scripts/test.sh -k cluster
+# --all also runs the cases marked long, which CI leaves out (bash scripts/test.sh --all)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

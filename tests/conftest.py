@@ -63,12 +63,23 @@ def users_files_untouched():
     assert not lost, "the tests touched the user's files:\n  " + "\n  ".join(lost[:20])
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--all", action="store_true", help="also run the cases marked long (CI leaves them out)")
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """The single-node smoke's artifact checks run again in test_cluster.py, on the whole
+    """Cases marked ``long`` run only with ``--all`` (``bash scripts/test.sh --all``).
+
+    The single-node smoke's artifact checks run again in test_cluster.py, on the whole
     pipeline over a multi-node cluster: when that module runs in this session too, the
     single-node copy of the pipeline (4 min of 2 cores) is left out. Run alone, it runs."""
     from ray_jobs.services import LocalNode
 
+    if not config.getoption("--all"):
+        long = pytest.mark.skip(reason="too slow for CI: bash scripts/test.sh --all runs it")
+        for item in items:
+            if "long" in item.keywords:
+                item.add_marker(long)
     cluster_runs = any(item.path.name == "test_cluster.py" for item in items) and not LocalNode.unavailable()
     if not cluster_runs:
         return

@@ -10,16 +10,22 @@ Key = (supernet id, architecture canonical string, evaluation-settings id):
 The cache is a directory (local path or pyarrow.fs URI such as ``s3://bucket/cache``)
 of ``part-*.parquet`` files. Writers never modify a file: each append adds a new part,
 so concurrent evaluator processes need no lock; readers take the first row per key.
+
+A bucket that stalls or refuses connections is waited out: every store operation is
+retried with back-off for ``patience_s`` (pyarrow's S3 client alone gives up after about
+100 s of a stall, 6 s of refusals). Only network-side errors are retried; a missing
+bucket or a denied key fails at once.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 import uuid
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -58,6 +64,12 @@ SCHEMA = pa.schema([
     ("trial", pa.string()),  # Ray Tune trial id, when run by one
 ])
 _KEY = ("supernet_id", "settings_id", "arch")
+# Words of the errors a store gives while it is unreachable or overloaded (pyarrow's S3/GCS
+# clients put the SDK's error type and curl's message in the OSError's text).
+_TRANSIENT = ("NETWORK_CONNECTION", "SERVICE_UNAVAILABLE", "SLOW_DOWN", "THROTTLING", "INTERNAL_FAILURE",
+              "REQUEST_TIMEOUT", "curlCode", "Connection refused", "Couldn't connect", "timed out")
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 SCORE_COLUMNS = ("metric", "fitness", "baseline_fitness", "ao", "baseline_ao", "sr50", "sr75", "eao",
                  "baseline_eao", "accuracy", "failures")
 
@@ -140,8 +152,8 @@ def settings_id(*, sequences: str, tracker: Any, recal_batches: int, recal_batch
 class EvalCache:
     """The cache directory at ``location`` (created on first append)."""
 
-    def __init__(self, location: str) -> None:
-        self.location = str(location)
+    def __init__(self, location: str, patience_s: float = 900.0) -> None:
+        self.location, self.patience_s = str(location), float(patience_s)
         if "://" in self.location:
             self._fs, self._root = pafs.FileSystem.from_uri(self.location)
         else:
@@ -152,13 +164,38 @@ class EvalCache:
     def __repr__(self) -> str:
         return f"EvalCache({self.location!r}, {len(self._rows)} rows)"
 
+    def _patiently(self, what: str, op: Callable[[], T]) -> T:
+        """``op()``, retried with back-off 1 s .. 30 s while the store is unreachable."""
+        t0, delay = time.monotonic(), 1.0
+        while True:
+            try:
+                out = op()
+            except OSError as e:
+                waited = time.monotonic() - t0
+                if isinstance(self._fs, pafs.LocalFileSystem) or not any(w in str(e) for w in _TRANSIENT):
+                    raise
+                if waited + delay > self.patience_s:
+                    raise OSError(f"evaluation cache {self.location}: {what} failed for {waited:.0f} s "
+                                  f"(patience {self.patience_s:.0f} s): {e}") from e
+                if delay == 1.0:
+                    log.warning("evaluation cache %s: %s failed (%s); retrying for up to %.0f s",
+                                self.location, what, str(e).splitlines()[0][:200], self.patience_s)
+                time.sleep(delay)
+                delay = min(2 * delay, 30.0)
+                continue
+            if delay > 1.0:
+                log.warning("evaluation cache %s: %s done after %.0f s of retries", self.location, what,
+                            time.monotonic() - t0)
+            return out
+
     # -- reading ----------------------------------------------------------------------------
     def refresh(self) -> int:
         """Read part files not read before; returns the number of new rows."""
         parts = sorted(f.path for f in self._parts() if f.path not in self._read)
         new = 0
         for path in parts:
-            table = pq.read_table(path, filesystem=self._fs, schema=SCHEMA)
+            table = self._patiently(f"reading {path}",
+                                    lambda: pq.read_table(path, filesystem=self._fs, schema=SCHEMA))
             for row in table.to_pylist():
                 key = tuple(row[k] for k in _KEY)
                 if key not in self._rows:  # first evaluation of a key wins
@@ -169,6 +206,9 @@ class EvalCache:
 
     def _parts(self) -> list[pafs.FileInfo]:
         """The part files in the cache directory ([] before the first append)."""
+        return self._patiently("listing", self._list)
+
+    def _list(self) -> list[pafs.FileInfo]:
         info = self._fs.get_file_info(self._root)
         if info.type == pafs.FileType.NotFound:
             return []
@@ -204,12 +244,18 @@ class EvalCache:
                     raise ValueError(f"cache row without {k}: {r}")
         cols = {f.name: [r.get(f.name) for r in rows] for f in SCHEMA}
         table = pa.table(cols, schema=SCHEMA)
-        self._fs.create_dir(self._root, recursive=True)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         path = f"{self._root}/{name}"
         tmp = f"{self._root}/.tmp-{name}"
-        pq.write_table(table, tmp, filesystem=self._fs)
-        self._fs.move(tmp, path)  # readers never see a half-written part
+
+        def put() -> None:  # safe to repeat: the part's name is fixed before the first try
+            if self._fs.get_file_info(path).type == pafs.FileType.File:
+                return  # the move of an earlier try landed; its reply was lost
+            self._fs.create_dir(self._root, recursive=True)
+            pq.write_table(table, tmp, filesystem=self._fs)
+            self._fs.move(tmp, path)  # readers never see a half-written part
+
+        self._patiently(f"writing {name}", put)
         self.refresh()
         return path
 
@@ -231,8 +277,12 @@ class EvalCache:
             if f.base_name in have:
                 continue
             tmp = f"{dest._root}/.tmp-{f.base_name}"
-            pafs.copy_files(f.path, tmp, source_filesystem=self._fs, destination_filesystem=dest._fs)
-            dest._fs.move(tmp, f"{dest._root}/{f.base_name}")
+
+            def put(f: pafs.FileInfo = f, tmp: str = tmp) -> None:
+                pafs.copy_files(f.path, tmp, source_filesystem=self._fs, destination_filesystem=dest._fs)
+                dest._fs.move(tmp, f"{dest._root}/{f.base_name}")
+
+            dest._patiently(f"copying {f.base_name}", put)
             copied += 1
         return copied
 
