@@ -188,11 +188,12 @@ def test_two_searches_at_once_on_one_cache_keep_every_row_and_repeat_none(setup,
         procs[name] = subprocess.Popen(_cmd(tmp, address, name, (b,), n, cache="shared"), env=env, cwd=tmp,
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 300
-        while len(procs) == 1 and not list((tmp / "shared").glob("part-*.parquet")) and time.time() < deadline:
+        while (len(procs) == 1 and not list((tmp / "shared").glob("part-*.parquet")) and time.time() < deadline
+               and procs[name].poll() is None):
             time.sleep(0.2)
     outs = {name: p.communicate(timeout=600)[0] for name, p in procs.items()}
     for name, p in procs.items():
-        assert p.returncode == 0, outs[name][-3000:]
+        assert p.returncode == 0, f"search {name} failed:\n" + outs[name][-3000:]
     landed: dict[tuple, list[tuple[float, dict]]] = {}  # key -> [(when its part landed, row)]
     for part in sorted((tmp / "shared").glob("part-*.parquet")):
         for row in pq.read_table(part).to_pylist():
