@@ -11,6 +11,7 @@ SIGKILL for whatever is left after a grace period.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
@@ -122,12 +123,21 @@ def _group_alive(pgid: int) -> bool:
 
 @dataclass
 class LocalRay:
-    """A Ray head on 127.0.0.1 with token auth, run with ``ray start --head --block``."""
+    """A Ray head on 127.0.0.1 with token auth, run with ``ray start --head --block``.
+
+    With ``node_types`` the head runs Ray's real autoscaler on its fake multi-node provider
+    (what ``ray.cluster_utils.AutoscalingCluster`` does, but started and stopped by the id of
+    our own process, never ``ray stop``): worker nodes of those types (the cluster config's
+    ``available_node_types`` entries: ``resources``, ``min_workers``, ``max_workers``) are
+    started on this machine when tasks need them and stopped after ``idle_timeout_minutes``.
+    """
 
     num_cpus: int = 2
     object_store_mb: int = 200
     root: Path | None = None  # where temp dir, token and log go (short path: unix sockets)
     extra_env: dict[str, str] = field(default_factory=dict)  # for the head's processes (e.g. S3 endpoint)
+    node_types: dict[str, dict] | None = None  # autoscaled worker node types (None: no autoscaler)
+    idle_timeout_minutes: float = 0.25
     address: str = ""  # GCS address for ray.init(address=...)
     dashboard_url: str = ""  # for `ray job submit --address`
     env: dict[str, str] = field(default_factory=dict)  # client environment (auth token)
@@ -163,14 +173,20 @@ class LocalRay:
             f"--metrics-export-port={free_port()}",
             f"--temp-dir={self.root / 't'}", "--disable-usage-stats",
         ]
+        scaler_env = {}
+        if self.node_types is not None:
+            cmd.append(f"--autoscaling-config={self._autoscaling_config()}")
+            # Autoscaler v1. It does not publish its node types in the GCS (v2 does), so
+            # Ray Train and ray_jobs.common.cluster_capacity see live nodes only here.
+            scaler_env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
         log = self.root / "ray-head.log"
         # Jobs run `python -m ray_jobs.<job>`: make that `python` the one Ray itself runs in (the venv).
         path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
         # RAY_ADDRESS: Ray's own helper processes (e.g. Ray Train's placement-group
         # cleaner) call ray.init() without an address and must find this head even when
         # other local heads run beside it.
-        env = {**os.environ, **self.extra_env, **self.env, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0",
-               "RAY_ADDRESS": self.address}
+        env = {**os.environ, **self.extra_env, **self.env, **scaler_env, "PATH": path,
+               "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": self.address}
         with open(log, "wb") as f:
             self._proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
                                           start_new_session=True)
@@ -183,6 +199,28 @@ class LocalRay:
             self.stop()
             raise
         return self
+
+    def _autoscaling_config(self) -> Path:
+        """The cluster config the head's autoscaler reads: our node types, the fake provider."""
+        types = {"ray.head.default": {"resources": {}, "node_config": {}, "max_workers": 0}}
+        for name, t in (self.node_types or {}).items():
+            types[name] = {"node_config": {}, "min_workers": 0, **t}
+            types[name]["resources"] = {"object_store_memory": 100 * 1024 * 1024, **t.get("resources", {})}
+        config = {
+            "cluster_name": "lighttrack-local",
+            # Fake nodes are processes here: nothing to set up on them, no launch config to compare.
+            "provider": {"type": "fake_multinode", "gcs_address": self.address, "use_node_id_as_ip": True,
+                         "disable_node_updaters": True, "disable_launch_config_check": True},
+            "max_workers": sum(t.get("max_workers", 0) for t in types.values()),
+            "idle_timeout_minutes": self.idle_timeout_minutes, "upscaling_speed": 1.0,
+            "head_node_type": "ray.head.default", "available_node_types": types,
+            "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
+            "file_mounts_sync_continuously": False, "initialization_commands": [], "setup_commands": [],
+            "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
+            "worker_start_ray_commands": []}
+        path = self.root / "autoscaling.json"
+        path.write_text(json.dumps(config, indent=1))
+        return path
 
     def client_env(self) -> dict[str, str]:
         """``os.environ`` plus what a client (ray.init, ray job submit) needs."""

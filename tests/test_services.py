@@ -68,3 +68,49 @@ def test_stop_ends_every_process_it_started(tmp_path):
     alive = [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, alive
     _stop(None, leader_only=True)  # nothing started: a no-op
+
+
+def test_an_autoscaling_head_scales_from_zero_and_back_and_stops_its_nodes():
+    """Ray's own autoscaler on its fake multi-node provider, started with our head: two
+    1-CPU tasks on a head with no CPUs start worker nodes of the type that fits, which stop
+    after the idle timeout; stopping the head (by the id of our process) ends them all."""
+    import subprocess
+    import sys
+    import time
+
+    from ray_jobs.services import LocalRay
+
+    head = LocalRay(num_cpus=0, idle_timeout_minutes=0.25,  # its own short /tmp folder: unix sockets
+                    node_types={"cpu": {"resources": {"CPU": 1}, "max_workers": 2},
+                                "accelerated": {"resources": {"CPU": 1, "accelerator": 1}, "max_workers": 1}})
+    script = """
+import sys, time, ray
+ray.init(address=sys.argv[1])
+alive = lambda: [n for n in ray.nodes() if n["Alive"]]
+@ray.remote(num_cpus=1)
+def where():
+    time.sleep(2)
+    return ray.get_runtime_context().get_node_id()
+t = time.time()
+nodes = set(ray.get([where.remote(), where.remote()], timeout=180))
+up, peak = time.time() - t, len(alive())
+t = time.time()
+while len(alive()) > 1 and time.time() - t < 120:
+    time.sleep(1)
+print(f"UP {len(nodes)} {up:.1f} {peak} DOWN {len(alive())} {time.time() - t:.1f}")
+"""
+    head.start()
+    try:
+        p = subprocess.run([sys.executable, "-c", script, head.address], env=head.client_env(),
+                           capture_output=True, text=True, timeout=400)
+    finally:
+        head.stop()
+    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("UP ")), None)
+    assert line, p.stdout[-2000:] + p.stderr[-3000:]
+    _, spread, up, peak, _, left, down = line.split()
+    print(f"scaled 0 -> {int(peak) - 1} worker nodes in {float(up):.1f} s; back to {int(left) - 1} "
+          f"{float(down):.0f} s after the tasks ended (idle timeout 15 s)")
+    assert int(spread) == 2 and int(peak) == 3  # one node each, of the plain type only
+    assert int(left) == 1  # only the head
+    assert not [q for q in psutil.process_iter(["cmdline"])
+                if str(head.root) in " ".join(q.info["cmdline"] or [])]
