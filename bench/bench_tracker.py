@@ -26,7 +26,7 @@ import torch
 from lighttrack.arch import resolve
 from lighttrack.tracker import PRESETS, Tracker
 from lighttrack.tracker.export import calibration_crops, export_tracker, quantize_int8, write_card
-from lighttrack.tracker.runtime import OrtNet, load_torch_net
+from lighttrack.tracker.runtime import ExportedNet, load_torch_net
 
 
 def synthetic_video(n: int, size: tuple[int, int], seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
@@ -100,9 +100,9 @@ def main() -> None:
     results = {}
     for threads in args.threads:
         torch.set_num_threads(threads)
-        trackers = {"torch-eager": Tracker(net), "onnxruntime": Tracker(OrtNet(out_dir, threads))}
+        trackers = {"torch-eager": Tracker(net), "onnxruntime": Tracker(ExportedNet(out_dir, "onnxruntime", threads))}
         if args.int8:
-            trackers["onnxruntime-int8"] = Tracker(OrtNet(out_dir, threads, int8=True))
+            trackers["onnxruntime-int8"] = Tracker(ExportedNet(out_dir, "onnxruntime", threads, int8=True))
         res = run(trackers, frames, boxes[0], args.repeats)
         base = res["torch-eager"]["fps_median"]
         print(f"\n{arch.to_released()}  frames {size[0]}x{size[1]}  threads {threads}")

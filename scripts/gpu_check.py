@@ -318,7 +318,7 @@ def export_check(tracker: torch.nn.Module, out: Path) -> dict:
     """ONNX export of weights trained on the device; ORT against torch on the same crops."""
     from lighttrack.tracker.export import export_tracker, write_card
     from lighttrack.tracker.params import TrackerParams
-    from lighttrack.tracker.runtime import OrtNet, TorchNet
+    from lighttrack.tracker.runtime import ExportedNet, TorchNet
 
     net = tracker.cpu().eval()
     files = export_tracker(net, out, torch_export=False)
@@ -326,7 +326,7 @@ def export_check(tracker: torch.nn.Module, out: Path) -> dict:
     rng = np.random.default_rng(0)
     z = rng.integers(0, 255, (1, 128, 128, 3), dtype=np.uint8)
     x = rng.integers(0, 255, (1, 256, 256, 3), dtype=np.uint8)
-    ort = OrtNet(out, 1)
+    ort = ExportedNet(out, "onnxruntime", 1)
     cls_o, reg_o = ort.search(ort.template(z), x)
     from lighttrack.geometry import IMAGENET_MEAN, IMAGENET_STD
 

@@ -14,7 +14,7 @@ from lighttrack.models.static import StaticTracker, fold_bn
 from lighttrack.tracker import PRESETS, Tracker
 from lighttrack.tracker.evaluation import run_sequence
 from lighttrack.tracker.export import OPSET, RawInputNet, calibration_crops, export_tracker, quantize_int8, write_card
-from lighttrack.tracker.runtime import OrtNet, load_net, load_torch_net
+from lighttrack.tracker.runtime import ExportedNet, load_net, load_torch_net
 
 from tracker_oracle import hand_sequences
 
@@ -117,7 +117,7 @@ def test_onnx_outputs_equal_pytorch(exported):
     net, out, files, _ = exported
     assert set(files["onnx"]) == {"template", "search_256", "search_288"}
     assert onnx.load(str(out / files["onnx"]["template"])).opset_import[0].version == OPSET
-    ort_net = OrtNet(out)
+    ort_net = ExportedNet(out)
     for side in (256, 288):
         z, x = _crops(2, side)
         zf0, cls0, reg0 = _reference(net, z, x)
@@ -142,7 +142,7 @@ def test_stride8_arch_exports_and_its_onnx_equals_pytorch(tmp_path):
     files = export_tracker(net, tmp_path, search_sizes=(256,), torch_export=False)
     card = json.loads(write_card(tmp_path, arch=arch, files=files, params=PRESETS["vot2019"]).read_text())
     assert card["stride"] == 8 and card["outputs"]["zf"] == "raw template features (1, 40, 16, 16)"
-    ort_net = OrtNet(tmp_path)
+    ort_net = ExportedNet(tmp_path)
     z, x = _crops(4)
     zf0, cls0, reg0 = _reference(net, z, x)
     zf = ort_net.template(z)
@@ -187,10 +187,10 @@ def test_onnxruntime_tracker_follows_the_torch_tracker(exported):
     net, out, _, _ = exported
     seq = hand_sequences(12)[0]
     torch_boxes, _ = run_sequence(Tracker(net), seq)
-    ort_boxes, _ = run_sequence(Tracker(OrtNet(out)), seq)
+    ort_boxes, _ = run_sequence(Tracker(ExportedNet(out)), seq)
     np.testing.assert_allclose(ort_boxes, torch_boxes, atol=0.05)
     # the runtime is what load_net gives for an export directory
-    assert isinstance(load_net(ARCH, out, backend="onnxruntime"), OrtNet)
+    assert isinstance(load_net(ARCH, out, backend="onnxruntime"), ExportedNet)
 
 
 def test_int8_graphs_are_smaller_and_track(exported, tmp_path):
@@ -206,7 +206,7 @@ def test_int8_graphs_are_smaller_and_track(exported, tmp_path):
         (card / f).write_bytes((out / f).read_bytes())
     write_card(card, arch=ARCH, files={"onnx": {"template": "template.onnx", "search_256": "search_256.onnx"},
                                        "onnx_int8": int8}, params=PRESETS["vot2019"])
-    boxes, _ = run_sequence(Tracker(OrtNet(card, int8=True)), seq)
+    boxes, _ = run_sequence(Tracker(ExportedNet(card, "onnxruntime", int8=True)), seq)
     assert np.isfinite(boxes).all() and boxes.shape == (12, 4)
 
 

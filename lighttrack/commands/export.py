@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     from lighttrack.tracker.evaluation import open_split, read_split
     from lighttrack.tracker.export import (calibration_crops, dataset_samples, export_tracker, quantize_int8,
                                            write_card)
-    from lighttrack.tracker.runtime import OrtNet, load_torch_net
+    from lighttrack.tracker.runtime import ExportedNet, load_torch_net
     from lighttrack.tracker.validation import open_validation, score
 
     torch.set_num_threads(args.threads)
@@ -73,14 +73,14 @@ def _run(args: argparse.Namespace) -> int:
         scores = {}
         if dataset is not None:
             scores = {"dataset": str(args.dataset), "split": args.split, "sequences": len(dataset),
-                      **_ao(OrtNet(tmp, args.threads), dataset, params)}
+                      **_ao(ExportedNet(tmp, "onnxruntime", args.threads), dataset, params)}
             if args.int8:
-                q = _ao(OrtNet(tmp, args.threads, int8=True), dataset, params)
+                q = _ao(ExportedNet(tmp, "onnxruntime", args.threads, int8=True), dataset, params)
                 scores["int8"] = q
                 if "ao" in q:
                     scores["ao_change_int8"] = q["ao"] - scores["ao"]
         if vot is not None:
-            s = score(OrtNet(tmp, args.threads), vot, params)
+            s = score(ExportedNet(tmp, "onnxruntime", args.threads), vot, params)
             scores["vot"] = {"dataset": str(args.vot), **{k: s[k] for k in VOT_KEEP}}
         if scores:
             data = json.loads(card.read_text())

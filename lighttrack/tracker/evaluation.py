@@ -255,7 +255,7 @@ def evaluate_split(net, dataset, out_dir: str | Path, params: TrackerParams = PR
                    plot: bool = True, batch: int | str = "auto", device_crops: bool | None = None) -> dict:
     """Track every sequence of ``dataset`` (a reader), write results and scores.json.
 
-    ``net`` is a network (torch module, ``TorchNet``, ``OrtNet``, ``OrtEvalNet``), tracked in
+    ``net`` is a network (torch module, ``TorchNet``, ``ExportedNet``, ``OrtEvalNet``), tracked in
     lockstep ``batch`` sequences at a time (``auto``: as many as memory and the device
     suit), or a ready ``Tracker`` (one sequence at a time; ``params`` unused).
     ``device_crops``: decode and crop on the module's device (default: when it is a GPU).

@@ -16,10 +16,10 @@ lazily. Files written to ``out_dir``::
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -33,11 +33,11 @@ from lighttrack.geometry import CONTEXT, IMAGENET_MEAN, IMAGENET_STD, SEARCH_SIZ
 from lighttrack.models.static import SearchBranch, fold_bn, tile_se_gates
 from lighttrack.tracker.params import TrackerParams
 from lighttrack.tracker.ort import CARD_NAME, ort_session
+from lighttrack.tracker.runtimes import OPSET, RUNTIMES, Graph, get_runtime, onnx_export
 
-__all__ = ["OPSET", "RawInputNet", "OrtEvalNet", "export_tracker", "calibration_crops", "dataset_samples",
+__all__ = ["OPSET", "RawInputNet", "OrtEvalNet", "onnx_export", "tracker_graphs", "export_tracker", "calibration_crops", "dataset_samples",
            "quantize_int8", "write_card"]
 
-OPSET = 17
 SEARCH_SIZES = (SEARCH_SIZE, 288)
 
 
@@ -52,16 +52,18 @@ def _stem_conv(net: nn.Module) -> nn.Conv2d:
 
 
 class RawInputNet(nn.Module):
-    """``net`` (BN folded) taking raw uint8 (B, H, W, 3) crops; normalisation in the stem,
-    SE gates tiled (``lighttrack.models.static.tile_se_gates``).
+    """``net`` (BN folded) taking raw uint8 (B, H, W, 3) crops, or with ``planar`` float
+    (B, 3, H, W) pixel values (0-255); normalisation in the stem; SE gates tiled
+    (``lighttrack.models.static.tile_se_gates``) unless ``tile_se`` is False.
 
     conv(W, (x/255 - m)/s) = conv(W / (255 s), x - 255 m): the scale goes into the stem
     weights; the zero padding of the normalised image is the zero of ``x - 255 m``.
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, tile_se: bool = True, planar: bool = False):
         super().__init__()
-        self.net = tile_se_gates(net)
+        self.planar = planar
+        self.net = tile_se_gates(net) if tile_se else copy.deepcopy(net).eval()
         stem = _stem_conv(self.net)
         scale = torch.from_numpy(1.0 / (255.0 * IMAGENET_STD)).to(stem.weight)
         with torch.no_grad():
@@ -69,6 +71,8 @@ class RawInputNet(nn.Module):
         self.register_buffer("offset", torch.from_numpy(255.0 * IMAGENET_MEAN).view(1, 3, 1, 1))
 
     def _image(self, x: torch.Tensor) -> torch.Tensor:
+        if self.planar:
+            return x - self.offset
         return x.permute(0, 3, 1, 2).to(torch.float32) - self.offset  # (B, 3, H, W)
 
     def template(self, z: torch.Tensor) -> torch.Tensor:
@@ -89,24 +93,6 @@ class _Template(nn.Module):
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _onnx_export(module: nn.Module, args: tuple, path, inputs: list[str], outputs: list[str],
-                 dynamic_batch: bool = False) -> None:
-    # The TorchScript exporter: exact opset 17 and seconds per graph (the dynamo exporter
-    # needs opset 18 for these graphs and takes ~10x longer); its deprecation and tracer
-    # warnings are expected here. ``path`` may be a file-like object.
-    axes = {name: {0: "batch"} for name in inputs + outputs} if dynamic_batch else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(module, args, path if isinstance(path, io.BytesIO) else str(path), input_names=inputs,
-                          output_names=outputs, opset_version=OPSET, dynamo=False, dynamic_axes=axes)
-    if isinstance(path, io.BytesIO):
-        return
-    import onnx  # deploy extra
-
-    onnx.checker.check_model(onnx.load(str(path)))
 
 
 class OrtEvalNet:
@@ -143,7 +129,7 @@ class OrtEvalNet:
     def _export(self, module: nn.Module, args: tuple, inputs: list[str], outputs: list[str]) -> list:
         """One session per lane over the same graph."""
         buf = io.BytesIO()
-        _onnx_export(module, args, buf, inputs, outputs, dynamic_batch=True)
+        onnx_export(module, args, buf, inputs, outputs, dynamic_batch=True)
         return [ort_session(buf.getvalue(), 1) for _ in range(self.lanes)]
 
     def _run(self, sessions: list, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -179,35 +165,56 @@ class OrtEvalNet:
         return cls, reg
 
 
-def export_tracker(net: nn.Module, out_dir: str | Path, *, search_sizes: Iterable[int] = SEARCH_SIZES,
-                   onnx: bool = True, torch_export: bool = True) -> dict:
-    """Fold BN, fold normalisation, write the template/search graphs; returns the file map.
+def tracker_graphs(net: nn.Module, search_sizes: Iterable[int] = SEARCH_SIZES, *, tile_se: bool = True,
+                   planar: bool = False) -> list[Graph]:
+    """The template graph and a search graph per crop side of a StaticTracker ``net``
+    (BN and normalisation folded), with example inputs (zeros; ``planar``: float images)."""
+    raw = RawInputNet(fold_bn(net), tile_se=tile_se, planar=planar).eval()
 
-    ``net`` is a StaticTracker (``template(z)``, ``search(zf, x)``); BN is folded with
-    ``lighttrack.models.static.fold_bn``. The model card is written by :func:`write_card`.
-    """
+    def image(side: int) -> torch.Tensor:
+        shape = (1, 3, side, side) if planar else (1, side, side, 3)
+        return torch.zeros(shape, dtype=torch.float32 if planar else torch.uint8)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    raw = RawInputNet(fold_bn(net)).eval()
-    z = torch.zeros(1, TEMPLATE_SIZE, TEMPLATE_SIZE, 3, dtype=torch.uint8)
+    z = image(TEMPLATE_SIZE)
     with torch.no_grad():
-        zf = raw.template(z)
+        # contiguous: torch.export records the example's memory order, and ExecuTorch reads
+        # its inputs in it (a channels-last example zf made it misread every NCHW zf)
+        zf = raw.template(z).contiguous()
     # Wrappers in eval mode too: the ONNX exporter restores each module's mode after export,
     # which for a wrapper left in training mode would switch every BN below it to training.
-    graphs = {"template": (_Template(raw).eval(), (z,), ["z"], ["zf"])}
-    for s in search_sizes:
-        x = torch.zeros(1, s, s, 3, dtype=torch.uint8)
-        graphs[f"search_{s}"] = (SearchBranch(raw).eval(), (zf, x), ["zf", "x"], ["cls", "reg"])
+    graphs = [Graph("template", _Template(raw).eval(), (z,), ("z",), ("zf",))]
+    graphs += [Graph(f"search_{s}", SearchBranch(raw).eval(), (zf, image(s)), ("zf", "x"), ("cls", "reg"))
+               for s in search_sizes]
+    return graphs
+
+
+def export_tracker(net: nn.Module, out_dir: str | Path, *, search_sizes: Iterable[int] = SEARCH_SIZES,
+                   onnx: bool = True, torch_export: bool = True, runtimes: Iterable[str] = ()) -> dict:
+    """Fold BN, fold normalisation, write the template/search graphs; returns the file map
+    {group: {graph: file relative to out_dir}}.
+
+    ``net`` is a StaticTracker (``template(z)``, ``search(zf, x)``); BN is folded with
+    ``lighttrack.models.static.fold_bn``. ``onnx``: the ONNX graphs (ONNX Runtime's,
+    group "onnx"); ``runtimes``: other runtimes' graphs, each in its own subfolder and group
+    (tracker/runtimes.py). The model card is written by :func:`write_card`.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runtimes = [get_runtime(r) for r in runtimes if r != "onnxruntime"]
+    for r in runtimes:  # before anything is written
+        r.require()
     files: dict[str, dict[str, str]] = {"onnx": {}, "torch_export": {}, "onnx_int8": {}}
-    for name, (module, args, inputs, outputs) in graphs.items():
+    for g in tracker_graphs(net, search_sizes):
         if torch_export:
-            program = torch.export.export(module, args)
-            torch.export.save(program, str(out_dir / f"{name}.pt2"))
-            files["torch_export"][name] = f"{name}.pt2"
+            torch.export.save(torch.export.export(g.module, g.example), str(out_dir / f"{g.name}.pt2"))
+            files["torch_export"][g.name] = f"{g.name}.pt2"
         if onnx:
-            _onnx_export(module, args, out_dir / f"{name}.onnx", inputs, outputs)
-            files["onnx"][name] = f"{name}.onnx"
+            files["onnx"][g.name] = RUNTIMES["onnxruntime"].build(g, out_dir)
+    for r in runtimes:
+        sub = out_dir / r.name
+        sub.mkdir(exist_ok=True)
+        files[r.name] = {g.name: f"{r.name}/{r.build(g, sub)}"
+                         for g in tracker_graphs(net, search_sizes, tile_se=r.tile_se, planar=r.planar)}
     return files
 
 
@@ -290,13 +297,18 @@ def _resize(x: np.ndarray, side: int) -> np.ndarray:
 
 def write_card(out_dir: str | Path, *, arch, files: dict, params: TrackerParams,
                complexity: dict | None = None, scores: dict | None = None,
-               source: dict | None = None, extra: dict | None = None) -> Path:
+               source: dict | None = None, runtimes: dict | None = None, extra: dict | None = None) -> Path:
     """``model_card.json`` beside the artifacts.
 
     ``complexity`` = {"params", "macs"}; ``scores`` = {"ao", "split", ...} measured with
-    these artifacts; ``source`` = where the weights came from (supernet, run id, checkpoint).
+    these artifacts; ``source`` = where the weights came from (supernet, run id, checkpoint);
+    ``runtimes`` = {runtime: {"version", "image_input", "parity", "latency_ms", ...}}.
     """
     out_dir = Path(out_dir)
+    listed = [f for group in files.values() for f in group.values()]
+    # weights files beside a graph file (OpenVINO's .xml + .bin, ncnn's .param + .bin)
+    listed += [str(Path(f).with_suffix(".bin")) for f in listed
+               if Path(f).suffix in (".xml", ".param") and (out_dir / f).with_suffix(".bin").is_file()]
     card = {
         "format": "lighttrack-tracker/1",
         "arch": str(arch),
@@ -321,7 +333,8 @@ def write_card(out_dir: str | Path, *, arch, files: dict, params: TrackerParams,
         "opset": OPSET,
         "versions": {"torch": torch.__version__},
         "files": files,
-        "sha256": {f: _sha256(out_dir / f) for group in files.values() for f in group.values()},
+        "runtimes": runtimes or {},
+        "sha256": {f: _sha256(out_dir / f) for f in listed},
         **(extra or {}),
     }
     path = out_dir / CARD_NAME

@@ -111,7 +111,7 @@ def crop_tensor(image: torch.Tensor, center: torch.Tensor, size: torch.Tensor, o
 
 # -- networks: crops in, maps out as tensors on the state's device ----------------------------
 class _HostNet:
-    """Any tracker network (torch module, TorchNet, OrtNet) fed uint8 (B, S, S, 3) NumPy crops."""
+    """Any tracker network (torch module, TorchNet, ExportedNet) fed uint8 (B, S, S, 3) NumPy crops."""
 
     device = torch.device("cpu")
 
@@ -401,7 +401,7 @@ def track_lockstep(net, sequences: Sequence, params: TrackerParams, batch: int |
     :class:`SequenceResult` per sequence as it finishes (not in split order).
 
     ``net``: a torch module (``template``/``search``), a :class:`TorchNet` or an
-    :class:`OrtNet`; ``batch``: slots, or ``auto`` (:func:`auto_batch`); ``threads``: the
+    :class:`ExportedNet`; ``batch``: slots, or ``auto`` (:func:`auto_batch`); ``threads``: the
     frame readers (and host croppers).
     """
     return _Lockstep(net, sequences, params, batch, device_crops, threads).run()

@@ -2,9 +2,10 @@
 
 The tracker talks to a network through ``template(z) -> zf`` and
 ``search(zf, x) -> (cls, reg)`` on NumPy arrays. :class:`TorchNet` adapts a torch
-module (supernet path, StaticTracker); :class:`OrtNet` runs the exported ONNX graphs
-with ONNX Runtime (the optional ``deploy`` extra, imported lazily). Exported graphs take
-the raw uint8 crop ``(1, H, W, 3)`` and normalise inside (``takes_raw_crops``).
+module (supernet path, StaticTracker); :class:`ExportedNet` runs an export folder's
+graphs on a deployment runtime (tracker/runtimes.py: ONNX Runtime, OpenVINO, ncnn,
+ExecuTorch, TensorRT, each an optional extra imported lazily). Exported graphs take the
+raw uint8 crop ``(1, H, W, 3)`` and normalise inside (``takes_raw_crops``).
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lighttrack.tracker.ort import CARD_NAME, OrtNet, ort_session
+from lighttrack.tracker.ort import CARD_NAME, ort_session
+from lighttrack.tracker.runtimes import RUNTIMES, ExportedNet
 
-__all__ = ["TorchNet", "OrtNet", "ort_session", "as_numpy_net", "load_torch_net", "load_net", "CARD_NAME"]
+__all__ = ["TorchNet", "ExportedNet", "ort_session", "as_numpy_net", "load_torch_net", "load_net", "CARD_NAME"]
 
 
 class TorchNet:
@@ -92,26 +94,28 @@ def load_torch_net(arch, checkpoint: str | Path | None = None) -> torch.nn.Modul
 
 def load_net(arch, checkpoint: str | Path | None = None, backend: str = "torch", threads: int = 1,
              int8: bool = False, work_dir: str | Path | None = None, device: str = "cpu"):
-    """A tracker network on ``backend`` (``torch``, on ``device``, or ``onnxruntime``).
+    """A tracker network on ``backend``: ``torch`` (on ``device``) or a runtime of
+    :data:`~lighttrack.tracker.runtimes.RUNTIMES`.
 
-    For onnxruntime, ``checkpoint`` may be an export directory (with model_card.json);
+    For a runtime, ``checkpoint`` may be an export directory (with model_card.json);
     otherwise the torch net is exported on the fly into ``work_dir`` (a temporary one if None).
     """
     if backend == "torch":
         return load_torch_net(arch, checkpoint).to(device)
-    if backend != "onnxruntime":
-        raise ValueError(f"unknown backend {backend!r}; use torch or onnxruntime")
+    if backend not in RUNTIMES:
+        raise ValueError(f"unknown backend {backend!r}; use torch or one of {sorted(RUNTIMES)}")
     if checkpoint is not None and (Path(checkpoint) / CARD_NAME).is_file():
-        return OrtNet(checkpoint, threads, int8)
+        return ExportedNet(checkpoint, backend, threads, int8)
     if int8:
         raise ValueError("int8 needs an export directory made by 'lighttrack export --int8'")
+    RUNTIMES[backend].require()
     import tempfile
 
     from lighttrack.tracker.export import export_tracker, write_card
     from lighttrack.tracker.params import TrackerParams
 
-    out = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="lighttrack-ort-"))
-    files = export_tracker(load_torch_net(arch, checkpoint), out, torch_export=False)
+    out = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="lighttrack-export-"))
+    files = export_tracker(load_torch_net(arch, checkpoint), out, torch_export=False, runtimes=[backend])
     write_card(out, arch=arch, files=files, params=TrackerParams(),
                source={"checkpoint": str(checkpoint) if checkpoint else None})
-    return OrtNet(out, threads)
+    return ExportedNet(out, backend, threads)

@@ -3,7 +3,7 @@
 ``Tracker(net, params)`` works with any network exposing ``template(z)`` and
 ``search(zf, x)``: a supernet ``path(arch)``, a ``StaticTracker`` (both torch modules,
 wrapped by :class:`~lighttrack.tracker.runtime.TorchNet`) or an exported runtime
-(:class:`~lighttrack.tracker.runtime.OrtNet`). Post-processing is vectorised NumPy on
+(:class:`~lighttrack.tracker.runtimes.ExportedNet`). Post-processing is vectorised NumPy on
 the (S, S) maps; the Hanning window and grid are computed once per sequence.
 """
 from __future__ import annotations
