@@ -1,10 +1,12 @@
 """``lighttrack evaluate``: track every sequence of a split and score it.
 
     lighttrack evaluate --dataset DATA --split val --arch lighttrack-mobile \\
-        [--checkpoint ckpt.pt] [--backend torch|onnxruntime] [--batch auto|1|K] --out results/
+        [--checkpoint ckpt.pt] [--runtime torch|onnxruntime|openvino|ncnn|executorch|tensorrt] \\
+        [--batch auto|1|K] --out results/
 
 ``--checkpoint`` is a local file (StaticTracker or TrackSupernet weights, bare or under
-``model``) or, for onnxruntime, an export directory; without it the weights are fresh.
+``model``) or, for a deployment runtime, an export directory (``lighttrack export``); a
+checkpoint is exported for that runtime on the fly. Without it the weights are fresh.
 The sequences are tracked in lockstep, ``--batch`` at a time (an export directory's graphs
 take one crop, so its sequences run one at a time, still with frames read ahead).
 MLflow run/artifact URIs are resolved to a local path by ``ray_jobs`` before calling this.
@@ -20,12 +22,16 @@ __all__ = ["register", "add_net_arguments", "build_net", "tracker_params"]
 
 
 def add_net_arguments(p: argparse.ArgumentParser) -> None:
-    """--arch, --checkpoint, --backend, --device, --threads, --int8, --tracker, --set."""
+    """--arch, --checkpoint, --runtime, --device, --threads, --int8, --tracker, --set."""
+    from lighttrack.tracker.runtimes import RUNTIMES
+
     p.add_argument("--arch", required=True, help="preset name (lighttrack-mobile, ...) or architecture string")
     p.add_argument("--checkpoint", default=None,
-                   help="local weights file, or an export directory for --backend onnxruntime "
+                   help="local weights file, or an export directory for a --runtime other than torch "
                         "(none: fresh weights)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    # --backend: the name before runtimes other than ONNX Runtime existed
+    p.add_argument("--runtime", "--backend", dest="backend", choices=("torch", *RUNTIMES), default="torch",
+                   help="torch (eager) or a deployment runtime (default torch)")
     p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or cuda:N")
     p.add_argument("--threads", type=positive_int, default=1, help="CPU threads for the network")
     p.add_argument("--int8", action="store_true", help="onnxruntime: use the int8 graphs of the export")
@@ -41,7 +47,8 @@ def build_net(args: argparse.Namespace):
 
     torch.set_num_threads(args.threads)
     if args.backend != "torch" and args.device != "cpu":
-        raise SystemExit(f"error: --device {args.device} needs --backend torch (onnxruntime runs on the CPU)")
+        raise SystemExit(f"error: --device {args.device} needs --runtime torch (the deployment runtimes pick "
+                         "their own device)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {args.device}: this machine has no CUDA device")
     return load_net(resolve(args.arch), args.checkpoint, args.backend, args.threads, args.int8, device=args.device)

@@ -1,11 +1,17 @@
 """``lighttrack export``: a found tracker as deployable graphs with a model card.
 
     lighttrack export --arch lighttrack-mobile --checkpoint ckpt.pt --out export/ \\
+        [--runtime onnxruntime openvino ncnn executorch tensorrt] \\
         [--dataset DATA --split val] [--int8] [--supernet NAME --run RUN_ID]
 
 Writes template/search graphs (torch.export ``.pt2`` and ONNX), BN and normalisation
-folded, and ``model_card.json``. With ``--dataset`` the exported tracker is evaluated on
-the split (AO in the card); ``--int8`` adds ONNX Runtime int8 graphs calibrated on crops
+folded, each ``--runtime``'s own graphs in a subfolder, and ``model_card.json``. Every
+runtime's graphs are checked against eager PyTorch before the export is kept
+(tracker/parity.py: heads within 1e-3 relative on real crops, boxes within 1 px over a
+whole sequence: the dataset's first, or one rendered): a failed check is an error and
+leaves nothing behind. The card gives each runtime's version, parity figures and
+latency at ``--threads``. With ``--dataset`` every runtime's export is evaluated on the
+split (AO in the card); ``--int8`` adds ONNX Runtime int8 graphs calibrated on crops
 of that split, and their AO change. With ``--vot`` it also runs the VOT supervised
 experiment on a VOT sequences folder (EAO, accuracy, failures in the card's
 ``scores.vot``), each figure beside the stay-at-start tracker's.
@@ -40,18 +46,23 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from lighttrack.arch import resolve
+    from lighttrack.atomic import atomic_dir
     from lighttrack.commands.evaluate import tracker_params
     from lighttrack.models.complexity import count
-    from lighttrack.atomic import atomic_dir
     from lighttrack.tracker.evaluation import open_split, read_split
     from lighttrack.tracker.export import (calibration_crops, dataset_samples, export_tracker, quantize_int8,
                                            write_card)
+    from lighttrack.tracker.parity import RenderedSequence, check_parity, latency_ms
     from lighttrack.tracker.runtime import ExportedNet, load_torch_net
+    from lighttrack.tracker.runtimes import get_runtime
     from lighttrack.tracker.validation import open_validation, score
 
     torch.set_num_threads(args.threads)
     arch = resolve(args.arch)
     params = tracker_params(args)
+    runtimes = list(dict.fromkeys(["onnxruntime", *args.runtime]))  # ONNX is the interchange: always
+    for r in runtimes:  # a runtime that cannot run here stops the export before it starts
+        get_runtime(r).require()
     if args.int8 and not args.dataset:
         raise ValueError("--int8 needs --dataset (calibration crops and the AO change come from it)")
     dataset = open_split(args.dataset, args.split, None, args.max_sequences) if args.dataset else None
@@ -59,21 +70,36 @@ def _run(args: argparse.Namespace) -> int:
         read_split(dataset)  # a broken split stops here, before anything is exported
     vot = open_validation(args.vot, metric="eao", max_sequences=args.max_sequences) if args.vot else None
     net = load_torch_net(arch, args.checkpoint)
+    sequence = dataset.sequence(0) if dataset is not None else RenderedSequence.render(seed=0)
+    crops = calibration_crops(dataset_samples(dataset, args.calibration) if dataset is not None else
+                              [(sequence.read_frame(k), sequence.boxes[k]) for k in range(0, len(sequence), 6)
+                               if not sequence.absent[k]])
     out = Path(args.out)
     # Everything is written and scored in a hidden folder inside `out` and moved in at the end:
     # a failure leaves no graphs and no model card that look like a finished export.
     with atomic_dir(out) as tmp:
-        files = export_tracker(net, tmp, torch_export=not args.no_torch_export)
+        files = export_tracker(net, tmp, torch_export=not args.no_torch_export, runtimes=runtimes)
         if args.int8:
-            files["onnx_int8"] = quantize_int8(tmp, files, calibration_crops(dataset_samples(dataset, args.calibration)))
+            files["onnx_int8"] = quantize_int8(tmp, files, crops)
         c = count(arch)
         card = write_card(tmp, arch=arch, files=files, params=params,
                           complexity={"params": c.params, "macs": c.macs},
                           source={"checkpoint": args.checkpoint, "supernet": args.supernet, "run": args.run})
-        scores = {}
+        info, scores = {}, {}
+        for r in runtimes:
+            exported = ExportedNet(tmp, r, args.threads)
+            parity = check_parity(net, exported, sequence, params, crops, runtime=r)
+            info[r] = {"version": get_runtime(r).version(), "threads": args.threads,
+                       "image_input": "float (1, 3, H, W), 0-255" if get_runtime(r).planar else "uint8 (1, H, W, 3)",
+                       "parity": parity, "latency_ms": latency_ms(exported)}
+            print(f"{r}: heads within {parity['heads_rel_max']:.1e} of eager, boxes within {parity['boxes_px']:.3f} "
+                  f"px over {parity['frames']} frames; search {info[r]['latency_ms']['search_256']:.2f} ms "
+                  f"at {args.threads} thread(s)")
+            if dataset is not None:
+                scores[r] = _ao(exported, dataset, params)
         if dataset is not None:
             scores = {"dataset": str(args.dataset), "split": args.split, "sequences": len(dataset),
-                      **_ao(ExportedNet(tmp, "onnxruntime", args.threads), dataset, params)}
+                      **scores["onnxruntime"], "runtimes": scores}
             if args.int8:
                 q = _ao(ExportedNet(tmp, "onnxruntime", args.threads, int8=True), dataset, params)
                 scores["int8"] = q
@@ -82,20 +108,24 @@ def _run(args: argparse.Namespace) -> int:
         if vot is not None:
             s = score(ExportedNet(tmp, "onnxruntime", args.threads), vot, params)
             scores["vot"] = {"dataset": str(args.vot), **{k: s[k] for k in VOT_KEEP}}
-        if scores:
-            data = json.loads(card.read_text())
-            data["scores"] = scores
-            card.write_text(json.dumps(data, indent=2))
-    print(f"exported {arch.to_released()} to {out}: {sorted(f for g in files.values() for f in g.values())}")
+        data = json.loads(card.read_text())
+        data["runtimes"], data["scores"] = info, scores
+        card.write_text(json.dumps(data, indent=2))
+    print(f"exported {arch.to_released()} to {out} for {', '.join(runtimes)}: "
+          f"{sum(len(g) for g in files.values())} graphs")
     print(f"model card: {out / card.name}")
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("export", help="export a tracker (torch.export + ONNX, BN folded) with a model card")
+    from lighttrack.tracker.runtimes import RUNTIMES
+
+    p = subparsers.add_parser("export", help="export a tracker for deployment runtimes, checked against eager, with a model card")
     p.add_argument("--arch", required=True, help="preset name or architecture string")
     p.add_argument("--checkpoint", default=None, help="local weights file (none: fresh weights)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--runtime", nargs="+", default=["onnxruntime"], choices=sorted(RUNTIMES), metavar="RUNTIME",
+                   help=f"runtimes to export for, besides ONNX Runtime: {', '.join(sorted(RUNTIMES))}")
     p.add_argument("--int8", action="store_true", help="also write ONNX Runtime int8 graphs (needs --dataset)")
     p.add_argument("--dataset", default=None, help="evaluate the export on this dataset's split")
     p.add_argument("--split", default="val")

@@ -1,7 +1,7 @@
 """``lighttrack track``: run the tracker on a video or a folder of frames and write an mp4.
 
     lighttrack track --frames DIR_OR_VIDEO --init x,y,w,h --arch lighttrack-mobile \\
-        [--checkpoint ...] [--backend onnxruntime] --out out.mp4
+        [--checkpoint ...] [--runtime openvino] --out out.mp4
 """
 from __future__ import annotations
 

@@ -57,6 +57,9 @@ class RenderedSequence:
     def read_frame(self, k: int) -> np.ndarray:
         return self.images[k]
 
+    def __len__(self) -> int:
+        return len(self.images)
+
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(np.asarray(a, np.float64) - b).max() / max(float(np.abs(b).max()), 1e-6))
