@@ -22,7 +22,7 @@ fi
 start=$(date +%s)
 echo "[install] torch==2.14.1 torchvision==0.29.1"
 "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
-echo "[install] lighttrack[test,deploy] (editable)"
-"${PIP[@]}" -e '.[test,deploy]'
+echo "[install] lighttrack[test,deploy,runtimes] (editable)"
+"${PIP[@]}" -e '.[test,deploy,runtimes]'
 touch "$stamp"
 echo "[install] done in $(( $(date +%s) - start )) s"
