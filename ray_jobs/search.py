@@ -160,6 +160,11 @@ def main(argv=None) -> int:
         mlflow.log_params({"run.workers": cfg.workers, "run.gpus_per_evaluator": gpus,
                            "run.cpus_per_evaluator": cfg.cpus_per_worker, "run.storage": storage,
                            "run.latency_max_ms": args.latency_max})
+        if latency is not None:  # which table, runtime and machine the latency budgets were judged by
+            m = latency.machine
+            mlflow.log_params({"latency.table": cfg.latency_table, "latency.runtime": latency.backend,
+                               "latency.threads": latency.threads, "latency.machine": m.get("hostname"),
+                               "latency.cpu": m.get("cpu"), "latency.runtime_version": m.get(latency.backend)})
         try:
             results = run_search(cfg, budgets, costs, weights, cache_location, name, storage, gpus)
         finally:

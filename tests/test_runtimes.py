@@ -148,3 +148,36 @@ def test_load_net_exports_a_checkpoint_on_the_fly(tmp_path):
     with torch.no_grad():
         ref = net.template(torch.from_numpy(normalize(z))).numpy()
     np.testing.assert_allclose(on_the_fly.template(z), ref, atol=1e-4 * np.abs(ref).max())
+
+
+def test_a_latency_budget_names_its_runtime_and_refuses_another_table():
+    from lighttrack.costs import CostTable
+    from lighttrack.search.budget import Budget, BudgetError, CostModel, check_possible
+    from lighttrack.search.latency import LatencyTable
+
+    b = Budget.parse("600M,2M,8ms@openvino")
+    assert (b.latency_max_ms, b.latency_runtime, b.label) == (8.0, "openvino", "600M_2M_8ms-openvino")
+    assert Budget.parse("600M,2M,8ms").latency_runtime is None
+    with pytest.raises(BudgetError, match=r"unknown runtime 'tflite'"):
+        Budget.parse("600M,2M,8ms@tflite")
+    with pytest.raises(BudgetError, match=r"latency '8' is not|must end in 'ms'"):
+        Budget.parse("600M,2M,8@openvino")
+    table = LatencyTable(backend="torch", threads=1, search_size=256, ms=CostTable({}, 1.0))
+    with pytest.raises(BudgetError, match=r"profiled on 'torch', not 'openvino'.*--runtime openvino"):
+        check_possible(b, CostModel(latency=table))
+
+
+@pytest.mark.parametrize("name", ["openvino", "ncnn", "executorch"])
+def test_the_profiler_times_a_block_built_by_the_runtime(name):
+    """A latency table's entries are the runtime's own graphs: each block's runner
+    computes what the torch block computes."""
+    _skip_unless_here(name)
+    from lighttrack.search.profiler import _steps, make_runner
+
+    net = _net()
+    _, module, _, _ = _steps(net)[0]  # the stem + first depthwise-separable block
+    x = torch.randn(1, 3, 64, 64)
+    run = make_runner(module, [x], name, threads=1)
+    with torch.no_grad():
+        ref = module(x).numpy()
+    np.testing.assert_allclose(run(x.numpy()), ref, atol=1e-4 * np.abs(ref).max())

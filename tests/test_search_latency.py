@@ -89,7 +89,7 @@ def test_bad_tables_are_clear_errors(table, tmp_path):
     with pytest.raises(LatencyTableError, match="malformed"):
         LatencyTable.from_dict({k: v for k, v in d.items() if k != "neck"})
     with pytest.raises(LatencyTableError, match="backend"):
-        profile("tensorrt")
+        profile("tflite")
 
 
 def _fake_ao(arch) -> dict:

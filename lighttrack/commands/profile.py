@@ -1,10 +1,12 @@
 """``lighttrack arch profile``: measure this machine's latency table for latency budgets.
 
-    lighttrack arch profile --backend torch --threads 1 --out table.json
-    lighttrack arch profile --backend onnxruntime --threads 4 --repeats 50 --out table.json
+    lighttrack arch profile --runtime torch --threads 1 --out table.json
+    lighttrack arch profile --runtime openvino --threads 2 --repeats 50 --out table.json
 
-Run it once on the target device; then ``python -m ray_jobs.search --latency-max MS
---latency-table table.json`` estimates every candidate's latency from the table.
+Run it once on the target device, for the runtime the tracker will be deployed on (each
+block is built with that runtime's converter, as ``lighttrack export`` builds the whole
+network); then ``python -m ray_jobs.search --budget 600M,2M,8ms@openvino --latency-table
+table.json`` estimates every candidate's latency from the table.
 """
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ __all__ = ["add_profile_parser"]
 
 def add_profile_parser(arch_subparsers: argparse._SubParsersAction) -> None:
     p = arch_subparsers.add_parser("profile", help="measure per-block latencies into a table (latency budgets)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="runtime to time (default torch)")
+    from lighttrack.search.profiler import BACKENDS
+
+    p.add_argument("--runtime", "--backend", dest="backend", choices=BACKENDS, default="torch",
+                   help="runtime to time (default torch; --backend is its older name)")
     p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads, as deployed (default 1)")
     p.add_argument("--out", required=True, help="table JSON to write")
     p.add_argument("--repeats", type=positive_int, default=30, help="timed forwards per entry (median taken); on a shared "

@@ -42,24 +42,35 @@ class Budget:
     macs_max: int | None = None
     params_max: int | None = None
     latency_max_ms: float | None = None
+    latency_runtime: str | None = None  # the runtime the latency table must be profiled on
 
     @classmethod
     def parse(cls, text: str, latency_max_ms: float | None = None) -> "Budget":
-        """``"600M,2M"`` (MACs, params) or ``"600M,2M,8ms"`` (plus latency)."""
+        """``"600M,2M"`` (MACs, params), ``"600M,2M,8ms"`` (plus latency) or
+        ``"600M,2M,8ms@openvino"`` (latency on that runtime's table)."""
         parts = [p.strip() for p in text.split(",")]
         if not 1 <= len(parts) <= 3 or not all(parts):
-            raise BudgetError(f"budget {text!r}: expected MACS,PARAMS[,LATENCYms], e.g. 600M,2M")
-        latency = latency_max_ms
+            raise BudgetError(f"budget {text!r}: expected MACS,PARAMS[,LATENCYms[@RUNTIME]], e.g. 600M,2M")
+        latency, runtime = latency_max_ms, None
         if len(parts) == 3:
-            if not parts[2].lower().endswith("ms"):
+            value, _, runtime = parts[2].partition("@")
+            if not value.lower().endswith("ms"):
                 raise BudgetError(f"budget {text!r}: latency must end in 'ms', got {parts[2]!r}")
-            latency = float(parts[2][:-2])
+            if runtime:
+                from lighttrack.search.profiler import BACKENDS
+
+                if runtime not in BACKENDS:
+                    raise BudgetError(f"budget {text!r}: unknown runtime {runtime!r}; one of {list(BACKENDS)}")
+            try:
+                latency = float(value[:-2])
+            except ValueError:
+                raise BudgetError(f"budget {text!r}: latency {value!r} is not a number of ms") from None
         try:
             macs = parse_quantity(parts[0])
             params = parse_quantity(parts[1]) if len(parts) > 1 else None
         except ValueError as e:
             raise BudgetError(f"budget {text!r}: {e}") from None
-        return cls(macs, params, latency)
+        return cls(macs, params, latency, runtime or None)
 
     @property
     def label(self) -> str:
@@ -67,7 +78,7 @@ class Budget:
         parts = [_short(self.macs_max) if self.macs_max else "anyMACs",
                  _short(self.params_max) if self.params_max else "anyParams"]
         if self.latency_max_ms is not None:
-            parts.append(f"{self.latency_max_ms:g}ms")
+            parts.append(f"{self.latency_max_ms:g}ms" + (f"-{self.latency_runtime}" if self.latency_runtime else ""))
         return "_".join(parts)
 
     def fits(self, macs: int, params: int, latency_ms: float | None = None) -> bool:
@@ -128,6 +139,10 @@ def check_possible(budget: Budget, costs: CostModel) -> Costs:
     """Raise :class:`BudgetError` unless the cheapest architecture fits; returns its costs."""
     if budget.latency_max_ms is not None and costs.latency is None:
         raise BudgetError("--latency-max needs --latency-table (see `lighttrack arch profile`)")
+    if budget.latency_runtime and costs.latency is not None and costs.latency.backend != budget.latency_runtime:
+        raise BudgetError(f"budget {budget.label}: the latency table was profiled on {costs.latency.backend!r}, "
+                          f"not {budget.latency_runtime!r}; profile one with `lighttrack arch profile --runtime "
+                          f"{budget.latency_runtime}`")
     smallest = resolve("smallest")
     c = costs(smallest)
     if not budget.fits(c.macs, c.params, c.latency_ms):

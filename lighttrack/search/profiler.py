@@ -33,11 +33,9 @@ processes does not inflate.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import os
 import platform
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -51,10 +49,11 @@ from lighttrack.models.blocks import head_output, pixel_correlation
 from lighttrack.models.complexity import covering_archs
 from lighttrack.models.static import SearchBranch, StaticTracker, tile_se_gates
 from lighttrack.search.latency import LatencyTable, LatencyTableError
+from lighttrack.tracker.runtimes import RUNTIMES, Graph, get_runtime
 
 __all__ = ["BACKENDS", "CLOCKS", "profile", "machine_info", "make_runner"]
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", *RUNTIMES)
 CLOCKS = ("wall", "thread")
 
 
@@ -102,36 +101,35 @@ def _steps(net: StaticTracker) -> list[Step]:
 
 
 # -- backends -----------------------------------------------------------------------------------
-def _onnx_session(module: nn.Module, example: Sequence[torch.Tensor], threads: int):
-    from lighttrack.tracker.ort import ort_session  # the optional `deploy` extra
-
-    f = io.BytesIO()
-    names = [f"in{i}" for i in range(len(example))]
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        # The TorchScript exporter: fixed shapes, well under a second per block. SE gates
-        # tiled and the session set up as in a deployed tracker (tracker/export.py), so the
-        # table times the graphs that a found tracker runs.
-        torch.onnx.export(tile_se_gates(module), tuple(example), f, input_names=names, opset_version=17,
-                          dynamo=False)
-    return ort_session(f.getvalue(), threads), names
-
-
 def make_runner(module: nn.Module, example: Sequence[torch.Tensor], backend: str,
                 threads: int) -> Callable[..., Any]:
     """``run(*inputs) -> output`` of ``module`` on ``backend`` (eval mode; torch tensors in
-    and out for torch, NumPy arrays for onnxruntime; a tuple output stays a tuple)."""
+    and out for torch, NumPy arrays for a deployment runtime; a tuple output stays a tuple).
+
+    A runtime gets the graph as a found tracker's export gives it (SE gates tiled for ONNX
+    Runtime, tracker/runtimes.py), built in a folder that lives as long as the runner."""
+    import tempfile
+
     module = module.eval()
     if backend == "torch":
         return module
-    if backend == "onnxruntime":
-        sess, names = _onnx_session(module, example, threads)
+    if backend not in BACKENDS:
+        raise LatencyTableError(f"backend {backend!r} is not one of {BACKENDS}")
+    runtime = get_runtime(backend)
+    runtime.require()
+    with torch.no_grad():
+        n_out = len(out) if isinstance(out := module(*example), tuple) else 1
+    names = tuple(f"in{i}" for i in range(len(example)))
+    graph = Graph("block", tile_se_gates(module) if runtime.tile_se else module, tuple(example), names,
+                  tuple(f"out{i}" for i in range(n_out)))
+    folder = tempfile.TemporaryDirectory(prefix=f"lighttrack-profile-{backend}-")
+    session = runtime.load(Path(folder.name) / runtime.build(graph, Path(folder.name)), names, threads)
 
-        def run(*arrays: np.ndarray) -> Any:
-            out = sess.run(None, dict(zip(names, arrays)))
-            return out[0] if len(out) == 1 else tuple(out)
-        return run
-    raise LatencyTableError(f"backend {backend!r} is not one of {BACKENDS}")
+    def run(*arrays: np.ndarray) -> Any:
+        out = session(dict(zip(names, arrays)))
+        return out[0] if len(out) == 1 else tuple(out)
+    run.folder = folder  # removed with the runner
+    return run
 
 
 def _clock(clock: str, threads: int) -> Callable[[], float]:
@@ -149,7 +147,7 @@ def _inputs(arch: Arch, search_size: int, backend: str) -> dict[str, Any]:
     side = arch.template_feature_size
     vals = {"zf": torch.randn(1, arch.out_channels, side, side, generator=g),
             "x": torch.randn(1, 3, search_size, search_size, generator=g)}
-    return {k: v.numpy() for k, v in vals.items()} if backend == "onnxruntime" else vals
+    return vals if backend == "torch" else {k: v.numpy() for k, v in vals.items()}
 
 
 class _Prepared:
@@ -190,7 +188,7 @@ class _Prepared:
         return (clock() - t) * 1e3
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(backend: str = "torch") -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -203,11 +201,8 @@ def machine_info() -> dict[str, Any]:
             "machine": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    try:
-        import onnxruntime
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
+    if backend in RUNTIMES:
+        info[backend] = RUNTIMES[backend].version()
     if hasattr(os, "getloadavg"):
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     return info
@@ -232,6 +227,8 @@ def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup:
     """
     if backend not in BACKENDS:
         raise LatencyTableError(f"backend {backend!r} is not one of {BACKENDS}")
+    if backend != "torch":
+        get_runtime(backend).require()  # not installed here: said before anything is timed
     if threads < 1 or repeats < 1 or search_size % 16:
         raise LatencyTableError(f"need threads >= 1, repeats >= 1, search_size a multiple of 16; got "
                                 f"{threads}, {repeats}, {search_size}")
@@ -278,7 +275,7 @@ def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup:
                    for p, w in zip(covers, wholes)]
     overhead = float(np.median([c["whole_ms"] - c["blocks_ms"] for c in calibration]))
     table = LatencyTable(backend=backend, threads=threads, search_size=search_size, ms=CostTable(med, overhead),
-                         clock=clock, repeats=repeats, machine=machine_info(), calibration=calibration)
+                         clock=clock, repeats=repeats, machine=machine_info(backend), calibration=calibration)
     table.validate("profile")
     say(f"profile: done in {time.time() - t0:.1f} s; overhead {table.overhead_ms:+.3f} ms; "
         f"load average {table.machine.get('load_average')}")
