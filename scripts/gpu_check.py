@@ -297,7 +297,7 @@ def phase4(data: Path, device: torch.device, steps: int, batch: int, supernet) -
 
 def tracker_fps(device: torch.device, tracker: torch.nn.Module, frames: int = 60) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
-    from bench_tracker import synthetic_video
+    from bench_runtimes import synthetic_video
 
     from lighttrack.tracker import PRESETS, Tracker
 

@@ -26,7 +26,7 @@ def ort_session(model: str | Path | bytes, threads: int):
     # and 2 threads were slower than 1: 8.4 vs 7.4 ms, with spinning 4.2 ms), but stop
     # spinning as soon as the run returns: a tracker shares the CPU with decoding and
     # cropping, and threads left spinning between runs stole the eager tracker's cores
-    # in bench/bench_tracker.py (11 instead of 27 fps at 2 threads).
+    # in bench/bench_runtimes.py (11 instead of 27 fps at 2 threads).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
     opts.add_session_config_entry("session.force_spinning_stop", "1")
     opts.log_severity_level = 3
