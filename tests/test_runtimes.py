@@ -181,3 +181,18 @@ def test_the_profiler_times_a_block_built_by_the_runtime(name):
     with torch.no_grad():
         ref = module(x).numpy()
     np.testing.assert_allclose(run(x.numpy()), ref, atol=1e-4 * np.abs(ref).max())
+
+
+def test_every_runtime_gives_the_eager_ao_to_3_decimals_on_the_embedded_val(exported, tmp_path):
+    """The tiny embedded val (3 sequences), tracked by eager PyTorch and by every runtime."""
+    from lighttrack.tracker.evaluation import evaluate_split, open_split
+
+    from tests.home import EMBEDDED
+
+    net, out, files = exported
+    dataset = open_split(str(EMBEDDED / "got10k"), "val", None, 0)
+    eager = evaluate_split(net, dataset, tmp_path / "eager", PARAMS, plot=False)
+    for name in [r for r in RUNTIMES if RUNTIMES[r].missing() is None]:
+        s = evaluate_split(ExportedNet(out, name), dataset, tmp_path / name, PARAMS, plot=False)
+        assert round(s["ao"], 3) == round(eager["ao"], 3), (name, s["ao"], eager["ao"])
+        assert s["baseline_ao"] == eager["baseline_ao"]
