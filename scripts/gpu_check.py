@@ -1,6 +1,6 @@
 """The library's own code on an accelerator, without Ray or MLflow (a bare GPU machine).
 
-    python scripts/gpu_check.py --out OUT_DIR [--parts eval,agree,train,parallel]
+    python scripts/gpu_check.py --out OUT_DIR [--parts eval,agree,train,runtimes,parallel]
         [--devices cuda cpu] [--steps 20] [--budget-s 450]
 
 Parts, in this order, each on its own (a failure is recorded and the next part runs):
@@ -13,7 +13,11 @@ Parts, in this order, each on its own (a failure is recorded and the next part r
   with the random-init path and, after ``train``, with the tracker fine-tuned there;
 - ``train``: per device, side by side, a few training steps of phases 1, 2 and 4 (bf16
   autocast on CUDA), BN recalibration and one search trial, the tracker on a 1280x720
-  video and an ONNX export of the weights trained there, checked under ONNX Runtime;
+  video and an ONNX export of the weights trained there, checked under ONNX Runtime
+  (tracker/parity.py);
+- ``runtimes`` (issue 34): the tracker trained there (else LightTrack-Mobile, seeded)
+  exported to every deployment runtime installed (TensorRT on the GPU), each checked
+  against eager and timed; the runtimes that are not installed, with the reason;
 - ``parallel``: candidates per minute with 1, 2 and 4 evaluator processes on one GPU (the
   search's fractional GPUs), sized to what is left of ``--budget-s``.
 
@@ -314,31 +318,34 @@ def tracker_fps(device: torch.device, tracker: torch.nn.Module, frames: int = 60
     return {"fps": (len(video) - 6) / (time.perf_counter() - t0), "frames": len(video) - 6}
 
 
-def export_check(tracker: torch.nn.Module, out: Path) -> dict:
-    """ONNX export of weights trained on the device; ORT against torch on the same crops."""
-    from lighttrack.tracker.export import export_tracker, write_card
-    from lighttrack.tracker.params import TrackerParams
-    from lighttrack.tracker.runtime import ExportedNet, TorchNet
+def runtimes_check(tracker: torch.nn.Module | None, arch: str, runtimes: list[str], out: Path) -> dict:
+    """The tracker (the GPU-trained one, or ``arch`` with seeded weights) exported to every
+    runtime of ``runtimes`` that runs here (TensorRT on the GPU), each checked against eager
+    (tracker/parity.py) and timed; the others with the reason they cannot run."""
+    from lighttrack.tracker import PRESETS
+    from lighttrack.tracker.export import calibration_crops, export_tracker, write_card
+    from lighttrack.tracker.parity import RenderedSequence, check_parity, latency_ms
+    from lighttrack.tracker.runtime import ExportedNet, load_torch_net
+    from lighttrack.tracker.runtimes import RUNTIMES
 
-    net = tracker.cpu().eval()
-    files = export_tracker(net, out, torch_export=False)
-    write_card(out, arch=MOBILE, files=files, params=TrackerParams(), source={"gpu_check": True})
-    rng = np.random.default_rng(0)
-    z = rng.integers(0, 255, (1, 128, 128, 3), dtype=np.uint8)
-    x = rng.integers(0, 255, (1, 256, 256, 3), dtype=np.uint8)
-    ort = ExportedNet(out, "onnxruntime", 1)
-    cls_o, reg_o = ort.search(ort.template(z), x)
-    from lighttrack.geometry import IMAGENET_MEAN, IMAGENET_STD
-
-    def norm(a):  # the eager tracker's input: normalised float NCHW
-        a = (a.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-        return np.ascontiguousarray(a.transpose(0, 3, 1, 2), np.float32)
-
-    tn = TorchNet(net)
-    cls_t, reg_t = tn.search(tn.template(norm(z)), norm(x))
-    return {"max_abs_diff_cls": float(np.abs(cls_o - cls_t).max()), "max_abs_cls": float(np.abs(cls_t).max()),
-            "max_abs_diff_reg": float(np.abs(reg_o - reg_t).max()), "max_abs_reg": float(np.abs(reg_t).max()),
-            "files": sorted(files)}
+    torch.manual_seed(0)
+    a = resolve(arch) if tracker is None else tracker.arch
+    net = (load_torch_net(a) if tracker is None else tracker).cpu().eval()
+    here = [r for r in runtimes if RUNTIMES[r].missing() is None]
+    result: dict = {"arch": str(a), "trained": tracker is not None,
+                    "missing": {r: RUNTIMES[r].missing() for r in runtimes if r not in here}}
+    t0 = time.perf_counter()
+    files = export_tracker(net, out, torch_export=False, runtimes=here)
+    write_card(out, arch=a, files=files, params=PRESETS["vot2019"], source={"gpu_check": True})
+    result["export_s"] = time.perf_counter() - t0
+    seq = RenderedSequence.render(seed=0, frames=40)
+    crops = calibration_crops([(seq.read_frame(k), seq.boxes[k]) for k in range(0, 40, 5)])
+    for r in here:
+        exported = ExportedNet(out, r)
+        p = check_parity(net, exported, seq, PRESETS["vot2019"], crops, r, raise_error=False)
+        result[r] = {"version": RUNTIMES[r].version(), "heads_rel": p["heads_rel_max"], "boxes_px": p["boxes_px"],
+                     "passed": p["passed"], "latency_ms": latency_ms(exported, repeats=20)}
+    return result
 
 
 def train(data: Path, device: torch.device, steps: int, batch: int, keep: dict) -> dict:
@@ -353,7 +360,7 @@ def train(data: Path, device: torch.device, steps: int, batch: int, keep: dict) 
     r["tracker"] = tracker_fps(device, tracker)
     keep["tracker"] = tracker  # agree_trained copies it to each device
     with tempfile.TemporaryDirectory() as tmp:  # only gpu_check.json goes back
-        r["export"] = export_check(tracker, Path(tmp) / f"export-{device.type}")
+        r["export"] = runtimes_check(tracker, "", ["onnxruntime"], Path(tmp) / f"export-{device.type}")
     r["seconds"] = time.perf_counter() - t0
     if device.type == "cuda":
         r["max_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -363,15 +370,18 @@ def train(data: Path, device: torch.device, steps: int, batch: int, keep: dict) 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", nargs="+", default=["cuda", "cpu"], help="devices of the training part")
-    p.add_argument("--parts", default="eval,agree,train,parallel",
+    p.add_argument("--parts", default="eval,agree,train,runtimes,parallel",
                    help="comma-separated: eval (issue 18's GPU loop), agree (GPU vs CPU boxes), train, "
-                        "parallel (candidates per GPU)")
+                        "runtimes (deployment runtimes against eager), parallel (candidates per GPU)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=20, help="training steps per phase and device")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--sequences", type=int, default=180, help="of the GOT-10k-val-sized split")
     p.add_argument("--frames", type=int, default=150, help="per sequence of that split")
     p.add_argument("--budget-s", type=float, default=450, help="optional parts are skipped past this")
+    p.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino", "ncnn", "executorch", "tensorrt"],
+                   help="runtimes of the 'runtimes' part (those not installed are reported with the reason)")
+    p.add_argument("--runtime-arch", default="lighttrack-mobile", help="'runtimes' part: arch when none was trained")
     p.add_argument("--eval-device", default="cuda", help=argparse.SUPPRESS)  # cpu: a dry run of the GPU parts
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -413,14 +423,17 @@ def main() -> int:
         else:
             print("[gpu_check] no CUDA device here: only the training part runs", flush=True)
         devices = [d for d in args.devices if cuda is not None or not d.startswith("cuda")] if "train" in parts else []
+        trained: dict = {}
         if devices and devices[0].startswith("cuda"):  # the GPU's figures before the CPU's
-            trained: dict = {}
             section(devices[0], lambda: train(data, torch.device(devices[0]), args.steps, args.batch, trained),
                     report["devices"])
             devices = devices[1:]
             if "agree" in parts and "tracker" in trained:  # boxes that depend on the pixels
                 section("agree_trained", lambda: agree(data, cuda, work / "agree-trained",
                                                        lambda d: copy.deepcopy(trained["tracker"]).to(d).eval()))
+        if "runtimes" in parts:  # TensorRT on the GPU beside the CPU runtimes, in bench_runtimes' terms
+            section("runtimes", lambda: runtimes_check(trained.get("tracker"), args.runtime_arch, args.runtimes,
+                                                       work / "runtimes"))
         left = args.budget_s - (time.perf_counter() - begin)
         if cuda is not None and "parallel" in parts and left > 120:
             full = report.get("lockstep", {}).get("candidate_seconds_full_split", 60.0)

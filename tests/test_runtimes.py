@@ -4,6 +4,8 @@ wrong graph is refused at export; a runtime that cannot run here says why."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -17,6 +19,11 @@ from lighttrack.tracker.parity import BOX_PX, HEAD_REL, ParityError, RenderedSeq
 from lighttrack.tracker.runtime import ExportedNet, load_net
 from lighttrack.tracker.runtimes import RUNTIMES, RuntimeUnavailable, get_runtime
 
+# OpenVINO, in a process that had run the data tests before, corrupted the heap (SIGSEGV
+# late in the suite, CI of session 18; dropping OpenVINO made it go, the file alone
+# passes): this file runs in a pytest process of its own, test_runtimes_process.py
+pytestmark = pytest.mark.skipif(os.environ.get("LIGHTTRACK_TEST_PROCESS") != "runtimes",
+                                reason="run in a process of its own by tests/test_runtimes_process.py")
 pytest.importorskip("onnxruntime")
 ARCH = resolve("smallest")
 PARAMS = PRESETS["vot2019"]
@@ -112,14 +119,15 @@ def test_the_card_lists_weights_files_beside_graphs(exported):
     assert "openvino/template.xml" in card["sha256"] and "openvino/template.bin" in card["sha256"]
 
 
-def test_an_export_without_a_runtime_names_what_it_has(exported):
-    _, out, files = exported
-    card = json.loads((out / "model_card.json").read_text())
-    card["files"].pop("openvino", None)
-    (out / "model_card.json").write_text(json.dumps(card))
+def test_an_export_without_a_runtime_names_what_it_has(exported, tmp_path):
     _skip_unless_here("openvino")
+    _, out, _ = exported
+    copy = shutil.copytree(out, tmp_path / "export")  # the shared export stays whole
+    card = json.loads((copy / "model_card.json").read_text())
+    card["files"].pop("openvino")
+    (copy / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(FileNotFoundError, match=r"no openvino graphs in this export .*--runtime openvino"):
-        ExportedNet(out, "openvino")
+        ExportedNet(copy, "openvino")
 
 
 def test_tensorrt_without_a_gpu_says_so_before_anything_is_written(tmp_path):

@@ -276,10 +276,14 @@ def test_gpu_check_runs_its_evaluation_parts_on_the_cpu(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
     subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--eval-device", "cpu", "--parts",
-                    "eval,agree", "--sequences", "4", "--frames", "6"], check=True, timeout=600)
+                    "eval,agree,runtimes", "--sequences", "4", "--frames", "6", "--runtimes", "onnxruntime",
+                    "tensorrt", "--runtime-arch", "smallest"], check=True, timeout=600)
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    runs, agree = report["lockstep"], report["agree"]
-    assert "error" not in runs and "error" not in agree, (runs, agree)
+    runs, agree, runtimes = report["lockstep"], report["agree"], report["runtimes"]
+    assert "error" not in runs and "error" not in agree and "error" not in runtimes, (runs, agree, runtimes)
+    assert runtimes["onnxruntime"]["passed"] and runtimes["onnxruntime"]["latency_ms"]["search_256"] > 0
+    if not __import__("torch").cuda.is_available():
+        assert "needs a CUDA GPU" in runtimes["missing"]["tensorrt"]
     assert runs["lockstep_device_full"]["frames"] == 4 * 6
     assert runs["lockstep_device_4seq"]["ao"] == runs["serial_4seq"]["ao"]
     assert agree["box_diff_px"]["max"] < 1e-3

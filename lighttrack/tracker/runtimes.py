@@ -191,9 +191,11 @@ class Ncnn(Runtime):
 
         def run(feeds: dict) -> list:
             ex = net.create_extractor()
-            # ncnn's Mat has no batch axis; a Mat over NumPy memory is cloned, since ncnn
-            # works in place on its input blobs (an unowned one crashed it)
-            mats = [ncnn.Mat(np.ascontiguousarray(feeds[n][0], np.float32)).clone() for n in graph_inputs]
+            # ncnn's Mat has no batch axis. Mat(array) borrows the array's memory without a
+            # reference to it: the arrays are held until the Mats are cloned (ncnn works in
+            # place on its input blobs, so it gets copies it owns)
+            arrays = [np.ascontiguousarray(feeds[n][0], np.float32) for n in graph_inputs]
+            mats = [ncnn.Mat(a).clone() for a in arrays]
             for name, mat in zip(ins, mats):
                 ex.input(name, mat)
             out = []
