@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from typing import Any, Callable, Iterable, Mapping, TypeVar
@@ -159,6 +160,7 @@ class EvalCache:
         else:
             self._fs, self._root = pafs.LocalFileSystem(), os.path.abspath(self.location)
         self._read: set[str] = set()
+        self._reached = False  # an operation on the store has succeeded
         self._rows: dict[tuple[str, str, str], dict] = {}
 
     def __repr__(self) -> str:
@@ -172,7 +174,10 @@ class EvalCache:
                 out = op()
             except OSError as e:
                 waited = time.monotonic() - t0
-                if isinstance(self._fs, pafs.LocalFileSystem) or not any(w in str(e) for w in _TRANSIENT):
+                # a bucket this cache has used and no longer finds is a store coming back
+                # (its buckets not there yet): waited out; one never found fails at once
+                gone = self._reached and re.search(r"Bucket '[^']*' not found", str(e))
+                if isinstance(self._fs, pafs.LocalFileSystem) or not (gone or any(w in str(e) for w in _TRANSIENT)):
                     raise
                 if waited + delay > self.patience_s:
                     raise OSError(f"evaluation cache {self.location}: {what} failed for {waited:.0f} s "
@@ -183,6 +188,7 @@ class EvalCache:
                 time.sleep(delay)
                 delay = min(2 * delay, 30.0)
                 continue
+            self._reached = True
             if delay > 1.0:
                 log.warning("evaluation cache %s: %s done after %.0f s of retries", self.location, what,
                             time.monotonic() - t0)
