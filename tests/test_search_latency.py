@@ -61,8 +61,9 @@ def test_estimate_is_the_sum_of_the_entries(table):
     # Every entry was measured (> 0), and a larger block choice is not free.
     assert all(ms > 0 for key, ms in table.ms.values.items() if key[0] == "block")
     assert table.estimate(resolve("largest")) > table.estimate(resolve("smallest"))
-    # A head layer on the stride-8 (4x larger) map costs more than the same layer at stride 16.
-    assert table.ms.values[("head", 8, "cls", 256, 3, 1)] > table.ms.values[("head", 16, "cls", 256, 3, 1)]
+    # Each stride's head layers have entries of their own (which costs more is a timing, not
+    # asserted: on this 64 px table's 8x8 and 4x4 maps it went either way in CI)
+    assert table.ms.values[("head", 8, "cls", 256, 3, 1)] > 0 and table.ms.values[("head", 16, "cls", 256, 3, 1)] > 0
 
 
 def test_a_paper_table_refuses_stride8_archs_clearly():
