@@ -70,12 +70,6 @@ def _corners(box: np.ndarray) -> np.ndarray:
     return np.concatenate([box[:2], box[:2] + box[2:]])
 
 
-def _pscore(t) -> float:
-    """The tracker's last decision's penalised, windowed score (tracker.decide)."""
-    d, wi = t.decision, t.params.window_influence
-    return d.penalty * d.score * (1.0 - wi) + float(t.window[d.cell]) * wi
-
-
 def check_parity(eager: torch.nn.Module, exported, sequence, params, crops: list, runtime: str = "",
                  rel: float = HEAD_REL, px: float = BOX_PX, raise_error: bool = True) -> dict:
     """Compare ``exported`` (template/search on raw uint8 crops) with ``eager`` (a
@@ -108,12 +102,14 @@ def check_parity(eager: torch.nn.Module, exported, sequence, params, crops: list
         theirs.center, theirs.size, theirs.window = ours.center.copy(), ours.size.copy(), ours.window
         a, _ = ours.track(image)
         b, _ = theirs.track(image)
-        if ours.decision.cell != theirs.decision.cell and abs(_pscore(ours) - _pscore(theirs)) <= rel * _pscore(ours):
+        d, e = ours.decision, theirs.decision
+        if d.cell != e.cell and abs(d.pscore - e.pscore) <= rel * d.pscore:
             ties += 1  # two cells equal within the heads' tolerance: either is the argmax
             continue
         box_px = max(box_px, float(np.abs(_corners(a) - _corners(b)).max()))
     out = {"heads_rel": worst, "heads_rel_max": max(worst.values()), "crops": len(crops),
-           "boxes_px": box_px, "frames": frames, "tied_frames": ties, "sequence": sequence.name, "rel_tol": rel, "px_tol": px}
+           "boxes_px": box_px, "frames": frames, "tied_frames": ties, "sequence": sequence.name,
+           "rel_tol": rel, "px_tol": px}
     out["passed"] = bool(out["heads_rel_max"] <= rel and box_px <= px)
     if raise_error and not out["passed"]:
         raise ParityError(f"{runtime or type(exported).__name__}: exported graphs differ from eager PyTorch: "

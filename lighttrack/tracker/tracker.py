@@ -41,6 +41,7 @@ class Decision:
     score: float  # sigmoid score of that cell
     penalty: float  # scale/ratio penalty of that cell
     box: np.ndarray  # (4,) x1, y1, x2, y2 of that cell's box in crop px
+    pscore: float  # penalised, windowed score of that cell: what the argmax took
 
 
 def hanning_window(s: int) -> np.ndarray:
@@ -78,7 +79,8 @@ def decide(cls: np.ndarray, reg: np.ndarray, last_size: tuple[float, float], win
     wi = params.window_influence
     pscore = penalty * score * (1.0 - wi) + window * wi
     r, c = np.unravel_index(int(np.argmax(pscore)), pscore.shape)
-    return Decision((int(r), int(c)), float(score[r, c]), float(penalty[r, c]), box[:, r, c].copy())
+    return Decision((int(r), int(c)), float(score[r, c]), float(penalty[r, c]), box[:, r, c].copy(),
+                    float(pscore[r, c]))
 
 
 def first_box(box, frame_w: int, frame_h: int) -> tuple[float, float, float, float]:
