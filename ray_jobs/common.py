@@ -399,33 +399,79 @@ class Capacity:
     max_gpus: float  # GPUs on live nodes, or on the node types that can be started, whichever is more
 
 
+# Where the head's autoscaler reads its cluster config when no record of it is in the GCS:
+# `ray up` puts the launcher's config there on the head, where job drivers run.
+CLUSTER_CONFIG_ENV = "LIGHTTRACK_CLUSTER_CONFIG"
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
 def cluster_capacity() -> Capacity:
     """The connected cluster's :class:`Capacity`.
 
     A cluster that autoscales from zero has only its head when a job starts, so live nodes
-    alone undercount: the autoscaler publishes its node types (resources, min/max count)
-    in the GCS, and Ray Train reads the same record. A node type with ``max_count == 1``
-    and the head's own resources is the head's, not another node.
+    alone undercount. The worker node types the autoscaler may start come from the GCS's
+    cluster-config record where something published one (Ray Train reads the same record),
+    else from the autoscaler's own config file on the head: ``$LIGHTTRACK_CLUSTER_CONFIG``,
+    or ``~/ray_bootstrap_config.yaml`` where ``ray up`` wrote it. Ray's own autoscaler (v1
+    and v2, 2.60) publishes no record, so on a ``ray up`` cluster the file is the source.
     """
     import ray
 
     live = [n for n in ray.nodes() if n.get("Alive")]
-    head = next((n["Resources"] for n in live if "node:__internal_head__" in n["Resources"]), {})
     gpus_live = sum(n["Resources"].get("GPU", 0) for n in live)
-    extra_nodes, gpus_types = 0, 0.0
+    types = _node_types_from_gcs(live) or _node_types_from_file()
+    extra_nodes = sum(count for _, count in types)
+    gpus_types = sum(res.get("GPU", 0) * count for res, count in types)
+    return Capacity(len(live), len(live) + extra_nodes, float(max(gpus_live, gpus_types)))
+
+
+def _node_types_from_gcs(live: list[dict]) -> list[tuple[dict, int]]:
+    """(resources, max count) per worker node type in the GCS's cluster-config record."""
+    import ray
+
     try:
         config = ray._private.state.state.get_cluster_config()
-    except Exception:  # noqa: BLE001  (an older GCS without the record: live nodes only)
+    except Exception:  # noqa: BLE001  (an older GCS without the record)
         config = None
+    head = next((n["Resources"] for n in live if "node:__internal_head__" in n["Resources"]), {})
+    out = []
     for group in (config.node_group_configs if config else []):
         res = dict(group.resources)
         if group.max_count <= 0:
             continue
         if group.max_count == 1 and all(head.get(k) == v for k, v in res.items() if k in ("CPU", "GPU")):
             continue  # the head's own node type
-        extra_nodes += group.max_count
-        gpus_types += res.get("GPU", 0) * min(group.max_count, 1 << 16)
-    return Capacity(len(live), len(live) + extra_nodes, max(gpus_live, gpus_types))
+        out.append((res, min(group.max_count, 1 << 16)))
+    return out
+
+
+def _node_types_from_file() -> list[tuple[dict, int]]:
+    """(resources, max count) per worker node type of the autoscaler's config file, if any.
+
+    The file is the cluster launcher's (``available_node_types``, ``head_node_type``, the
+    global ``max_workers`` cap); a file that does not parse is an :class:`OpsError`, since
+    a wrong answer here would pass a local storage path on a multi-node cluster."""
+    path = Path(os.path.expanduser(os.environ.get(CLUSTER_CONFIG_ENV) or BOOTSTRAP_CONFIG))
+    if not path.is_file():
+        if os.environ.get(CLUSTER_CONFIG_ENV):
+            raise OpsError(f"{CLUSTER_CONFIG_ENV}={path} does not exist")
+        return []
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text()) or {}  # YAML, or the JSON `ray start` is given
+        head = config.get("head_node_type")
+        types = [(dict(t.get("resources") or {}), int(t.get("max_workers", 0)))
+                 for name, t in (config.get("available_node_types") or {}).items() if name != head]
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError) as e:
+        raise OpsError(f"{path}: not a Ray cluster config the capacity check can read ({e})") from None
+    cap = config.get("max_workers")
+    out = []
+    for res, count in types:
+        count = count if cap is None else min(count, int(cap) - sum(c for _, c in out))
+        if count > 0:
+            out.append((res, count))
+    return out
 
 
 def use_gpu(flag: str, capacity: Capacity | None = None) -> bool:

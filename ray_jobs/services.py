@@ -175,10 +175,12 @@ class LocalRay:
         ]
         scaler_env = {}
         if self.node_types is not None:
-            cmd.append(f"--autoscaling-config={self._autoscaling_config()}")
-            # Autoscaler v1. It does not publish its node types in the GCS (v2 does), so
-            # Ray Train and ray_jobs.common.cluster_capacity see live nodes only here.
-            scaler_env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+            config = self._autoscaling_config()
+            cmd.append(f"--autoscaling-config={config}")
+            # Autoscaler v1. It publishes no node types in the GCS: the job drivers (on the
+            # head, with its environment) read the config file, as on a `ray up` head.
+            scaler_env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                          "LIGHTTRACK_CLUSTER_CONFIG": str(config)}
         log = self.root / "ray-head.log"
         # Jobs run `python -m ray_jobs.<job>`: make that `python` the one Ray itself runs in (the venv).
         path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -281,7 +281,53 @@ except OpsError as e:
     finally:
         head.stop()
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "BEFORE Capacity(live_nodes=1, max_nodes=1, max_gpus=0) False /tmp/x" in out.stdout, out.stdout
+    assert "BEFORE Capacity(live_nodes=1, max_nodes=1, max_gpus=0.0) False /tmp/x" in out.stdout, out.stdout
     assert "AFTER Capacity(live_nodes=1, max_nodes=5, max_gpus=4.0) True False" in out.stdout, out.stdout
     assert "REFUSED --storage-path '/tmp/x' is a local path, but the Ray cluster has or can scale to 5 nodes" \
         in out.stdout
+
+
+def test_node_types_come_from_the_autoscalers_config_file(tmp_path, monkeypatch):
+    """No record in the GCS (Ray's autoscaler publishes none): the launcher's config file on
+    the head gives the worker types; the head's type and the global max_workers cap apply."""
+    from ray_jobs.common import CLUSTER_CONFIG_ENV, OpsError, _node_types_from_file
+
+    path = tmp_path / "ray_bootstrap_config.yaml"
+    path.write_text("max_workers: 5\nhead_node_type: head\navailable_node_types:\n"
+                    "  head: {resources: {CPU: 0}, max_workers: 0}\n"
+                    "  cpu_worker: {resources: {CPU: 16}, min_workers: 0, max_workers: 4}\n"
+                    "  gpu_worker: {resources: {CPU: 8, GPU: 1}, max_workers: 8}\n")
+    monkeypatch.setenv(CLUSTER_CONFIG_ENV, str(path))
+    assert _node_types_from_file() == [({"CPU": 16}, 4), ({"CPU": 8, "GPU": 1}, 1)]  # 4 + 1 = the cap of 5
+    path.write_text("available_node_types: [not, a, mapping]\n")
+    with pytest.raises(OpsError, match="ray_bootstrap_config.yaml: not a Ray cluster config"):
+        _node_types_from_file()
+    monkeypatch.setenv(CLUSTER_CONFIG_ENV, str(tmp_path / "missing.yaml"))
+    with pytest.raises(OpsError, match="missing.yaml does not exist"):
+        _node_types_from_file()
+    monkeypatch.delenv(CLUSTER_CONFIG_ENV)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/ray_bootstrap_config.yaml: live nodes only
+    assert _node_types_from_file() == []
+
+
+@pytest.mark.services
+def test_a_job_on_an_autoscaling_cluster_at_zero_decides_from_its_node_types():
+    """A head with no CPUs whose autoscaler (Ray's, on its fake provider) may start 2 plain
+    nodes and 1 with a GPU, none started: a job's driver on that head counts 4 nodes and a
+    GPU, so --use-gpu auto says yes and a local --storage-path is refused before any work."""
+    from ray_jobs.services import LocalRay, submit_job
+
+    head = LocalRay(num_cpus=0, node_types={"cpu": {"resources": {"CPU": 1}, "max_workers": 2},
+                                            "gpu": {"resources": {"CPU": 1, "GPU": 1}, "max_workers": 1}})
+    code = ("import ray\nfrom ray_jobs.common import OpsError, cluster_capacity, connect_ray, storage_path_check, use_gpu\n"
+            "ray.init()\nprint('CAP', cluster_capacity(), use_gpu('auto'))\n"
+            "try:\n    storage_path_check('/tmp/x')\nexcept OpsError as e:\n    print('REFUSED', e)\n"
+            "print('ALIVE', len([n for n in ray.nodes() if n['Alive']]))\n")
+    head.start()
+    try:
+        logs = submit_job(head, ["python", "-c", code], working_dir=ROOT, timeout=180)
+    finally:
+        head.stop()
+    assert "CAP Capacity(live_nodes=1, max_nodes=4, max_gpus=1.0) True" in logs, logs[-3000:]
+    assert "REFUSED --storage-path '/tmp/x' is a local path, but the Ray cluster has or can scale to 4 nodes" in logs
+    assert "ALIVE 1" in logs  # the decision started no node
