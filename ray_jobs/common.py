@@ -397,6 +397,25 @@ class Capacity:
     live_nodes: int
     max_nodes: int  # live nodes plus every worker node the autoscaler may still start
     max_gpus: float  # GPUs on live nodes, or on the node types that can be started, whichever is more
+    max_cpus: float = float("inf")  # CPUs on live nodes plus those of every node that may still start
+    node_types: str = ""  # where the node types came from: "gcs", a config file's path, "" (none found)
+
+    def check_fits(self, what: str, n: int, cpus: float, gpus: float = 0.0) -> None:
+        """Refuse ``n`` workers of ``cpus``/``gpus`` each that cannot all be placed even at
+        full scale (totals only, as Ray Train's own check), which would wait forever. With
+        no node types found the bound is the live nodes, and an autoscaler we cannot see may
+        still add nodes: then a warning line, not an error."""
+        need_cpu, need_gpu = n * cpus, n * gpus
+        if need_cpu <= self.max_cpus and need_gpu <= self.max_gpus:
+            return
+        msg = (f"{what}: {n} worker(s) of {cpus:g} CPU / {gpus:g} GPU need {need_cpu:g} CPUs and {need_gpu:g} "
+               f"GPUs, but the Ray cluster has{' or can scale to' if self.node_types else ''} {self.max_cpus:g} "
+               f"CPUs and {self.max_gpus:g} GPUs ({self.max_nodes} nodes)")
+        if not self.node_types:
+            print(f"WARNING {msg}; no autoscaler node types were found ({CLUSTER_CONFIG_ENV}), so the job "
+                  "waits for nodes to join", flush=True)
+            return
+        raise OpsError(f"{msg}: lower the worker count or its resources, or add node types")
 
 
 # Where the head's autoscaler reads its cluster config when no record of it is in the GCS:
@@ -419,10 +438,15 @@ def cluster_capacity() -> Capacity:
 
     live = [n for n in ray.nodes() if n.get("Alive")]
     gpus_live = sum(n["Resources"].get("GPU", 0) for n in live)
-    types = _node_types_from_gcs(live) or _node_types_from_file()
+    cpus_live = sum(n["Resources"].get("CPU", 0) for n in live)
+    types, source = _node_types_from_gcs(live), "gcs"
+    if not types:
+        types, source = _node_types_from_file()
     extra_nodes = sum(count for _, count in types)
     gpus_types = sum(res.get("GPU", 0) * count for res, count in types)
-    return Capacity(len(live), len(live) + extra_nodes, float(max(gpus_live, gpus_types)))
+    cpus_types = sum(res.get("CPU", 0) * count for res, count in types)
+    return Capacity(len(live), len(live) + extra_nodes, float(max(gpus_live, gpus_types)),
+                    float(cpus_live + cpus_types), source if types else "")
 
 
 def _node_types_from_gcs(live: list[dict]) -> list[tuple[dict, int]]:
@@ -445,8 +469,9 @@ def _node_types_from_gcs(live: list[dict]) -> list[tuple[dict, int]]:
     return out
 
 
-def _node_types_from_file() -> list[tuple[dict, int]]:
-    """(resources, max count) per worker node type of the autoscaler's config file, if any.
+def _node_types_from_file() -> tuple[list[tuple[dict, int]], str]:
+    """(resources, max count) per worker node type of the autoscaler's config file, if any,
+    and the file's path.
 
     The file is the cluster launcher's (``available_node_types``, ``head_node_type``, the
     global ``max_workers`` cap); a file that does not parse is an :class:`OpsError`, since
@@ -455,7 +480,7 @@ def _node_types_from_file() -> list[tuple[dict, int]]:
     if not path.is_file():
         if os.environ.get(CLUSTER_CONFIG_ENV):
             raise OpsError(f"{CLUSTER_CONFIG_ENV}={path} does not exist")
-        return []
+        return [], ""
     import yaml
 
     try:
@@ -471,7 +496,7 @@ def _node_types_from_file() -> list[tuple[dict, int]]:
         count = count if cap is None else min(count, int(cap) - sum(c for _, c in out))
         if count > 0:
             out.append((res, count))
-    return out
+    return out, str(path)
 
 
 def use_gpu(flag: str, capacity: Capacity | None = None) -> bool:

@@ -145,6 +145,7 @@ def main(argv=None) -> int:
     cfg.budgets = [b.label for b in budgets]  # what runs, --budget/--flops-max included, as MLflow params
     name = args.name or f"search-{'+'.join(b.label for b in budgets)}-seed{cfg.seed}"
     gpus = cfg.gpus_per_worker if common.use_gpu(args.use_gpu, capacity) else 0
+    capacity.check_fits("search workers (evaluators)", cfg.workers, cfg.cpus_per_worker, gpus)
 
     import ray
     # The evaluators may run on any node: the weights travel through the object store
@@ -206,9 +207,9 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
     t_start = time.time()
     actors = [Evaluator.options(num_cpus=cfg.cpus_per_worker, num_gpus=gpus).remote(
         weights, cfg.eval, cache_location, costs, cfg.threads) for _ in range(cfg.workers)]
-    infos = wait_ready(actors)
-    sid, eid = infos[0]["supernet_id"], infos[0]["settings_id"]
-    search_space = infos[0]["space"]  # the supernet's: 'paper', or 'wide' (stride-8 outputs too)
+    first = wait_ready(actors)
+    sid, eid = first["supernet_id"], first["settings_id"]
+    search_space = first["space"]  # the supernet's: 'paper', or 'wide' (stride-8 outputs too)
     mlflow.set_tags({"lighttrack.supernet_id": sid, "lighttrack.settings_id": eid,
                      "lighttrack.space": search_space,
                      "lighttrack.cache": cache_location, "lighttrack.gpus_per_evaluator": gpus})

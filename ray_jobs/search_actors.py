@@ -87,7 +87,7 @@ class _Evaluator:
             self.cache_answers += 1
             return {**hit, "cached": True}
         row = self.ev.evaluate(parse(arch))
-        node = ray.get_runtime_context().get_node_id()[:8]
+        node = ray.get_runtime_context().get_node_id()  # whole: ids of one machine share prefixes
         row.update(search=search, budget=budget, worker=f"{node}:pid{os.getpid()}", trial=trial_id)
         self.evaluated += 1
         self.unwritten.append(row)
@@ -195,9 +195,17 @@ class LightTrackSearcher(NevergradSearch):
         self._flush()
 
 
-def wait_ready(actors: list, timeout: float = 600.0) -> list[dict]:
-    """Block until every evaluator has loaded its supernet; their ``info()``."""
+def wait_ready(actors: list, timeout: float = 600.0) -> dict:
+    """Block until the first evaluator has loaded its supernet; its ``info()``.
+
+    The others need not be up: on a cluster that autoscales from zero each one waits for a
+    node the autoscaler starts for it, and a trial the searcher gives it waits with it, so
+    the search begins on the first node and spreads as the others arrive."""
     t0 = time.time()
-    infos = ray.get([a.info.remote() for a in actors], timeout=timeout)
-    print(f"search: {len(actors)} evaluator(s) ready in {time.time() - t0:.1f} s", flush=True)
-    return infos
+    ready, _ = ray.wait([a.info.remote() for a in actors], num_returns=1, timeout=timeout)
+    if not ready:
+        raise TimeoutError(f"search: no evaluator was placed and loaded its supernet within {timeout:.0f} s")
+    info = ray.get(ready[0])
+    print(f"search: 1 of {len(actors)} evaluator(s) ready in {time.time() - t0:.1f} s; the others join "
+          "as the cluster places them", flush=True)
+    return info

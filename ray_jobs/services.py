@@ -221,8 +221,19 @@ class LocalRay:
             "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
             "worker_start_ray_commands": []}
         path = self.root / "autoscaling.json"
-        path.write_text(json.dumps(config, indent=1))
+        tmp = path.with_suffix(".tmp")  # the autoscaler re-reads it: never let it see half a file
+        tmp.write_text(json.dumps(config, indent=1))
+        os.replace(tmp, path)
         return path
+
+    def set_max_workers(self, node_type: str, n: int) -> None:
+        """Change a node type's ``max_workers`` in the config the autoscaler re-reads each
+        round. Below the number alive, the autoscaler terminates the excess through its
+        provider (SIGTERM to the node's processes): how a spot reclaim looks from Ray, whose
+        fake provider cannot be told to take back a node otherwise."""
+        assert self.node_types is not None and node_type in self.node_types, node_type
+        self.node_types[node_type]["max_workers"] = n
+        self._autoscaling_config()
 
     def client_env(self) -> dict[str, str]:
         """``os.environ`` plus what a client (ray.init, ray job submit) needs."""
@@ -458,7 +469,14 @@ class LocalCluster:
     ``nodes`` worker nodes that see none of this machine's local files (:class:`LocalNode`,
     hiding ``hide`` too), an S3 server (:class:`LocalS3`) for data, Ray storage and MLflow
     artifacts, and an MLflow server whose artifact store is that bucket. Everything binds to
-    127.0.0.1 and stops by the ids of the processes it started.
+    127.0.0.1 and stops by the ids of the processes it started. With ``node_types`` the
+    head also runs Ray's autoscaler, which starts and stops nodes of those types (plain
+    processes of the fake provider: they share this machine's files) as jobs need them.
+    Those nodes also share the head's session folder, where each new node's agent unpacks
+    an uploaded ``--working-dir`` again, deleting the copy that running workers have as
+    their current folder (an evaluator died of it: "Intel oneMKL FATAL ERROR: Cannot load
+    libtorch_cpu.so"). Jobs on them use a ``local://`` working dir instead: code already on
+    every node, as in a cluster whose image holds it.
     """
 
     root: Path
@@ -470,6 +488,8 @@ class LocalCluster:
     workers: list[LocalNode] = field(default_factory=list)
     mlflow: LocalMlflow | None = None
     tracking_uri: str = ""  # a tracking server of the user's: then no MLflow server is started
+    node_types: dict[str, dict] | None = None  # autoscaled worker node types (LocalRay's), beside ``nodes``
+    idle_timeout_minutes: float = 0.25
     _owns_s3: bool = False
 
     def start(self) -> "LocalCluster":
@@ -478,7 +498,8 @@ class LocalCluster:
             if self.s3 is None:
                 self.s3, self._owns_s3 = LocalS3(self.root / "s3").start(), True
             self.head = LocalRay(num_cpus=0, root=Path(tempfile.mkdtemp(prefix="lt-ray-", dir="/tmp")),
-                                 extra_env=self.s3.env).start()
+                                 extra_env=self.s3.env, node_types=self.node_types,
+                                 idle_timeout_minutes=self.idle_timeout_minutes).start()
             for _ in range(self.nodes):
                 self.add_node()
             if not self.tracking_uri:
@@ -511,7 +532,7 @@ class LocalCluster:
             shutil.rmtree(self.head.root, ignore_errors=True)
 
 
-def submit_job(ray: LocalRay | str, entrypoint: list[str], *, working_dir: str | Path = ".",
+def submit_job(ray: LocalRay | str, entrypoint: list[str], *, working_dir: str | Path | None = ".",
                env: dict[str, str] | None = None, runtime_env_json: str | None = None,
                timeout: float = 600.0, check: bool = True,
                on_line: Callable[[str], None] | None = None) -> str:
@@ -526,7 +547,9 @@ def submit_job(ray: LocalRay | str, entrypoint: list[str], *, working_dir: str |
     url = ray.dashboard_url if isinstance(ray, LocalRay) else ray
     client_env = ray.client_env() if isinstance(ray, LocalRay) else os.environ.copy()
     client_env.update(env or {})
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(working_dir)]
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", url]
+    if working_dir is not None:  # None: the runtime env names it (e.g. a local:// folder on every node)
+        cmd += ["--working-dir", str(working_dir)]
     if runtime_env_json:
         cmd += ["--runtime-env-json", runtime_env_json]
     cmd += ["--", *entrypoint]

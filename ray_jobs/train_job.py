@@ -104,6 +104,7 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
               f"and has its checkpoint: nothing to do", flush=True)
         return {"run_id": run_id, "metrics": {}, "checkpoint": None}
     use_gpu = gpu_flag(cfg.run.use_gpu, capacity)
+    capacity.check_fits(f"[{args.name}] run.num_workers", cfg.run.num_workers, cfg.run.cpus_per_worker, float(use_gpu))
     trainer = TorchTrainer(
         _sending_all(worker_fn),
         train_loop_config={"config": absolute_paths(to_dict(cfg)), "config_path": args.config, "overrides": args.overrides,
@@ -232,7 +233,10 @@ def resume_state(loop_config: dict) -> dict | None:
     with ckpt.as_directory() as d:
         state = checkpoint.load(Path(d) / CHECKPOINT_FILE)
     got = state.get("epoch_metrics")
-    if got and ray.train.get_context().get_world_rank() == 0:
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    if rank0:  # 0-based in the state, 1-based in the epoch lines
+        print(f"[{loop_config['name']}] resuming after epoch {state['epoch'] + 1} from its checkpoint", flush=True)
+    if got and rank0:
         outbox(loop_config["tracking_uri"], loop_config["run_id"]).metrics(
             [Metric(got["prefix"] + k.replace("@", "_"), v, got["ms"], got["step"])
              for k, v in got["metrics"].items() if math.isfinite(v)])

@@ -281,8 +281,8 @@ except OpsError as e:
     finally:
         head.stop()
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "BEFORE Capacity(live_nodes=1, max_nodes=1, max_gpus=0.0) False /tmp/x" in out.stdout, out.stdout
-    assert "AFTER Capacity(live_nodes=1, max_nodes=5, max_gpus=4.0) True False" in out.stdout, out.stdout
+    assert "BEFORE Capacity(live_nodes=1, max_nodes=1, max_gpus=0.0, max_cpus=1.0, node_types='') False /tmp/x" in out.stdout, out.stdout
+    assert "AFTER Capacity(live_nodes=1, max_nodes=5, max_gpus=4.0, max_cpus=33.0, node_types='gcs') True False" in out.stdout, out.stdout
     assert "REFUSED --storage-path '/tmp/x' is a local path, but the Ray cluster has or can scale to 5 nodes" \
         in out.stdout
 
@@ -298,7 +298,7 @@ def test_node_types_come_from_the_autoscalers_config_file(tmp_path, monkeypatch)
                     "  cpu_worker: {resources: {CPU: 16}, min_workers: 0, max_workers: 4}\n"
                     "  gpu_worker: {resources: {CPU: 8, GPU: 1}, max_workers: 8}\n")
     monkeypatch.setenv(CLUSTER_CONFIG_ENV, str(path))
-    assert _node_types_from_file() == [({"CPU": 16}, 4), ({"CPU": 8, "GPU": 1}, 1)]  # 4 + 1 = the cap of 5
+    assert _node_types_from_file() == ([({"CPU": 16}, 4), ({"CPU": 8, "GPU": 1}, 1)], str(path))  # 4 + 1: the cap
     path.write_text("available_node_types: [not, a, mapping]\n")
     with pytest.raises(OpsError, match="ray_bootstrap_config.yaml: not a Ray cluster config"):
         _node_types_from_file()
@@ -307,7 +307,7 @@ def test_node_types_come_from_the_autoscalers_config_file(tmp_path, monkeypatch)
         _node_types_from_file()
     monkeypatch.delenv(CLUSTER_CONFIG_ENV)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/ray_bootstrap_config.yaml: live nodes only
-    assert _node_types_from_file() == []
+    assert _node_types_from_file() == ([], "")
 
 
 @pytest.mark.services
@@ -322,12 +322,16 @@ def test_a_job_on_an_autoscaling_cluster_at_zero_decides_from_its_node_types():
     code = ("import ray\nfrom ray_jobs.common import OpsError, cluster_capacity, connect_ray, storage_path_check, use_gpu\n"
             "ray.init()\nprint('CAP', cluster_capacity(), use_gpu('auto'))\n"
             "try:\n    storage_path_check('/tmp/x')\nexcept OpsError as e:\n    print('REFUSED', e)\n"
+            "for n in (3, 4):\n    try:\n        cluster_capacity().check_fits('search workers', n, 1.0)\n"
+            "        print('FITS', n)\n    except OpsError as e:\n        print('NOFIT', e)\n"
             "print('ALIVE', len([n for n in ray.nodes() if n['Alive']]))\n")
     head.start()
     try:
         logs = submit_job(head, ["python", "-c", code], working_dir=ROOT, timeout=180)
     finally:
         head.stop()
-    assert "CAP Capacity(live_nodes=1, max_nodes=4, max_gpus=1.0) True" in logs, logs[-3000:]
+    assert "CAP Capacity(live_nodes=1, max_nodes=4, max_gpus=1.0, max_cpus=3.0, node_types='" in logs, logs[-3000:]
+    assert "autoscaling.json') True" in logs  # the head autoscaler's own config file
+    assert "FITS 3" in logs and "NOFIT search workers: 4 worker(s) of 1 CPU / 0 GPU need 4 CPUs" in logs
     assert "REFUSED --storage-path '/tmp/x' is a local path, but the Ray cluster has or can scale to 4 nodes" in logs
     assert "ALIVE 1" in logs  # the decision started no node
