@@ -171,8 +171,41 @@ def main(argv=None) -> int:
         finally:
             if upload_to:
                 _upload_cache(cache_location, upload_to)
-        log_results(results, budgets, name)
+        bests = log_results(results, budgets, name)
+        if latency is not None and bests:
+            check_found_latency(latency, bests)
     return 0
+
+
+def check_found_latency(table, bests: list[dict]) -> None:
+    """Each budget's found architecture timed as the latency table was (runtime, threads),
+    beside the table's estimate: MLflow metrics ``latency_measured_ms|estimate_ms|error/<budget>``.
+    Only on the table's own device; elsewhere a tag says where to run the check."""
+    import platform
+
+    import mlflow
+
+    from lighttrack.arch import parse
+    from lighttrack.tracker.runtimes import RUNTIMES
+
+    host = table.machine.get("hostname")
+    missing = RUNTIMES[table.backend].missing() if table.backend in RUNTIMES else None
+    if host != platform.node() or missing:
+        why = f"the table is of {host}, this driver runs on {platform.node()}" if host != platform.node() else missing
+        hint = f"not run ({why}): run `lighttrack arch latency --table TABLE --arch ARCH` on the table's device"
+        mlflow.set_tag("lighttrack.latency_check", hint)
+        print(f"search: latency check {hint}", flush=True)
+        return
+    from lighttrack.search.profiler import check_latency
+
+    for best, r in zip(bests, check_latency(table, [parse(b["arch"]) for b in bests])):
+        label = best["budget"]
+        mlflow.log_metrics({f"latency_measured_ms/{label}": r["measured_ms"],
+                            f"latency_estimate_ms/{label}": r["estimate_ms"], f"latency_error/{label}": r["error"]})
+        print(f"search {label}: found architecture measured {r['measured_ms']:.2f} ms, table {r['estimate_ms']:.2f} ms "
+              f"({r['error']:+.1%}, {'within' if r['within'] else 'NOT within'} 10%) on {table.backend}, "
+              f"{table.threads} thread(s)", flush=True)
+    mlflow.set_tag("lighttrack.latency_check", "run on the table's device")
 
 
 def _optimizer_factory(cfg, check):
@@ -285,7 +318,8 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
     return out
 
 
-def log_results(res: dict, budgets, name: str) -> None:
+def log_results(res: dict, budgets, name: str) -> list[dict]:
+    """Print and log each budget's best; returns them (best first)."""
     import mlflow
 
     from lighttrack.search.report import write_report
@@ -313,6 +347,7 @@ def log_results(res: dict, budgets, name: str) -> None:
                         "search_seconds": res["seconds"]})
     print(f"search: {trials} trials this run, {mine} evaluations by this search in total, "
           f"supernet loaded {res['supernet_loads']} time(s), {res['seconds']:.1f} s", flush=True)
+    return bests
 
 
 if __name__ == "__main__":

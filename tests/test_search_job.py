@@ -14,6 +14,7 @@ nothing evaluated again that the other search had already written.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,10 +23,11 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 
-from lighttrack.arch import parse
+from lighttrack.arch import parse, resolve
 from lighttrack.models import TrackSupernet
 from lighttrack.models.complexity import count
 from lighttrack.search.budget import Budget
@@ -211,3 +213,39 @@ def test_two_searches_at_once_on_one_cache_keep_every_row_and_repeat_none(setup,
             assert row["started"].timestamp() <= first_landed + 0.5, \
                 f"{key[2]} evaluated again by {row['search']} after the other search's row landed"
     print(f"{len(landed)} architectures, {len(twice)} evaluated by both while both were in flight")
+
+
+def test_a_latency_budget_is_checked_on_the_tables_device_and_recorded(setup, tmp_path):
+    """--budget ...ms@torch with a table of this machine: MLflow records which table,
+    runtime and machine judged the budget, and the found architecture's measured latency
+    beside the table's estimate. A table of another machine: the check is not run, and a
+    tag says where to run it."""
+    from lighttrack.search.profiler import profile
+
+    tmp, env, address = setup
+    table = profile("torch", threads=1, repeats=1, warmup=0, contexts=1)
+    here = tmp_path / "here.json"
+    table.save(here)
+    elsewhere = tmp_path / "elsewhere.json"
+    data = json.loads(here.read_text())
+    data["machine"]["hostname"] = "edge-device-7"
+    elsewhere.write_text(json.dumps(data))
+    ms = f"{table.estimate(resolve('lighttrack-mobile')):.1f}ms@torch"  # room for many archs, not all
+    client = mlflow.tracking.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    for name, path in (("lat-here", here), ("lat-elsewhere", elsewhere)):
+        cmd = _cmd(tmp, address, name, (f"2000M,6M,{ms}",), 2, cache=f"cache-{name}")
+        out = _run(cmd + ["--latency-table", str(path)], env, tmp)
+        run_id = out.split("LIGHTTRACK_RUN_ID=")[-1].split()[0]
+        run = client.get_run(run_id)
+        p, m = run.data.params, run.data.metrics
+        assert p["latency.table"] == str(path) and p["latency.runtime"] == "torch" and p["latency.threads"] == "1"
+        label = next(k.split("/", 1)[1] for k in m if k.startswith("best_ao/"))
+        if name == "lat-here":
+            assert p["latency.machine"] == table.machine["hostname"]
+            assert m[f"latency_measured_ms/{label}"] > 0
+            assert m[f"latency_estimate_ms/{label}"] <= float(ms.split("ms")[0])  # the budget held by the table
+            assert "found architecture measured" in out
+        else:
+            assert p["latency.machine"] == "edge-device-7"
+            assert not any(k.startswith("latency_measured_ms") for k in m)
+            assert "edge-device-7" in run.data.tags["lighttrack.latency_check"]

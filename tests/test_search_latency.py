@@ -146,3 +146,23 @@ def test_cli_profile_writes_a_table(tmp_path, capsys):
     assert "lighttrack-mobile" in capsys.readouterr().out
     assert cli.main(["arch", "profile", "--threads", "2", "--clock", "thread", "--out", str(out)]) == 2
     assert cli.main(["arch", "profile", "--out", str(tmp_path / "no" / "t.json")]) == 2
+
+
+def test_check_latency_times_the_whole_branch_beside_the_estimate(table, tmp_path, capsys):
+    """The found-architecture check: measured as the table was, the table's own estimate
+    beside it, the error relative to the measured time; the CLI prints it per arch."""
+    from lighttrack.search.profiler import check_latency
+
+    archs = [resolve("smallest"), resolve("lighttrack-mobile")]
+    got = check_latency(table, archs, repeats=3, warmup=1, tolerance=0.10)
+    assert [g["arch"] for g in got] == [str(a) for a in archs]
+    for g, a in zip(got, archs):
+        assert g["measured_ms"] > 0 and g["estimate_ms"] == pytest.approx(table.estimate(a))
+        assert g["error"] == pytest.approx((g["estimate_ms"] - g["measured_ms"]) / g["measured_ms"])
+        assert g["within"] == (abs(g["error"]) <= 0.10)
+    assert got[1]["measured_ms"] > got[0]["measured_ms"]  # the larger network takes longer
+    path = tmp_path / "t.json"
+    table.save(path)
+    assert cli.main(["arch", "latency", "--table", str(path), "--arch", "smallest", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "measured" in out and "table" in out and "[torch, 1 thread(s)]" in out

@@ -4,6 +4,7 @@
     lighttrack arch info 'bb:...+cls:...+reg:...' --json
     lighttrack arch sample --n 5 --flops-max 600M --params-max 2M --seed 0
     lighttrack arch profile --backend torch --threads 1 --out table.json   # latency table
+    lighttrack arch latency --table table.json --arch lighttrack-mobile    # measured vs table
 """
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     smp.add_argument("--json", action="store_true", help="one JSON object per line")
     smp.set_defaults(func=_sample)
 
-    from lighttrack.commands.profile import add_profile_parser  # latency table (search area)
+    from lighttrack.commands.profile import add_latency_parser, add_profile_parser  # latency tables (search)
     add_profile_parser(sub)
+    add_latency_parser(sub)
 
 
 def _info(args: argparse.Namespace) -> int:

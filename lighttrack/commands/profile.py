@@ -7,6 +7,12 @@ Run it once on the target device, for the runtime the tracker will be deployed o
 block is built with that runtime's converter, as ``lighttrack export`` builds the whole
 network); then ``python -m ray_jobs.search --budget 600M,2M,8ms@openvino --latency-table
 table.json`` estimates every candidate's latency from the table.
+
+    lighttrack arch latency --table table.json --arch ARCH [ARCH ...]
+
+measures the architectures' whole search branch on the same device as the table was
+(its runtime and threads) beside the table's estimate: the check of a found tracker's
+latency budget (goal within 10 %).
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import argparse
 from pathlib import Path
 from lighttrack.commands.argtypes import count, positive_int
 
-__all__ = ["add_profile_parser"]
+__all__ = ["add_profile_parser", "add_latency_parser"]
 
 
 def add_profile_parser(arch_subparsers: argparse._SubParsersAction) -> None:
@@ -55,4 +61,32 @@ def _profile(args: argparse.Namespace) -> int:
           f"overhead {table.overhead_ms:+.2f} ms)")
     if load and load[0] > 2:
         print(f"note: load average {load[0]} > 2: the figures are contended by other processes")
+    return 0
+
+
+def add_latency_parser(arch_subparsers: argparse._SubParsersAction) -> None:
+    p = arch_subparsers.add_parser("latency", help="measured latency of architectures beside a table's estimate")
+    p.add_argument("--table", required=True, help="latency table JSON (lighttrack arch profile)")
+    p.add_argument("--arch", nargs="+", required=True, help="preset names or architecture strings")
+    p.add_argument("--repeats", type=positive_int, default=30, help="timed forwards per arch (median taken)")
+    p.add_argument("--tolerance", type=float, default=0.10, help="relative error called within (default 0.10)")
+    p.set_defaults(func=_latency)
+
+
+def _latency(args: argparse.Namespace) -> int:
+    import platform
+
+    from lighttrack.arch import resolve
+    from lighttrack.search.latency import LatencyTable
+    from lighttrack.search.profiler import check_latency
+
+    table = LatencyTable.load(args.table)
+    host = table.machine.get("hostname")
+    if host and host != platform.node():
+        print(f"note: the table was measured on {host}, this is {platform.node()}: the check means "
+              "something only on the table's device")
+    for r in check_latency(table, [resolve(a) for a in args.arch], args.repeats, tolerance=args.tolerance):
+        print(f"{r['arch']}: measured {r['measured_ms']:.2f} ms, table {r['estimate_ms']:.2f} ms "
+              f"({r['error']:+.1%}; {'within' if r['within'] else 'NOT within'} {args.tolerance:.0%}) "
+              f"[{table.backend}, {table.threads} thread(s)]")
     return 0

@@ -280,3 +280,35 @@ def profile(backend: str = "torch", threads: int = 1, repeats: int = 20, warmup:
     say(f"profile: done in {time.time() - t0:.1f} s; overhead {table.overhead_ms:+.3f} ms; "
         f"load average {table.machine.get('load_average')}")
     return table
+
+
+def check_latency(table: LatencyTable, archs: Sequence[Arch], repeats: int = 30, warmup: int = 3,
+                  tolerance: float = 0.10) -> list[dict[str, Any]]:
+    """Measure each architecture's whole search branch as ``table`` was measured (its
+    runtime, threads, crop side and clock), beside the table's estimate of it.
+
+    The check a latency budget needs: the estimate adds up per-block medians, so on the
+    device the table was made on the measured network should come within ``tolerance``.
+    The architectures are timed in turn in every repeat, so a busy moment hits all alike.
+    Returns per arch ``{arch, estimate_ms, measured_ms, error, within}`` (error relative
+    to the measured time).
+    """
+    if table.backend != "torch":
+        get_runtime(table.backend).require()
+    tick = _clock(table.clock, table.threads)
+    torch.set_num_threads(table.threads)
+    prepared = [_Prepared(a, table.backend, table.threads, table.search_size, with_steps=False) for a in archs]
+    times: list[list[float]] = [[] for _ in prepared]
+    with torch.inference_mode():
+        for r in range(warmup + repeats):
+            for j, p in enumerate(prepared):
+                ms = p.run_whole(tick)
+                if r >= warmup:
+                    times[j].append(ms)
+    out = []
+    for a, t in zip(archs, times):
+        measured, estimate = float(np.median(t)), table.estimate(a)
+        error = (estimate - measured) / measured
+        out.append({"arch": str(a), "estimate_ms": estimate, "measured_ms": measured, "error": error,
+                    "within": abs(error) <= tolerance})
+    return out
