@@ -93,6 +93,13 @@ def test_pareto_front_and_progress_plots(tmp_path):
     # by params alone rows[1] and rows[2] tie: neither beats the other, both stay
     assert pareto_front(rows, keys=("params",)) == [rows[1], rows[2], rows[0], rows[3]]
     assert best_so_far([0.2, 0.1, 0.3]).tolist() == [0.2, 0.2, 0.3] and len(best_so_far([])) == 0
-    plot_pareto(rows, pareto_front(rows), tmp_path / "front.png", [("b", 400)], baseline=0.3)
+    # The line joins the front of what is plotted (AO vs MACs): rows[0] is on the
+    # three-objective front (fewest params for its AO) but not on the plotted one if a
+    # candidate with more params has its AO at fewer MACs.
+    cheaper = {"ao": 0.55, "macs": 280, "params": 4}
+    drawn = plot_pareto(rows + [cheaper], pareto_front(rows + [cheaper]), tmp_path / "front.png", [("b", 400)],
+                        baseline=0.3)
+    assert rows[0] in pareto_front(rows + [cheaper]) and rows[0] not in drawn
+    assert drawn == [rows[1], cheaper, rows[3]]
     plot_progress({"b": [r["ao"] for r in rows]}, tmp_path / "progress.png", baseline=0.3, metric="ao")
     assert (tmp_path / "front.png").stat().st_size > 1000 and (tmp_path / "progress.png").stat().st_size > 1000

@@ -70,17 +70,25 @@ def plot_progress(curves: Mapping[str, Sequence[float]], path: str | Path, basel
 
 def plot_pareto(rows: Sequence[Row], front: Sequence[Row], path: str | Path,
                 budgets: Sequence[tuple[str, int | None]] = (), baseline: float | None = None,
-                metric: str = "ao") -> None:
-    """Fitness vs MACs of every evaluated candidate (colour = params), front joined, budget lines,
-    the stay-at-first-box fitness as a dotted line."""
+                metric: str = "ao") -> list[Row]:
+    """Fitness vs MACs of every evaluated candidate (colour = params), budget lines, the
+    stay-at-first-box fitness as a dotted line. The line joins the front of what the plot
+    shows (fitness vs MACs, as a staircase); ``front``, the three-objective one (params too),
+    is marked apart with rings, unjoined: a point of it can lie below the line, beaten on
+    MACs by a candidate with more parameters. Returns the two-dimensional front drawn."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    drawn = pareto_front(rows, keys=("macs",))
     if rows:
         sc = ax.scatter([r["macs"] / 1e6 for r in rows], [fitness(r) for r in rows],
                         c=[r["params"] / 1e6 for r in rows], cmap="viridis", s=18)
         fig.colorbar(sc, ax=ax, label="params (M)")
+    if drawn:
+        ax.step([r["macs"] / 1e6 for r in drawn], [fitness(r) for r in drawn], "r-", where="post",
+                label="front: fitness vs MACs")
     if front:
-        ax.plot([r["macs"] / 1e6 for r in front], [fitness(r) for r in front], "r.-", label="Pareto front")
+        ax.scatter([r["macs"] / 1e6 for r in front], [fitness(r) for r in front], s=70, facecolors="none",
+                   edgecolors="red", label="front: fitness, MACs, params")
     _baseline(ax, baseline)
     for label, macs in budgets:
         if macs:
@@ -89,8 +97,9 @@ def plot_pareto(rows: Sequence[Row], front: Sequence[Row], path: str | Path,
     ax.set_xlabel("MACs (M, search branch)")
     ax.set_ylabel(_LABEL[metric])
     ax.grid(alpha=0.3)
-    if front or baseline is not None:
+    if rows or baseline is not None:
         ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return drawn
