@@ -59,7 +59,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--supernet", required=True, help="trained supernet checkpoint.pt")
     p.add_argument("--config", default="configs/search_tiny.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[])
     p.add_argument("--evaluations", type=int, default=30)
     p.add_argument("--population", type=int, default=10)
     p.add_argument("--topk", type=int, default=3)

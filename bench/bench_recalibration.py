@@ -34,7 +34,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--supernet", required=True)
     p.add_argument("--config", default="configs/search_tiny.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[])
     p.add_argument("--archs", type=int, default=10)
     p.add_argument("--budget", default="600M,2M")
     args = p.parse_args()

@@ -67,7 +67,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--supernet", help="checkpoint.pt (default: a random-init supernet)")
     p.add_argument("--config", default="configs/search_tiny.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[])
     p.add_argument("--evaluations", type=int, default=8)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--budget", default="600M,2M")

@@ -63,8 +63,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group("common job options")
     g.add_argument("--config", type=Path, default=None,
                    help="YAML config (configs/*.yaml); unknown keys are errors")
-    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (dotted keys reach nested sections); repeatable")
+    g.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values (dotted keys reach nested sections); several after one --set, or --set repeated")
     g.add_argument("--name", default=None, help="MLflow run name")
     g.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
     g.add_argument("--storage-path", default=None,

@@ -335,3 +335,16 @@ def test_a_job_on_an_autoscaling_cluster_at_zero_decides_from_its_node_types():
     assert "FITS 3" in logs and "NOFIT search workers: 4 worker(s) of 1 CPU / 0 GPU need 4 CPUs" in logs
     assert "REFUSED --storage-path '/tmp/x' is a local path, but the Ray cluster has or can scale to 4 nodes" in logs
     assert "ALIVE 1" in logs  # the decision started no node
+
+
+def test_set_takes_several_values_and_repeats_the_same_way_in_jobs_and_cli():
+    """One --set grammar everywhere: several KEY=VALUE after one flag, or the flag repeated."""
+    from lighttrack import cli
+
+    p = argparse.ArgumentParser()
+    common.add_common_args(p)
+    args = p.parse_args(["--set", "a=1", "b.c=2", "--set", "epochs=-1"])
+    assert args.overrides == ["a=1", "b.c=2", "epochs=-1"]
+    got = cli.build_parser().parse_args(["export", "--arch", "smallest", "--out", "x", "--set", "lr=0.5",
+                                         "context=0.4", "--set", "penalty_k=0.01"])
+    assert got.set == ["lr=0.5", "context=0.4", "penalty_k=0.01"]

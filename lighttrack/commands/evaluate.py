@@ -36,7 +36,8 @@ def add_net_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=1, help="CPU threads for the network")
     p.add_argument("--int8", action="store_true", help="onnxruntime: use the int8 graphs of the export")
     p.add_argument("--tracker", default="vot2019", help="tracker preset (vot2019, released) or YAML file")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="tracker parameter overrides")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="tracker parameter overrides (several after one --set, or --set repeated)")
 
 
 def build_net(args: argparse.Namespace):

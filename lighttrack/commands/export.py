@@ -136,7 +136,8 @@ def register(subparsers) -> None:
     p.add_argument("--supernet", default=None, help="supernet the weights came from (model card)")
     p.add_argument("--run", default=None, help="training/search run id (model card)")
     p.add_argument("--tracker", default="vot2019", help="tracker preset or YAML written into the card")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="tracker parameter overrides")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="tracker parameter overrides (several after one --set, or --set repeated)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--no-torch-export", action="store_true", help="ONNX only (skip the .pt2 programs)")
     p.set_defaults(func=_run)
