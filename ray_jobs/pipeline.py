@@ -148,27 +148,55 @@ def run_phases(submit: Callable[[Phase, list[str]], str], size: str, names: list
     return runs
 
 
-def _stream_submit(head: LocalRay, env: dict[str, str]) -> Callable[[Phase, list[str]], str]:
-    """``ray job submit`` (``env``: the jobs' environment) that shows the job's output live and returns it."""
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ACTOR = re.compile(r"^\((?:[\w.:-]+ )?pid=\d+(?:, ip=[\d.]+)?\)\s*")  # Ray's "(RayTrainWorker pid=1)" prefix
+# Our jobs' own lines: "[<job name>] epoch 3/4 ... ETA 0:00:28", "search 600M_2M: ...", "[data] ...".
+_OURS = re.compile(r"^(\[[\w.@+-]+\] |search[ :]|\[data\]|LIGHTTRACK_RUN_ID=|AO |WARNING|ERROR|Traceback)")
+
+
+def progress_line(line: str) -> str | None:
+    """The line as the console shows it without --verbose (None: the log file only).
+
+    Kept: what our jobs print (phase, epoch with time left, search and data lines,
+    warnings, errors), without Ray's colour codes and actor prefix. Dropped: Ray's own
+    INFO output (checkpoint reports, worker placement, Tune's tables)."""
+    text = _ACTOR.sub("", _ANSI.sub("", line)).strip()
+    return text if _OURS.match(text) else None
+
+
+def _stream_submit(head: LocalRay, env: dict[str, str], logs: Path,
+                   verbose: bool = False) -> Callable[[Phase, list[str]], str]:
+    """``ray job submit`` (``env``: the jobs' environment) that writes the job's whole output
+    to ``logs/<phase>.log``, shows its progress lines live (every line with ``verbose``) and
+    returns the output; on failure the log's last lines are shown with its path."""
     runtime_env = json.dumps({"env_vars": env})
+    logs.mkdir(parents=True, exist_ok=True)
 
     def submit(phase: Phase, args: list[str]) -> str:
         cmd = [str(BIN / "ray"), "job", "submit", "--address", head.dashboard_url,
                "--working-dir", str(ROOT), "--runtime-env-json", runtime_env,
                "--", *phase.entrypoint, *args]
         lines: list[str] = []
-        with subprocess.Popen(cmd, env=head.client_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        path = logs / f"{phase.name}.log"
+        with open(path, "w") as log, subprocess.Popen(cmd, env=head.client_env(), stdout=subprocess.PIPE,
+                                                      stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
             try:
                 for line in proc.stdout:
                     lines.append(line)
-                    if " INFO cli.py" not in line and " SUCC cli.py" not in line:
-                        print(f"  {phase.name} | {line}", end="", flush=True)
+                    log.write(line)
+                    if verbose:
+                        if " INFO cli.py" not in line and " SUCC cli.py" not in line:
+                            print(f"  {phase.name} | {line}", end="", flush=True)
+                    elif (shown := progress_line(line)) is not None:
+                        print(f"  {phase.name} | {shown}", flush=True)
             except BaseException:  # interrupted: do not wait for the job to end
                 proc.terminate()
                 raise
         if proc.returncode != 0:
-            raise ServiceError(f"phase {phase.name} failed (ray job submit exit {proc.returncode})")
+            if not verbose:
+                print("".join(f"  {phase.name} | {ln}" for ln in lines[-40:]), end="", flush=True)
+            raise ServiceError(f"phase {phase.name} failed (ray job submit exit {proc.returncode}); "
+                               f"its whole output: {path}")
         return "".join(lines)
 
     return submit
@@ -249,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="run on a local multi-node cluster (needs root): a head with no CPUs, N worker "
                         "nodes that see none of this machine's files, data, storage and MLflow artifacts "
                         "in a local S3 server (cluster/README.md)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show every line of the jobs' output (Ray's own included), not only their progress "
+                        "lines; it is always in <out>/logs/<phase>.log")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.phases.split(",") if n.strip()]
     unknown = sorted(set(names) - {ph.name for ph in PHASES})
@@ -297,7 +328,11 @@ def main(argv: list[str] | None = None) -> int:
             uri = given or tracking.uri
             env, storage, data_base, extra = {"MLFLOW_TRACKING_URI": uri}, out / "ray", base, {}
         _say(f"Ray dashboard {head.dashboard_url}   MLflow UI {uri}")
-        runs = run_phases(_stream_submit(head, env), args.size, names, stamp, storage, data_base, extra)
+        logs = out / "logs" / stamp
+        _say(f"each phase's whole output goes to {logs}/<phase>.log" + ("" if args.verbose else
+             "; here only its progress lines (--verbose: all)"))
+        runs = run_phases(_stream_submit(head, env, logs, args.verbose), args.size, names, stamp, storage,
+                          data_base, extra)
         _say(f"finished in {(time.monotonic() - t0) / 60:.1f} min\n{summarize(runs, uri)}")
         if not given and not args.local_nodes:
             _say(f"MLflow UI was {uri}; browse the runs again with:\n"

@@ -76,6 +76,21 @@ def test_absolute_data_overrides_into_a_bucket(tmp_path):
     assert got == {"data_root": "s3://bucket/prefix/data/synth/imagenet"}
 
 
+def test_the_console_shows_the_jobs_progress_lines_and_not_rays_own():
+    from ray_jobs.pipeline import progress_line
+
+    epoch = ("\x1b[36m(RayTrainWorker pid=27565)\x1b[0m [supernet-20261207-111819] epoch 2/4 148.8s "
+             "train_loss=2.484 ETA 0:02:47")
+    assert progress_line(epoch) == "[supernet-20261207-111819] epoch 2/4 148.8s train_loss=2.484 ETA 0:02:47"
+    assert progress_line("search 600M_2M: 24 trials, 0 cache answers, 0 infeasible rejected, 91.4 s\n")
+    assert progress_line("LIGHTTRACK_RUN_ID=" + "0" * 32) and progress_line("Traceback (most recent call last):")
+    for ray_line in ("\x1b[36m(RayTrainWorker pid=1)\x1b[0m Reporting training result 2: TrainingReport(...)",
+                     "\x1b[36m(TrainController pid=27478)\x1b[0m - (ip=127.0.0.1, pid=27565) world_rank=0",
+                     "2026-12-07 11:30:04,197\tINFO sdk.py:520 -- WebSocket closed for job raysubmit_x",
+                     "View detailed results here: /tmp/x"):
+        assert progress_line(ray_line) is None, ray_line
+
+
 @pytest.mark.slow
 @pytest.mark.services
 def test_pipeline_logs_to_the_users_tracking_server_and_starts_none(mlflow_server, tmp_path):
@@ -93,6 +108,11 @@ def test_pipeline_logs_to_the_users_tracking_server_and_starts_none(mlflow_serve
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
     assert f"MLFLOW_TRACKING_URI={mlflow_server.uri}" in log
+    # the console: the job's progress lines; its whole output: the phase's log file
+    assert re.search(r"pretrain \| \[pretrain-[\d-]+\] epoch 1/\d+ ", log), log[-4000:]
+    assert "Reporting training result" not in log
+    (phase_log,) = (tmp_path / "out" / "logs").glob("*/pretrain.log")
+    assert "Reporting training result" in phase_log.read_text()
     assert not (tmp_path / "out" / "mlflow").exists()  # no sqlite store, no server of ours
     run_id = re.findall(r"phase pretrain done in \d+ s: MLflow run ([0-9a-f]{32})", log)
     assert run_id, log[-4000:]
