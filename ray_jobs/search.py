@@ -13,6 +13,7 @@ after another in one MLflow run, sharing the evaluators and the cache.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import tempfile
 import time
 from pathlib import Path
@@ -264,11 +265,18 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
         print(f"search {b.label}: {len(rows)} cached results, {seeded} fit and seeded the optimizer, "
               f"{done} done earlier by this search; up to {max_eval - done} more", flush=True)
         best = {"fitness": -1.0}
+        seen = {"n": 0, "t0": time.time(), "todo": max_eval - done}
 
-        def on_result(h, label=b.label, best=best):
+        def on_result(h, label=b.label, best=best, seen=seen):
             step["n"] += 1
+            seen["n"] += 1
             if h["fitness"] > best["fitness"]:
                 best.update(h)
+            n, todo = seen["n"], seen["todo"]
+            eta = (time.time() - seen["t0"]) / n * max(0, todo - n)
+            print(f"search {label}: {n}/{todo} candidates, this one {m.upper()} {h['fitness']:.4f}"
+                  f"{' (cache)' if h['source'] == 'cache' else ''}, best {best['fitness']:.4f}, "
+                  f"ETA {dt.timedelta(seconds=round(eta))}", flush=True)
             # Rows cached before the baseline existed have none (None).
             base = h["baseline_fitness"]
             baseline = {} if base is None else {f"baseline_{m}/{label}": base}
