@@ -1,7 +1,8 @@
 """Typed dataclass configs loaded from YAML; unknown keys are errors, not surprises.
 
 Every job config is a ``@dataclass`` whose fields have defaults and a one-line comment.
-``load(Cls, path, overrides)`` reads the YAML file, applies ``key=value`` overrides
+``load(Cls, path, overrides)`` reads the YAML file (and its ``base:`` file, whose keys it
+overrides: a size variant lists only what differs), applies ``key=value`` overrides
 (dotted keys reach nested dataclasses: ``optim.lr=0.1``) and checks every key, type and
 value: a field's domain is in its annotation (``epochs: PosInt``, ``flip: Probability``,
 ``name: Literal["sgd", "rmsprop"]``), and a class may add a ``validate()`` method for
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Iterable, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "from_dict", "load", "to_dict", "parse_overrides", "Range",
+__all__ = ["ConfigError", "from_dict", "load", "read_yaml", "to_dict", "parse_overrides", "Range",
            "PosInt", "Count", "PosFloat", "NonNegFloat", "Probability", "Fraction"]
 
 T = TypeVar("T")
@@ -207,22 +208,39 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
+BASE_KEY = "base"  # a config file's parent, relative to its folder: its keys are merged under this file's
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A config file's mapping with its ``base:`` chain merged in (the file's own keys win;
+    nested mappings merge key by key, lists and scalars replace). Errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}" + (f" (the base of {_seen[-1]})" if _seen else ""))
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{where}: not valid YAML ({what})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{p}: {BASE_KEY}: must name a config file, got {base!r}")
+    parent = (p.parent / base).resolve()
+    if parent in (*_seen, p.resolve()):
+        raise ConfigError(f"{p}: {BASE_KEY}: {base} makes a cycle ({' -> '.join(str(q) for q in (*_seen, p))})")
+    return _merge(read_yaml(parent, (*_seen, p.resolve())), data)
+
+
 def load(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
-    """Config from a YAML file (or the defaults when ``path`` is None) plus overrides."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
-            what = " ".join(str(getattr(e, "problem", None) or e).split())
-            raise ConfigError(f"{where}: not valid YAML ({what})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
+    """Config from a YAML file (its ``base:`` chain merged in; the defaults when ``path`` is
+    None) plus overrides."""
+    data = read_yaml(path) if path is not None else {}
     data = _merge(data, parse_overrides(overrides, raw=True))
     try:
         return from_dict(cls, data)

@@ -23,8 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
+from lighttrack.config import read_yaml
 from lighttrack.data.synth import SIZES
 from ray_jobs.common import PHASE_TAG, RUN_ID_PREFIX, OpsError, absolute, is_data_key
 from ray_jobs.services import BIN, LocalCluster, LocalMlflow, LocalRay, ServiceError
@@ -99,7 +98,7 @@ def absolute_data_overrides(config: Path, base: Path | str) -> list[str]:
                 value = new[k]
                 overrides.append(f"{key}={json.dumps(value) if isinstance(value, list) else value}")
 
-    walk(yaml.safe_load(config.read_text()) or {}, "")
+    walk(read_yaml(config), "")  # its base: chain too
     return overrides
 
 

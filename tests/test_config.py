@@ -1,6 +1,8 @@
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import yaml
 
 from lighttrack.config import ConfigError, load
 
@@ -67,3 +69,60 @@ def test_overrides_keep_string_fields_verbatim_and_parse_others():
 
 def test_quoted_string_override_loses_its_quotes():
     assert load(Inputs, overrides=["run='00123'"]).run == "00123"
+
+
+# What every config resolved to before the size variants listed only what differs (issue 35):
+# the file of values, written from the configs as they were, 2026-12-07.
+RESOLVED = Path(__file__).with_name("configs_resolved.json")
+
+
+def test_every_config_resolves_to_the_values_it_had_before_the_base_mechanism():
+    import json
+
+    from lighttrack.config import read_yaml, to_dict
+    from lighttrack.search.config import SearchConfig
+    from lighttrack.train.config import PretrainConfig, RetrainConfig, SupernetConfig
+
+    classes = {"pretrain": PretrainConfig, "supernet": SupernetConfig, "retrain": RetrainConfig,
+               "search": SearchConfig}
+    want = json.loads(RESOLVED.read_text())
+    files = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert sorted(p.name for p in files) == sorted(want)
+    for p in files:
+        kind = p.stem.split("_")[0]
+        got = json.loads(json.dumps(to_dict(load(classes[kind], p)), sort_keys=True, default=str))
+        assert got == want[p.name], p.name
+        raw = yaml.safe_load(p.read_text())
+        if p.stem != kind:  # a size variant: the full-size file plus only what differs from it
+            assert raw.pop("base") == f"{kind}.yaml", p.name
+            assert not _restated(raw, want[f"{kind}.yaml"]), (p.name, _restated(raw, want[f"{kind}.yaml"]))
+    assert read_yaml(files[0])  # a full-size file has no base: read as it is
+
+
+def _restated(raw: dict, base: dict, prefix: str = "") -> list[str]:
+    """Leaf keys of ``raw`` whose value is the one ``base`` already has."""
+    out = []
+    for k, v in raw.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            out += _restated(v, base[k], f"{prefix}{k}.")
+        elif base.get(k) == v:
+            out.append(prefix + k)
+    return out
+
+
+def test_base_files_merge_under_and_bad_bases_are_clear_errors(tmp_path):
+    from lighttrack.config import read_yaml
+
+    (tmp_path / "a.yaml").write_text("x: 1\nsec: {p: 1, q: 2}\nlst: [1, 2]\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nsec: {q: 3}\nlst: [9]\n")
+    assert read_yaml(tmp_path / "b.yaml") == {"x": 1, "sec": {"p": 1, "q": 3}, "lst": [9]}
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing.yaml \(the base of .*c.yaml\)"):
+        read_yaml(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: e.yaml\n")
+    (tmp_path / "e.yaml").write_text("base: d.yaml\n")
+    with pytest.raises(ConfigError, match="makes a cycle"):
+        read_yaml(tmp_path / "d.yaml")
+    (tmp_path / "f.yaml").write_text("base: 3\n")
+    with pytest.raises(ConfigError, match="must name a config file"):
+        read_yaml(tmp_path / "f.yaml")
