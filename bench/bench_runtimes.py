@@ -35,7 +35,7 @@ from lighttrack.tracker.parity import RenderedSequence, check_parity, latency_ms
 from lighttrack.tracker.runtime import ExportedNet, load_torch_net
 from lighttrack.tracker.runtimes import RUNTIMES
 
-# The quick start's found tracker (docs/results.md, "search must rank" section).
+# The quick start's found tracker (docs/notes/results-notebook.md, "search must rank" section).
 FOUND = ("bb:k7e6,k7e4/k5e6,k5e4,k5e6,k5e4/k7e4+cls:128:k3,skip,k5,k3,k3,k3,skip,k5"
          "+reg:192:k5,skip,k5,k5,k3,k5,k5,skip")
 

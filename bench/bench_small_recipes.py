@@ -35,7 +35,7 @@ from lighttrack.arch import resolve  # noqa: E402
 from lighttrack.config import load  # noqa: E402
 from lighttrack.train.common import Dist, make_loader  # noqa: E402
 
-# The small pipeline's found tracker (session 11, docs/results.md).
+# The small pipeline's found tracker (session 11, docs/notes/results-notebook.md).
 FOUND = ("bb:k5e6,k5e6/k3e4,k3e4,k7e6,k3e4/k7e6,k7e4,k5e4+cls:128:k3,k3,skip,skip,k5,k3,k3,k5"
          "+reg:256:k3,skip,k5,k3,skip,k5,k5,k5")
 
