@@ -240,7 +240,7 @@ def test_the_search_decides_gpu_from_node_types_spreads_as_nodes_arrive_and_surv
                        "--storage-path", c.s3.uri("autoscaling", "runs"), "--supernet", sn_run,
                        "--budget", "600M,2M", "--workers", "2", "--use-gpu", "auto",
                        "--set", f"eval.val_root={got10k}", "--set", f"eval.recalibrate_root={got10k}",
-                       "--set", "optimizer.generations=3")
+                       "--set", "optimizer.generations=4")  # 12 candidates: both evaluators write before the reclaim
     finally:
         stop.set()
     t1 = time.time()
