@@ -92,6 +92,8 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
     connect_ray(args.address)
     capacity = cluster_capacity()  # read once: the storage check and --use-gpu auto both need it
     storage = storage_path_check(args.storage_path, capacity.max_nodes)
+    use_gpu = gpu_flag(cfg.run.use_gpu, capacity)
+    capacity.check_fits(f"[{args.name}] run.num_workers", cfg.run.num_workers, cfg.run.cpus_per_worker, float(use_gpu))
     import ray
     refs = {key: ray.put(state) for key, state in states.items()}
     del states
@@ -103,8 +105,6 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
         print(f"[{args.name}] phase {phase}: MLflow run {run_id} finished already with this config "
               f"and has its checkpoint: nothing to do", flush=True)
         return {"run_id": run_id, "metrics": {}, "checkpoint": None}
-    use_gpu = gpu_flag(cfg.run.use_gpu, capacity)
-    capacity.check_fits(f"[{args.name}] run.num_workers", cfg.run.num_workers, cfg.run.cpus_per_worker, float(use_gpu))
     trainer = TorchTrainer(
         _sending_all(worker_fn),
         train_loop_config={"config": absolute_paths(to_dict(cfg)), "config_path": args.config, "overrides": args.overrides,
