@@ -14,11 +14,13 @@ import dataclasses
 import typing
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Annotated, Any, Iterable, TypeVar
+from typing import Annotated, Any, Callable, Iterable, Iterator, TypeVar
 
 import yaml
 
 __all__ = ["ConfigError", "from_dict", "load", "read_yaml", "to_dict", "parse_overrides", "Range",
+           "dotted", "configs", "check_inputs", "replace_configs", "is_data_key", "is_location_key", "map_locations",
+           "changed_keys",
            "PosInt", "Count", "PosFloat", "NonNegFloat", "Probability", "Fraction"]
 
 T = TypeVar("T")
@@ -246,3 +248,75 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] 
         return from_dict(cls, data)
     except ConfigError as e:
         raise ConfigError(f"{path or 'defaults'}: {e}") from None
+
+
+# --------------------------------------------------------------------------- walks
+
+def dotted(where: str, key: str) -> str:
+    """``key`` under the dotted prefix ``where`` (the top level when empty)."""
+    return f"{where}.{key}" if where else key
+
+
+def configs(cfg: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, config) for ``cfg`` and every dataclass config nested in it, top down."""
+    yield where, cfg
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from configs(value, dotted(where, f.name))
+
+
+def check_inputs(cfg: Any, where: str = "") -> None:
+    """Each nested config's ``check_inputs(where)``: the cheap checks of the files, splits and
+    folders it names (a listing, the first files), which a job's driver runs before any work
+    starts. Errors name the dotted key. A class without the method names no inputs."""
+    for key, c in configs(cfg, where):
+        if hasattr(c, "check_inputs"):
+            c.check_inputs(key)
+
+
+def replace_configs(cfg: Any, fn: Callable[[Any], Any]) -> Any:
+    """``cfg`` with each nested config for which ``fn`` returns a config (not None) replaced by it."""
+    got = fn(cfg)
+    if got is not None:
+        return got
+    changes = {f.name: replace_configs(getattr(cfg, f.name), fn) for f in dataclasses.fields(cfg)
+               if dataclasses.is_dataclass(getattr(cfg, f.name))}
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+LOCATION_KEYS = ("root", "data_root", "index", "init", "arch", "tracker", "supernet")  # may name a file or folder
+
+
+def is_data_key(key: str) -> bool:
+    """Keys that hold data locations: ``root``, ``data_root``, ``val_root``, ..."""
+    return key == "root" or key.endswith("_root")
+
+
+def is_location_key(key: str) -> bool:
+    """Keys that may hold a file or folder: the data keys and :data:`LOCATION_KEYS`."""
+    return key in LOCATION_KEYS or is_data_key(key)
+
+
+def map_locations(node: Any, fix: Callable[[str], str], keys: Callable[[str], bool] = is_location_key) -> Any:
+    """``node`` (a config as nested dicts and lists) with ``fix(value)`` in place of each
+    relative local location: a non-empty string under a key ``keys`` accepts that is neither
+    a URI nor an absolute path. The one walk by which jobs and drivers resolve paths."""
+    if isinstance(node, list):
+        return [map_locations(v, fix, keys) for v in node]
+    if not isinstance(node, dict):
+        return node
+    return {k: fix(v) if keys(k) and isinstance(v, str) and v and "://" not in v and not Path(v).is_absolute()
+            else map_locations(v, fix, keys) for k, v in node.items()}
+
+
+def changed_keys(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, new value) for each value of ``new`` that differs from ``old``'s; a
+    list counts as one value (an override replaces lists whole)."""
+    out = []
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(old.get(k), dict):
+            out += changed_keys(old[k], v, f"{prefix}{k}.")
+        elif v != old.get(k):
+            out.append((f"{prefix}{k}", v))
+    return out

@@ -33,9 +33,9 @@ from lighttrack.commands.argtypes import positive_int
 __all__ = [
     "OpsError", "PHASES", "PHASE_TAG", "PARENT_TAG", "ARCH_TAG", "RUN_ID_PREFIX",
     "add_common_args", "load_config", "setup_mlflow", "connect_ray", "Capacity", "cluster_capacity", "use_gpu",
-    "RunInput", "resolve_run_input", "storage_path_check", "absolute", "absolute_paths", "is_data_key",
+    "RunInput", "resolve_run_input", "storage_path_check",
     "phase_run", "named_run", "find_or_create_run", "tracking_uri", "config_params", "report_run_id",
-    "run_main", "mark_failed", "FAILURE_TAG", "check_inputs",
+    "run_main", "mark_failed", "FAILURE_TAG",
 ]
 
 T = TypeVar("T")
@@ -85,50 +85,6 @@ def load_config(cls: type[T], args: argparse.Namespace, flags: dict[str, str] | 
     sugar = [f"{key}={value}" for dest, key in (flags or {}).items()
              if (value := getattr(args, dest, None)) is not None]
     return load(cls, args.config, [*sugar, *args.overrides])
-
-
-# --------------------------------------------------------------------------- paths
-
-PATH_KEYS = ("root", "data_root", "index", "init", "arch", "tracker", "supernet")  # may name a file or folder
-
-
-def is_data_key(key: str) -> bool:
-    """Config keys that hold data locations: ``root``, ``data_root``, ``val_root``, ..."""
-    return key == "root" or key.endswith("_root")
-
-
-def absolute(location: str, base: str | Path = ".") -> str:
-    """The one rule for a location given in a config or on the command line: a URI stays as
-    it is; a local path is made absolute, a relative one taken relative to ``base`` (a
-    folder, or a bucket URI such as ``s3://bucket/prefix`` that holds the same tree)."""
-    from lighttrack.data import fs
-
-    if "://" in location:
-        return location
-    if fs.is_uri(str(base)) and not Path(location).is_absolute():
-        return fs.join(str(base), location)
-    return str((Path(base).expanduser() / Path(location).expanduser()).resolve())
-
-
-def absolute_paths(d: Any) -> Any:
-    """``d`` (a config as a dict) with its relative local paths made absolute (:func:`absolute`).
-
-    Ray Train workers do not run in the driver's directory (a local Ray starts them in its
-    session folder), so ``data/synth/got10k`` must be resolved here. Only values of
-    :data:`PATH_KEYS` or data keys that exist relative to the driver's directory change:
-    URIs, MLflow run ids and arch or preset names stay.
-    """
-    if isinstance(d, list):
-        return [absolute_paths(v) for v in d]
-    if not isinstance(d, dict):
-        return d
-    out = {}
-    for k, v in d.items():
-        if (k in PATH_KEYS or is_data_key(k)) and isinstance(v, str) and v and "://" not in v \
-                and not os.path.isabs(v) and os.path.exists(v):
-            v = absolute(v)
-        out[k] = absolute_paths(v)
-    return out
 
 
 # --------------------------------------------------------------------------- MLflow
@@ -524,60 +480,9 @@ def storage_path_check(path: str | None, num_nodes: int | None = None) -> str | 
         raise OpsError(f"{what}, but the Ray cluster has or can scale to {num_nodes} nodes: checkpoints "
                        "must go to storage every node sees (s3://bucket/prefix, gs://bucket/prefix, or "
                        "file:///mnt/shared for a shared file system)")
+    from lighttrack.data.fs import absolute
+
     return absolute(path) if path else None
-
-
-def check_inputs(cfg: Any, where: str = "") -> None:
-    """Check, on the driver before Ray starts or any MLflow run exists, every dataset and
-    tracker file that job config ``cfg`` names: a listing per tracking source, the validation split, the
-    ImageNet folders (their class folders or index), tracker YAML files. A problem is a
-    ``DataError``/``ConfigError`` naming the config key."""
-    from lighttrack.data.check import check_image_folder_quick, check_source_quick
-    from lighttrack.data.sampling import PairDataConfig
-    from lighttrack.search.evaluate import EvalConfig
-    from lighttrack.tracker.params import load_params
-    from lighttrack.train.config import PretrainConfig, RetrainStageConfig, TrackEvalConfig
-
-    key = (lambda k: f"{where}.{k}" if where else k)
-    if isinstance(cfg, PairDataConfig):
-        for i, sc in enumerate(cfg.sources):
-            if sc.pairs_per_epoch:
-                check_source_quick(sc.kind, sc.root, sc.split, key(f"sources[{i}]"))
-        return
-    if isinstance(cfg, (TrackEvalConfig, EvalConfig)):  # validation sequences (local or a bucket)
-        if isinstance(cfg, TrackEvalConfig):
-            if not (cfg.num_paths or cfg.paths):
-                return  # no path is evaluated: the split is never read
-            _check_validation(cfg.metric, cfg.root, cfg.split, key("root"))
-        else:
-            _check_validation(cfg.metric, cfg.val_root, cfg.val_split, key("val_root"))
-            if cfg.recalibrate and cfg.recalibrate_batches:
-                check_source_quick("got10k", cfg.recalibrate_root, cfg.recalibrate_split, key("recalibrate_root"))
-        try:
-            load_params(cfg.tracker)
-        except ConfigError as e:
-            raise ConfigError(f"{key('tracker')}: {e}") from None
-        return
-    if isinstance(cfg, PretrainConfig) or (isinstance(cfg, RetrainStageConfig) and cfg.enabled):
-        check_image_folder_quick(cfg.data_root, where=key("data_root"))
-    if dataclasses.is_dataclass(cfg):
-        for f in dataclasses.fields(cfg):
-            if dataclasses.is_dataclass(getattr(cfg, f.name)):
-                check_inputs(getattr(cfg, f.name), key(f.name))
-
-
-def _check_validation(metric: str, root: str, split: str, where: str) -> None:
-    """GOT-10k listing of ``root/split`` (metric ao) or VOT ``list.txt`` of ``root`` (eao)."""
-    if metric != "eao":
-        from lighttrack.data.check import check_source_quick
-        check_source_quick("got10k", root, split, where)
-        return
-    from lighttrack.data.fs import DataError
-    from lighttrack.tracker.vot import open_vot
-    try:
-        open_vot(root)
-    except DataError as e:
-        raise DataError(f"{where} (metric eao: a VOT sequences folder): {e}") from None
 
 
 def failure_reason(error: BaseException) -> str:

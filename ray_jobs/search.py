@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ray_jobs import common
 from lighttrack.checkpoint import require_phase
+from lighttrack.config import check_inputs
 from lighttrack.commands.argtypes import positive_float, positive_int
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
     for b in budgets:  # an impossible budget stops here, before anything starts
         check_possible(b, costs)
     _optimizer_factory(cfg, None)  # unknown optimizer name -> error now
-    common.check_inputs(cfg)  # the validation and recalibration splits, the tracker file
+    check_inputs(cfg)  # the validation and recalibration splits, the tracker file
 
     common.setup_mlflow(args.experiment)
     supernet = common.resolve_run_input(cfg.supernet, "supernet", "checkpoint/checkpoint.pt")

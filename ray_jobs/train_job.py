@@ -71,8 +71,8 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    from ray_jobs.common import (OpsError, absolute_paths, check_inputs, cluster_capacity, connect_ray, mark_failed,
-                                 setup_mlflow,
+    from lighttrack.config import check_inputs
+    from ray_jobs.common import (OpsError, cluster_capacity, connect_ray, mark_failed, setup_mlflow,
                                  storage_path_check, use_gpu as gpu_flag)
     overrides = list(args.overrides)
     if args.num_workers is not None:
@@ -145,26 +145,36 @@ def _sending_all(worker_fn: Callable[[dict], None]) -> Callable[[dict], None]:
     return loop
 
 
+def absolute_paths(config: dict) -> dict:
+    """``config`` (as a dict) with its relative local paths that exist here made absolute:
+    Ray Train workers do not run in the driver's directory (a local Ray starts them in its
+    session folder). URIs, MLflow run ids, arch or preset names and missing paths (left
+    for the reader's own error) stay."""
+    from lighttrack.config import map_locations
+    from lighttrack.data.fs import absolute
+    return map_locations(config, lambda v: absolute(v) if os.path.exists(v) else v)
+
+
 def with_indexes(cfg: Any, storage: str | None) -> Any:
     """``cfg`` with an index for every tracking source it trains on (``cfg.data``,
     ``cfg.finetune.data``, ...): built here, once per job, when a source has none, so no
     rank reads every annotation. A new index goes beside its data or, when that folder is
     read-only, under ``<storage>/indexes``."""
-    import dataclasses
+    from lighttrack.config import replace_configs
     from lighttrack.data.fs import join
     from lighttrack.data.sampling import PairDataConfig, index_sources
-    if isinstance(cfg, PairDataConfig):
+
+    def indexed(c: Any) -> Any:
+        if not isinstance(c, PairDataConfig):
+            return None
         t = time.perf_counter()
-        out = index_sources(cfg, fallback=join(storage, "indexes") if storage else "")
+        out = index_sources(c, fallback=join(storage, "indexes") if storage else "")
         for sc in out.sources:
             print(f"[data] {sc.kind}:{sc.root} -> index {sc.index}", flush=True)
         print(f"[data] indexes ready in {time.perf_counter() - t:.1f} s", flush=True)
         return out
-    if not dataclasses.is_dataclass(cfg):
-        return cfg
-    changes = {f.name: with_indexes(getattr(cfg, f.name), storage) for f in dataclasses.fields(cfg)
-               if dataclasses.is_dataclass(getattr(cfg, f.name))}
-    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+    return replace_configs(cfg, indexed)
 
 
 # -- parent references ------------------------------------------------------------------------

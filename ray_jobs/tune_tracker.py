@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ray_jobs.common import ARCH_TAG, absolute, add_common_args, connect_ray, load_config, report_run_id, run_main, setup_mlflow
+from lighttrack.data.fs import absolute
+from ray_jobs.common import ARCH_TAG, add_common_args, connect_ray, load_config, report_run_id, run_main, setup_mlflow
 from lighttrack.commands.argtypes import count, positive_int
 from lighttrack.config import ConfigError, Count, PosInt
 

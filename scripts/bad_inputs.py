@@ -215,7 +215,7 @@ def cases(f: dict[str, str]) -> list[tuple[str, str, list[str]]]:
                                                     "--out", f["readonly"] + "/exp"]),
         ("error", "evaluate --arch unknown preset", CLI + ["evaluate", "--arch", "lighttrack-huge", "--dataset",
                                                            f["got10k"], "--out", "{out}"]),
-        ("error", "pipeline --size huge", [PY, "-m", "ray_jobs.pipeline", "--size", "huge", "--out", "{out}"]),
+        ("error", "pipeline --size huge", [PY, "-m", "devcluster.pipeline", "--size", "huge", "--out", "{out}"]),
     ]
 
 

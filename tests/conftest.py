@@ -29,7 +29,7 @@ try:  # 2 shared cores: one thread per test process unless a test measures threa
 except ImportError:  # pragma: no cover - torch is a hard dependency; keep conftest importable
     pass
 
-from ray_jobs.services import LocalMlflow, LocalRay, submit_job as _submit
+from devcluster.services import LocalMlflow, LocalRay, submit_job as _submit
 
 from tests.home import EMBEDDED, HOME, OWNED, USERS, changes, fingerprint
 
@@ -73,7 +73,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     The single-node smoke's artifact checks run again in test_cluster.py, on the whole
     pipeline over a multi-node cluster: when that module runs in this session too, the
     single-node copy of the pipeline (4 min of 2 cores) is left out. Run alone, it runs."""
-    from ray_jobs.services import LocalNode
+    from devcluster.services import LocalNode
 
     if not config.getoption("--all"):
         long = pytest.mark.skip(reason="too slow for CI: bash scripts/test.sh --all runs it")
@@ -136,7 +136,7 @@ def submit_job(ray_cluster, mlflow_server) -> Callable[..., str]:
 def s3_server(tmp_path_factory):
     """A real S3-compatible server (moto's server mode) on 127.0.0.1 with the bucket
     ``lighttrack``; ``.env`` is what a client needs, ``.upload(folder, prefix)`` fills it."""
-    from ray_jobs.services import LocalS3
+    from devcluster.services import LocalS3
 
     server = LocalS3(tmp_path_factory.mktemp("s3"))
     try:

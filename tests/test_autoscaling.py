@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from ray_jobs.pipeline import ROOT, ensure_data
-from ray_jobs.services import LocalCluster, submit_job
+from devcluster.pipeline import ROOT, ensure_data
+from devcluster.services import LocalCluster, submit_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 

@@ -304,7 +304,7 @@ def test_a_split_the_job_never_reads_is_not_required(monkeypatch):
     """Phase 2 with no evaluated path never reads its validation split (a cluster job whose
     data is in a bucket keeps the config's local default there)."""
     from lighttrack.data.fs import DataError
-    from ray_jobs.common import check_inputs
+    from lighttrack.config import check_inputs
 
     monkeypatch.chdir(HOME)  # the micro config's data roots are relative: the suite's own data/synth
     check_inputs(load(SupernetConfig, SUPERNET_MICRO, ["eval.num_paths=0", "eval.root=/nonexistent"]))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from ray_jobs.pipeline import PHASES, ROOT, ensure_data, run_phases
-from ray_jobs.services import LocalCluster, LocalNode, submit_job
+from devcluster.pipeline import PHASES, ROOT, ensure_data, run_phases
+from devcluster.services import LocalCluster, LocalNode, submit_job
 # The single-node smoke test's checks, run again on this module's `smoke` fixture.
 from tests.test_pipeline_smoke import (  # noqa: F401
     test_pretrain_run_and_checkpoint, test_retrain_run_and_checkpoint, test_search_best_arch_and_candidates,

@@ -18,7 +18,7 @@ import pytest
 from lighttrack.config import ConfigError
 from ray_jobs import common
 from ray_jobs.common import OpsError
-from ray_jobs.services import free_port
+from devcluster.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -232,7 +232,7 @@ def test_run_main_turns_bad_input_into_one_error_line(capsys):
 def test_training_job_config_paths_become_absolute(tmp_path, monkeypatch):
     """Ray Train workers do not run in the driver's directory: relative data roots and
     checkpoint paths that exist here are resolved before the config reaches them."""
-    from ray_jobs.common import absolute_paths
+    from ray_jobs.train_job import absolute_paths
     (tmp_path / "data" / "got10k").mkdir(parents=True)
     (tmp_path / "best_arch.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
@@ -253,7 +253,7 @@ def test_training_job_config_paths_become_absolute(tmp_path, monkeypatch):
 def test_capacity_counts_the_autoscalers_node_types_not_only_live_nodes(tmp_path):
     """A cluster scaled to zero has its head only: the node types the autoscaler publishes
     decide --use-gpu auto and the local-storage check (a private head: the record stays)."""
-    from ray_jobs.services import LocalRay
+    from devcluster.services import LocalRay
 
     head = LocalRay(num_cpus=1).start()
     code = f"""
@@ -315,7 +315,7 @@ def test_a_job_on_an_autoscaling_cluster_at_zero_decides_from_its_node_types():
     """A head with no CPUs whose autoscaler (Ray's, on its fake provider) may start 2 plain
     nodes and 1 with a GPU, none started: a job's driver on that head counts 4 nodes and a
     GPU, so --use-gpu auto says yes and a local --storage-path is refused before any work."""
-    from ray_jobs.services import LocalRay, submit_job
+    from devcluster.services import LocalRay, submit_job
 
     head = LocalRay(num_cpus=0, node_types={"cpu": {"resources": {"CPU": 1}, "max_workers": 2},
                                             "gpu": {"resources": {"CPU": 1, "GPU": 1}, "max_workers": 1}})

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ray_jobs.services import LocalMlflow
+from devcluster.services import LocalMlflow
 from tests.home import EMBEDDED, ROOT
 
 OUTAGE_S, EPOCHS, STEPS = 60, 12, 4

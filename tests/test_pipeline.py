@@ -1,4 +1,4 @@
-"""ray_jobs/pipeline.py: data roots made absolute for jobs, phase hand-over and skipping."""
+"""devcluster/pipeline.py: data roots made absolute for jobs, phase hand-over and skipping."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lighttrack.config import parse_overrides
-from ray_jobs import pipeline
-from ray_jobs.services import ServiceError
+from devcluster import pipeline
+from devcluster.services import ServiceError
 from tests.home import HOME
 
 
@@ -77,7 +77,7 @@ def test_absolute_data_overrides_into_a_bucket(tmp_path):
 
 
 def test_the_console_shows_the_jobs_progress_lines_and_not_rays_own():
-    from ray_jobs.pipeline import progress_line
+    from devcluster.pipeline import progress_line
 
     epoch = ("\x1b[36m(RayTrainWorker pid=27565)\x1b[0m [supernet-20261207-111819] epoch 2/4 148.8s "
              "train_loss=2.484 ETA 0:02:47")
@@ -102,7 +102,7 @@ def test_pipeline_logs_to_the_users_tracking_server_and_starts_none(mlflow_serve
     from mlflow.tracking import MlflowClient
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": mlflow_server.uri}
-    out = subprocess.run([sys.executable, "-m", "ray_jobs.pipeline", "--size", "micro", "--phases", "pretrain",
+    out = subprocess.run([sys.executable, "-m", "devcluster.pipeline", "--size", "micro", "--phases", "pretrain",
                           "--out", str(tmp_path / "out"), "--data-base", str(HOME)], cwd=pipeline.ROOT, env=env, capture_output=True,
                          text=True, timeout=900)
     log = out.stdout + out.stderr

@@ -1,7 +1,7 @@
 """End-to-end smoke: every phase through a real ``ray job submit`` with the micro configs.
 
 Shares the session's Ray head and MLflow server (conftest.py), runs the phases in order with
-the pipeline driver's own hand-over (ray_jobs/pipeline.run_phases), then checks through the
+the pipeline driver's own hand-over (devcluster/pipeline.run_phases), then checks through the
 MLflow client that each run finished and that its artifacts are right, not merely present.
 A phase whose job or micro config is not written yet is skipped with that reason.
 """
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ray_jobs.common import PARENT_TAG, PHASE_TAG
-from ray_jobs.pipeline import PHASES, ROOT, ensure_data, run_phases
+from devcluster.pipeline import PHASES, ROOT, ensure_data, run_phases
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 

@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from lighttrack.search.cache import EvalCache
-from ray_jobs.services import LocalS3, free_port
+from devcluster.services import LocalS3, free_port
 from tests.home import EMBEDDED, ROOT
 
 OUTAGE_S = 30

@@ -1,4 +1,4 @@
-"""ray_jobs/services.py: the local services bind to loopback only and Ray keeps token auth on."""
+"""devcluster/services.py: the local services bind to loopback only and Ray keeps token auth on."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ray_jobs.services import LocalMlflow, _stop
+from devcluster.services import LocalMlflow, _stop
 
 pytestmark = pytest.mark.services
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
@@ -78,7 +78,7 @@ def test_an_autoscaling_head_scales_from_zero_and_back_and_stops_its_nodes():
     import sys
     import time
 
-    from ray_jobs.services import LocalRay
+    from devcluster.services import LocalRay
 
     head = LocalRay(num_cpus=0, idle_timeout_minutes=0.25,  # its own short /tmp folder: unix sockets
                     node_types={"cpu": {"resources": {"CPU": 1}, "max_workers": 2},

@@ -93,7 +93,7 @@ def test_search_rows_carry_the_baseline_of_the_cut_frames(embedded, tmp_path):
 
 
 def test_pipeline_summary_says_plainly_when_the_baseline_is_not_beaten():
-    from ray_jobs.pipeline import _versus
+    from devcluster.pipeline import _versus
 
     assert "does NOT beat it" in _versus(0.100, 0.103)
     assert "beats it by 0.0500" in _versus(0.153, 0.103)

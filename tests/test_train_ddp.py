@@ -50,7 +50,7 @@ def _worker(rank: int, port: int, out: str, sandwich: int) -> None:
 def test_two_ranks_same_path_and_same_params(tmp_path, sandwich):
     """Also under the sandwich rule: three forward/backward passes a step (the largest, two
     paths), each all-reduced, one optimiser step."""
-    from ray_jobs.services import free_port
+    from devcluster.services import free_port
     out = str(tmp_path / "ddp.pt")
     mp.spawn(_worker, args=(free_port(), out, sandwich), nprocs=2, join=True)
     res = torch.load(out)

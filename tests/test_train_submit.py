@@ -58,8 +58,8 @@ def test_job_uploads_the_source_only_whatever_the_folder_holds(ray_cluster, tmp_
     database and a folder of logs beside the source never travel with a job."""
     import threading
 
-    from ray_jobs.pipeline import ROOT
-    from ray_jobs.services import submit_job
+    from devcluster.pipeline import ROOT
+    from devcluster.services import submit_job
 
     strays = [ROOT / "lt-test-growing.log", ROOT / "lt-test.db", ROOT / "lt-test-logs"]
     strays[2].mkdir(exist_ok=True)

@@ -146,7 +146,7 @@ def test_model_card_carries_the_vot_scores(vot_root, tmp_path, capsys):
 
 
 def test_a_job_checks_the_vot_folder_before_it_starts(tmp_path):
-    from ray_jobs.common import check_inputs
+    from lighttrack.config import check_inputs
 
     with pytest.raises(DataError, match=r"eval\.val_root \(metric eao: a VOT sequences folder\).*list\.txt"):
         check_inputs(_cfg(metric="eao", val_root=str(tmp_path)), "eval")

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pyarrow.fs as pafs
 
-__all__ = ["DataError", "is_uri", "join", "resolve", "read_bytes", "read_text", "size", "file_info", "exists", "is_dir",
+__all__ = ["DataError", "is_uri", "join", "absolute", "resolve", "read_bytes", "read_text", "size", "file_info", "exists", "is_dir",
            "list_dir", "decode_image", "read_image", "local_path"]
 
 
@@ -40,6 +40,17 @@ def join(location: str, *parts: str) -> str:
             joined = f"{u.scheme}://{u.netloc}{posixpath.normpath(u.path)}"
         return joined
     return os.path.join(location, *parts)
+
+
+def absolute(location: str, base: str | os.PathLike = ".") -> str:
+    """The one rule for a location given in a config or on the command line: a URI stays as
+    it is; a local path is made absolute, a relative one taken relative to ``base`` (a
+    folder, or a bucket URI such as ``s3://bucket/prefix`` that holds the same tree)."""
+    if is_uri(location):
+        return location
+    if is_uri(str(base)) and not os.path.isabs(location):
+        return join(str(base), location)
+    return os.path.realpath(os.path.join(os.path.expanduser(str(base)), os.path.expanduser(location)))
 
 
 @functools.lru_cache(maxsize=16)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch.utils.data import Dataset
 
-from lighttrack.config import ConfigError, Count
+from lighttrack.config import ConfigError, Count, dotted
 
 from . import fs
-from .check import check_reader
+from .check import check_reader, check_source_quick
 from .fs import DataError
 from .index import TrackingKind, StaleIndex, build_index, default_index, open_layout, parse_all, read_index, write_index
 from .processing import PairProcessor, ProcessingConfig
@@ -63,6 +63,12 @@ class PairDataConfig:
     def validate(self) -> None:
         if not self.sources or sum(s.pairs_per_epoch for s in self.sources) == 0:
             raise ConfigError("sources: no source draws any pairs (pairs_per_epoch are all 0)")
+
+    def check_inputs(self, where: str = "") -> None:
+        """A listing per source that draws pairs (lighttrack.config.check_inputs)."""
+        for i, sc in enumerate(self.sources):
+            if sc.pairs_per_epoch:
+                check_source_quick(sc.kind, sc.root, sc.split, dotted(where, f"sources[{i}]"))
 
 
 @dataclass

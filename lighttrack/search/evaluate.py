@@ -66,6 +66,17 @@ class EvalConfig:
     def validate(self) -> None:
         check_tracker(self.tracker)
 
+    def check_inputs(self, where: str = "") -> None:
+        """The validation split and the recalibration pairs' listing (lighttrack.config.check_inputs)."""
+        from lighttrack.config import dotted
+        from lighttrack.data.check import check_source_quick
+        from lighttrack.tracker.validation import check_validation
+
+        check_validation(self.metric, self.val_root, self.val_split, self.tracker, where, root_key="val_root")
+        if self.recalibrate and self.recalibrate_batches:
+            check_source_quick("got10k", self.recalibrate_root, self.recalibrate_split,
+                               dotted(where, "recalibrate_root"))
+
 # The in-memory export costs about 1.5 s and saves about 50 ms a frame (bench/bench_eval.py):
 # below this many validation frames a candidate is tracked by its torch path.
 ORT_MIN_FRAMES = 200

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from lighttrack.data.fs import DataError
 from lighttrack.tracker.params import TrackerParams
 
-__all__ = ["Metric", "METRICS", "Validation", "open_validation", "score"]
+__all__ = ["Metric", "METRICS", "Validation", "open_validation", "score", "check_validation"]
 
 Metric = Literal["ao", "eao"]
 METRICS = ("ao", "eao")
@@ -121,3 +121,26 @@ class _VotFirstFrames(_FirstFrames):
         seq, n = self.reader.sequence(i), self.frames
         return dataclasses.replace(seq, frames=seq.frames[:n], regions=seq.regions[:n],
                                    tags={t: f[:n] for t, f in seq.tags.items()})
+
+
+def check_validation(metric: str, root: str, split: str, tracker: str, where: str = "",
+                     root_key: str = "root") -> None:
+    """The cheap checks of a validation config, run before any work (its ``check_inputs``):
+    the GOT-10k listing of ``root/split`` (metric ao) or the VOT ``list.txt`` of ``root``
+    (eao), and the tracker file's values. Errors name the dotted key under ``where``."""
+    from lighttrack.config import ConfigError, dotted
+    from lighttrack.data.check import check_source_quick
+    from lighttrack.tracker.params import load_params
+    from lighttrack.tracker.vot import open_vot
+
+    if metric != "eao":
+        check_source_quick("got10k", root, split, dotted(where, root_key))
+    else:
+        try:
+            open_vot(root)
+        except DataError as e:
+            raise DataError(f"{dotted(where, root_key)} (metric eao: a VOT sequences folder): {e}") from None
+    try:
+        load_params(tracker)
+    except ConfigError as e:
+        raise ConfigError(f"{dotted(where, 'tracker')}: {e}") from None

@@ -11,10 +11,11 @@ from typing import Annotated, Literal
 from dataclasses import dataclass, field
 
 from lighttrack.arch import ArchError, resolve
-from lighttrack.config import ConfigError, Count, Fraction, NonNegFloat, PosFloat, PosInt, Range
+from lighttrack.config import ConfigError, Count, Fraction, NonNegFloat, PosFloat, PosInt, Range, dotted
+from lighttrack.data.check import check_image_folder_quick
 from lighttrack.data.sampling import PairDataConfig  # tracking pair sources + crop processing
 from lighttrack.tracker.params import check_tracker
-from lighttrack.tracker.validation import Metric
+from lighttrack.tracker.validation import Metric, check_validation
 
 __all__ = [
     "OptimConfig", "ScheduleConfig", "RunConfig", "ClassModelConfig", "PretrainConfig",
@@ -91,6 +92,9 @@ class PretrainConfig:
     recalibrate_batches: Count = 4  # training batches to re-estimate BN of each fixed path before eval (0 = off)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def check_inputs(self, where: str = "") -> None:
+        check_image_folder_quick(self.data_root, where=dotted(where, "data_root"))
+
 
 @dataclass
 class TrackEvalConfig:
@@ -112,6 +116,10 @@ class TrackEvalConfig:
                 resolve(text)
             except ArchError as e:
                 raise ConfigError(f"paths[{i}]: {text!r} is not an architecture: {e}") from None
+
+    def check_inputs(self, where: str = "") -> None:
+        if self.num_paths or self.paths:  # else no path is evaluated: the split is never read
+            check_validation(self.metric, self.root, self.split, self.tracker, where)
 
 
 
@@ -169,6 +177,10 @@ class RetrainStageConfig:
     autoaugment: bool = True     # torchvision AutoAugment (ImageNet policy)
     ema_decay: Fraction = 0.9999    # exponential moving average of the weights (0 = off); EMA weights go on
     eval_batches: Count = 0
+
+    def check_inputs(self, where: str = "") -> None:
+        if self.enabled:
+            check_image_folder_quick(self.data_root, where=dotted(where, "data_root"))
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The whole pipeline on this machine: data, local Ray + MLflow, phases 1-4 via ``ray job submit``.
 
-    python -m ray_jobs.pipeline [--size tiny|micro] [--phases pretrain,supernet,search,retrain]
+    python -m devcluster.pipeline [--size tiny|micro] [--phases pretrain,supernet,search,retrain]
 
 Generates the embedded data set (once), starts a Ray head and an MLflow server on
 127.0.0.1 (token auth on), submits each phase as a Ray job with ``configs/<phase>_<size>.yaml``,
@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from lighttrack.config import read_yaml
+from lighttrack.config import changed_keys, is_data_key, map_locations, read_yaml
+from lighttrack.data.fs import absolute
 from lighttrack.data.synth import SIZES
-from ray_jobs.common import PHASE_TAG, RUN_ID_PREFIX, OpsError, absolute, is_data_key
-from ray_jobs.services import BIN, LocalCluster, LocalMlflow, LocalRay, ServiceError
+from ray_jobs.common import PHASE_TAG, RUN_ID_PREFIX, OpsError
+from devcluster.services import BIN, LocalCluster, LocalMlflow, LocalRay, ServiceError, submit_job
 from lighttrack.commands.argtypes import count
 
 __all__ = ["Phase", "PHASES", "absolute_data_overrides", "ensure_data", "run_phases", "summarize", "main"]
@@ -70,36 +71,9 @@ def absolute_data_overrides(config: Path, base: Path | str) -> list[str]:
     may be a bucket URI, ``s3://bucket/prefix``, holding ``data/synth/...``). A root inside
     a list (e.g. ``data.sources``) is handled by overriding the whole list (JSON is YAML).
     """
-    def fix(node):  # -> (changed, new node)
-        if isinstance(node, dict):
-            out, changed = {}, False
-            for k, v in node.items():
-                if is_data_key(k) and isinstance(v, str) and v and "://" not in v and not Path(v).is_absolute():
-                    out[k], changed = absolute(v, base), True
-                else:
-                    c, out[k] = fix(v)
-                    changed |= c
-            return changed, out
-        if isinstance(node, list):
-            pairs = [fix(v) for v in node]
-            return any(c for c, _ in pairs), [v for _, v in pairs]
-        return False, node
-
-    overrides: list[str] = []
-
-    def walk(node: dict, prefix: str) -> None:
-        for k, v in node.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                walk(v, key + ".")
-                continue
-            changed, new = fix({k: v})
-            if changed:
-                value = new[k]
-                overrides.append(f"{key}={json.dumps(value) if isinstance(value, list) else value}")
-
-    walk(read_yaml(config), "")  # its base: chain too
-    return overrides
+    old = read_yaml(config)  # its base: chain too
+    new = map_locations(old, lambda v: absolute(v, base), keys=is_data_key)
+    return [f"{key}={json.dumps(value) if isinstance(value, list) else value}" for key, value in changed_keys(old, new)]
 
 
 def _say(msg: str) -> None:
@@ -165,38 +139,33 @@ def progress_line(line: str) -> str | None:
 
 def _stream_submit(head: LocalRay, env: dict[str, str], logs: Path,
                    verbose: bool = False) -> Callable[[Phase, list[str]], str]:
-    """``ray job submit`` (``env``: the jobs' environment) that writes the job's whole output
-    to ``logs/<phase>.log``, shows its progress lines live (every line with ``verbose``) and
-    returns the output; on failure the log's last lines are shown with its path."""
+    """``services.submit_job`` (``env``: the jobs' environment) that writes the job's whole
+    output to ``logs/<phase>.log``, shows its progress lines live (every line with ``verbose``)
+    and returns the output; on failure the log's last lines are shown with its path."""
     runtime_env = json.dumps({"env_vars": env})
     logs.mkdir(parents=True, exist_ok=True)
 
     def submit(phase: Phase, args: list[str]) -> str:
-        cmd = [str(BIN / "ray"), "job", "submit", "--address", head.dashboard_url,
-               "--working-dir", str(ROOT), "--runtime-env-json", runtime_env,
-               "--", *phase.entrypoint, *args]
-        lines: list[str] = []
         path = logs / f"{phase.name}.log"
-        with open(path, "w") as log, subprocess.Popen(cmd, env=head.client_env(), stdout=subprocess.PIPE,
-                                                      stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        lines: list[str] = []
+        with open(path, "w") as log:
+            def show(line: str) -> None:
+                lines.append(line)
+                log.write(line)
+                log.flush()
+                if verbose:
+                    if " INFO cli.py" not in line and " SUCC cli.py" not in line:
+                        print(f"  {phase.name} | {line}", end="", flush=True)
+                elif (shown := progress_line(line)) is not None:
+                    print(f"  {phase.name} | {shown}", flush=True)
+
             try:
-                for line in proc.stdout:
-                    lines.append(line)
-                    log.write(line)
-                    if verbose:
-                        if " INFO cli.py" not in line and " SUCC cli.py" not in line:
-                            print(f"  {phase.name} | {line}", end="", flush=True)
-                    elif (shown := progress_line(line)) is not None:
-                        print(f"  {phase.name} | {shown}", flush=True)
-            except BaseException:  # interrupted: do not wait for the job to end
-                proc.terminate()
-                raise
-        if proc.returncode != 0:
-            if not verbose:
-                print("".join(f"  {phase.name} | {ln}" for ln in lines[-40:]), end="", flush=True)
-            raise ServiceError(f"phase {phase.name} failed (ray job submit exit {proc.returncode}); "
-                               f"its whole output: {path}")
-        return "".join(lines)
+                return submit_job(head, [*phase.entrypoint, *args], working_dir=ROOT, runtime_env_json=runtime_env,
+                                  timeout=None, on_line=show)
+            except ServiceError:
+                if not verbose:
+                    print("".join(f"  {phase.name} | {ln}" for ln in lines[-40:]), end="", flush=True)
+                raise ServiceError(f"phase {phase.name} failed; its whole output: {path}") from None
 
     return submit
 

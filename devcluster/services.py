@@ -1,6 +1,6 @@
 """Local Ray head and MLflow tracking server, started and stopped by this process.
 
-Used by the one-command pipeline (``ray_jobs/pipeline.py``) and the test fixtures
+Used by the one-command pipeline (``devcluster/pipeline.py``) and the test fixtures
 (``tests/conftest.py``). Both services bind to 127.0.0.1 and Ray's token
 authentication stays on: a fresh token is written to a private file and handed to
 clients through ``RAY_AUTH_MODE=token`` / ``RAY_AUTH_TOKEN_PATH``.
@@ -534,7 +534,7 @@ class LocalCluster:
 
 def submit_job(ray: LocalRay | str, entrypoint: list[str], *, working_dir: str | Path | None = ".",
                env: dict[str, str] | None = None, runtime_env_json: str | None = None,
-               timeout: float = 600.0, check: bool = True,
+               timeout: float | None = 600.0, check: bool = True,
                on_line: Callable[[str], None] | None = None) -> str:
     """``ray job submit --address ... --working-dir ... -- <entrypoint>``; returns the logs.
 
@@ -542,7 +542,8 @@ def submit_job(ray: LocalRay | str, entrypoint: list[str], *, working_dir: str |
 
     ``ray`` is a :class:`LocalRay` (its dashboard URL and token are used) or a dashboard URL.
     ``on_line(line)`` sees each line of the job's output as it comes (a test acting while
-    the job runs). Raises :class:`ServiceError` with the logs when the job fails and ``check``.
+    the job runs). ``timeout``: seconds for the whole job (None: no limit). Raises
+    :class:`ServiceError` with the logs when the job fails and ``check``.
     """
     url = ray.dashboard_url if isinstance(ray, LocalRay) else ray
     client_env = ray.client_env() if isinstance(ray, LocalRay) else os.environ.copy()
@@ -565,16 +566,17 @@ def submit_job(ray: LocalRay | str, entrypoint: list[str], *, working_dir: str |
     return logs
 
 
-def _run_streaming(cmd: list[str], env: dict[str, str], timeout: float,
+def _run_streaming(cmd: list[str], env: dict[str, str], timeout: float | None,
                    on_line: Callable[[str], None] | None) -> tuple[int, str]:
     """Run ``cmd``, passing each output line to ``on_line``; (exit code, output)."""
     lines: list[str] = []
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           bufsize=1) as proc:
         fired = threading.Event()
-        # also when the job prints nothing for long
-        timer = threading.Timer(timeout, lambda: (fired.set(), proc.kill()))
-        timer.start()
+        # the whole job, also while it prints nothing
+        timer = None if timeout is None else threading.Timer(timeout, lambda: (fired.set(), proc.kill()))
+        if timer is not None:
+            timer.start()
         try:
             for line in proc.stdout:
                 lines.append(line)
@@ -584,7 +586,8 @@ def _run_streaming(cmd: list[str], env: dict[str, str], timeout: float,
             proc.kill()
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
     if fired.is_set():
         raise subprocess.TimeoutExpired(cmd, timeout, "".join(lines))
     return proc.returncode, "".join(lines)
