@@ -28,23 +28,21 @@ from pathlib import Path
 import torch
 
 from lighttrack.config import load
-from lighttrack.search import space
 from lighttrack.search.budget import Budget, BudgetCheck, CostModel
+from lighttrack.search.cache import CachedEvaluator, EvalCache
 from lighttrack.search.config import SearchConfig
-from lighttrack.search.searcher import CandidateSource, run_plain
+from lighttrack.search.evaluate import CandidateEvaluator, load_supernet
+from lighttrack.search.searcher import open_search, run_plain
 
 
 def plain(cfg: SearchConfig, ckpt: str, budget: Budget, costs: CostModel, n: int,
           cache: str) -> tuple[float, int, float]:
-    from ray_jobs.search import _optimizer_factory
-    from ray_jobs.search_actors import _Evaluator
-
-    ev = _Evaluator(ckpt, cfg.eval, cache, costs, cfg.threads)  # the actors' body, in this process
-    check = BudgetCheck(budget, costs)
-    opt = _optimizer_factory(cfg, check)(space.parametrization(cfg.seed), budget=n, num_workers=1)
-    source = CandidateSource(opt, check, n)
+    """The actors' evaluator (:class:`CachedEvaluator` around a loaded supernet), in this process."""
+    net, sid = load_supernet(ckpt)
+    ev = CachedEvaluator(CandidateEvaluator(net, sid, cfg.eval, costs), EvalCache(cache))
+    source = open_search(cfg, BudgetCheck(budget, costs), [])
     t0 = time.perf_counter()
-    run_plain(source, lambda a: ev.evaluate(str(a), "plain", budget.label))
+    run_plain(source, lambda a: ev(a, "plain", budget.label))
     busy = sum(h["seconds"] for h in source.history)  # inside the evaluations themselves
     return time.perf_counter() - t0, source.stats.trials, busy
 
@@ -89,9 +87,6 @@ def main() -> None:
     import mlflow
     import ray
 
-    # Before the plain loop: the evaluator's body asks Ray for its node id, which starts a
-    # default Ray instance, and a second ray.init would then fail.
-    ray.init(num_cpus=max(2, max(args.workers)), include_dashboard=False, log_to_driver=False)
     secs, trials, busy = plain(cfg, ckpt, budget, costs, n, str(tmp / "cache-plain"))
     base, base_share = trials / secs * 60, busy / secs
     print(f"plain loop      : {trials} evaluations in {secs:6.1f} s = {base:6.2f} /min; "
@@ -100,6 +95,7 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     mlflow.set_experiment("bench-search")
+    ray.init(num_cpus=max(2, max(args.workers)), include_dashboard=False, log_to_driver=False)
     rates = {}
     for w in args.workers:
         secs, trials, loads, busy = tune(cfg, ckpt, budget, costs, w, str(tmp / f"cache-tune{w}"), tmp)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # a bare machine: the checkout, not an installed 
 
 from lighttrack.arch import resolve  # noqa: E402
 from lighttrack.config import load  # noqa: E402
-from lighttrack.train.common import Dist, make_loader  # noqa: E402
+from lighttrack.train.common import Dist  # noqa: E402
 
 # The small pipeline's found tracker (session 11, docs/notes/results-notebook.md).
 FOUND = ("bb:k5e6,k5e6/k3e4,k3e4,k7e6,k3e4/k7e6,k7e4,k5e4+cls:128:k3,k3,skip,skip,k5,k3,k3,k5"
@@ -93,20 +93,14 @@ def _reroot(pairs, data: Path) -> None:
 
 def phase1(data: Path, run: Setup, epochs: int = 0) -> tuple[dict, dict]:
     """configs/pretrain_small.yaml (``epochs``: that many instead); (figures, the supernet's state)."""
-    from lighttrack.models import ClassSupernet
-    from lighttrack.train.class_data import class_dataset
+    from lighttrack.train import pretrain
     from lighttrack.train.config import PretrainConfig
-    from lighttrack.train.pretrain import train_backbone_supernet
 
     cfg = load(PretrainConfig, ROOT / "configs/pretrain_small.yaml",
                [f"data_root={data / 'imagenet'}", *run.overrides(""), *([f"epochs={epochs}"] if epochs else [])])
-    dist = Dist(device=run.device)
-    model = ClassSupernet(cfg.model.num_classes, cfg.model.dropout)
-    loader = make_loader(class_dataset(cfg.data_root, "train", cfg.model.image_size, train=True), cfg.batch_size,
-                         dist, shuffle=True, workers=run.workers, seed=cfg.run.seed)
     rep = Last()
     t0 = time.perf_counter()
-    train_backbone_supernet(model, loader, None, cfg, rep, dist)
+    pretrain.run(cfg, Dist(device=run.device), rep, evaluate=False)
     return {"seconds": time.perf_counter() - t0, "steps": rep.steps, "batch": cfg.batch_size,
             "train_loss": rep.metrics.get("train_loss")}, rep.state["model"]
 
@@ -115,20 +109,13 @@ def phase2(data: Path, run: Setup, mult: int, backbone: dict, overrides: list[st
            on_step=None) -> tuple[dict, torch.nn.Module]:
     """configs/supernet_small.yaml (plus ``overrides``) at ``mult`` x its epochs; ``curve``:
     (step, loss) of every logged step in the figures; ``on_step()`` after every step (a profiler's)."""
-    from lighttrack.data.sampling import build_pair_dataset
-    from lighttrack.models import TrackSupernet
     from lighttrack.train.config import SupernetConfig
-    from lighttrack.train.tracking import train_supernet
+    from lighttrack.train.tracking import run_supernet
 
     cfg = load(SupernetConfig, ROOT / "configs/supernet_small.yaml",
                ["eval.paths=[]", "eval.num_paths=0", *run.overrides(""), *overrides])
     cfg = replace(cfg, epochs=cfg.epochs * mult)
     _reroot(cfg.data, data)
-    dist = Dist(device=run.device)
-    model = TrackSupernet(cfg.space)
-    model.load_backbone(backbone)
-    loader = make_loader(build_pair_dataset(cfg.data), cfg.batch_size, dist, shuffle=True, workers=run.workers,
-                         seed=cfg.run.seed)
     rep, losses = Last(), []
 
     def report(metrics: dict, state: dict | None = None) -> None:
@@ -139,7 +126,7 @@ def phase2(data: Path, run: Setup, mult: int, backbone: dict, overrides: list[st
             on_step()
 
     t0 = time.perf_counter()
-    train_supernet(model, loader, cfg, report, dist)
+    model = run_supernet(cfg, Dist(device=run.device), report, init=backbone)
     return {"seconds": time.perf_counter() - t0, "steps": rep.steps, "epochs": cfg.epochs, "batch": cfg.batch_size,
             "train_cls": rep.metrics.get("train_cls"), "train_reg": rep.metrics.get("train_reg"),
             **({"curve": losses} if curve else {})}, model

@@ -10,24 +10,11 @@ from lighttrack.train.config import PretrainConfig
 
 
 def worker(loop_config: dict) -> None:
-    from lighttrack.models import ClassSupernet
-    from lighttrack.train.class_data import class_dataset
-    from lighttrack.train.common import make_loader
-    from lighttrack.train.pretrain import train_backbone_supernet
+    from lighttrack.train import pretrain
 
     cfg, dist = worker_setup(PretrainConfig, loop_config)
-    model = ClassSupernet(cfg.model.num_classes, cfg.model.dropout)
-    size = cfg.model.image_size
-    train = make_loader(class_dataset(cfg.data_root, "train", size, train=True), cfg.batch_size, dist,
-                        shuffle=True, workers=cfg.run.loader_workers, seed=cfg.run.seed)
-    recal = make_loader(class_dataset(cfg.data_root, "train", size, train=True), cfg.batch_size,
-                        type(dist)(), shuffle=True, seed=cfg.run.seed + 1)
-    val = make_loader(class_dataset(cfg.data_root, "val", size, train=False), cfg.batch_size, type(dist)(),
-                      shuffle=False, drop_last=False)
-    state = resume_state(loop_config)
-    report = Reporter(loop_config, cfg.run.log_every, epochs=cfg.epochs)
-    train_backbone_supernet(model, train, val if dist.is_main else None, cfg, report, dist, ddp_wrap, state,
-                            recal_loader=recal)
+    pretrain.run(cfg, dist, Reporter(loop_config, cfg.run.log_every, epochs=cfg.epochs), ddp_wrap,
+                 resume_state(loop_config))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -132,7 +132,6 @@ def main(argv=None) -> int:
     costs = CostModel(latency=latency)
     for b in budgets:  # an impossible budget stops here, before anything starts
         check_possible(b, costs)
-    _optimizer_factory(cfg, None)  # unknown optimizer name -> error now
     check_inputs(cfg)  # the validation and recalibration splits, the tracker file
 
     common.setup_mlflow(args.experiment)
@@ -183,49 +182,23 @@ def check_found_latency(table, bests: list[dict]) -> None:
     """Each budget's found architecture timed as the latency table was (runtime, threads),
     beside the table's estimate: MLflow metrics ``latency_measured_ms|estimate_ms|error/<budget>``.
     Only on the table's own device; elsewhere a tag says where to run the check."""
-    import platform
-
     import mlflow
 
     from lighttrack.arch import parse
-    from lighttrack.tracker.runtimes import RUNTIMES
+    from lighttrack.search.profiler import check_latency, latency_line, not_here
 
-    host = table.machine.get("hostname")
-    missing = RUNTIMES[table.backend].missing() if table.backend in RUNTIMES else None
-    if host != platform.node() or missing:
-        why = f"the table is of {host}, this driver runs on {platform.node()}" if host != platform.node() else missing
+    why = not_here(table)
+    if why:
         hint = f"not run ({why}): run `lighttrack arch latency --table TABLE --arch ARCH` on the table's device"
         mlflow.set_tag("lighttrack.latency_check", hint)
         print(f"search: latency check {hint}", flush=True)
         return
-    from lighttrack.search.profiler import check_latency
-
     for best, r in zip(bests, check_latency(table, [parse(b["arch"]) for b in bests])):
         label = best["budget"]
         mlflow.log_metrics({f"latency_measured_ms/{label}": r["measured_ms"],
                             f"latency_estimate_ms/{label}": r["estimate_ms"], f"latency_error/{label}": r["error"]})
-        print(f"search {label}: found architecture measured {r['measured_ms']:.2f} ms, table {r['estimate_ms']:.2f} ms "
-              f"({r['error']:+.1%}, {'within' if r['within'] else 'NOT within'} 10%) on {table.backend}, "
-              f"{table.threads} thread(s)", flush=True)
+        print(f"search {label}: found architecture {latency_line(r, table)}", flush=True)
     mlflow.set_tag("lighttrack.latency_check", "run on the table's device")
-
-
-def _optimizer_factory(cfg, check):
-    import nevergrad as ng
-
-    from lighttrack.search.evolution import LightTrackEvolution, LightTrackRandom
-
-    o = cfg.optimizer
-    if o.name == "LightTrackEvolution":
-        return LightTrackEvolution(population=o.population, topk=o.topk, mutation_prob=o.mutation_prob,
-                                   crossover_prob=o.crossover_prob, feasible=check)
-    if o.name == "LightTrackRandom":
-        return LightTrackRandom(feasible=check)
-    if o.name not in ng.optimizers.registry:
-        from lighttrack.config import ConfigError
-        raise ConfigError(f"optimizer.name {o.name!r} is not a registered Nevergrad optimizer "
-                          "(e.g. LightTrackEvolution, LightTrackRandom, NGOpt, OnePlusOne, RandomSearch)")
-    return ng.optimizers.registry[o.name]
 
 
 def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None, gpus: float = 0) -> dict:
@@ -233,10 +206,9 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
     import ray
     from ray import tune
 
-    from lighttrack.search import space
     from lighttrack.search.budget import BudgetCheck
     from lighttrack.search.cache import EvalCache
-    from lighttrack.search.searcher import CandidateSource
+    from lighttrack.search.searcher import open_search
     from ray_jobs.search_actors import Evaluator, LightTrackSearcher, trial, wait_ready
 
     t_start = time.time()
@@ -254,15 +226,9 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
     out = {"budgets": {}, "supernet_id": sid, "settings_id": eid, "metric": m}
 
     for b in budgets:
-        check = BudgetCheck(b, costs)
         rows = cache.rows(sid, eid)
-        done = sum(1 for r in rows if r["search"] == name and r["budget"] == b.label)
-        known = {r["arch"]: r for r in rows}
-        param = space.parametrization(cfg.seed, search_space)
-        max_eval = cfg.optimizer.max_evaluations
-        opt = _optimizer_factory(cfg, check)(param, budget=max_eval, num_workers=cfg.workers)
-        source = CandidateSource(opt, check, max_eval, known=known, done=done, penalty=cfg.optimizer.penalty)
-        seeded = source.seed(rows)
+        source = open_search(cfg, BudgetCheck(b, costs), rows, name, b.label, search_space)
+        seeded, done, max_eval = source.stats.seeded, source.done, source.max_evaluations
         print(f"search {b.label}: {len(rows)} cached results, {seeded} fit and seeded the optimizer, "
               f"{done} done earlier by this search; up to {max_eval - done} more", flush=True)
         best = {"fitness": -1.0}

@@ -1,10 +1,9 @@
 """Ray pieces of phase 3: long-lived evaluator actors, the Tune searcher, the trial function.
 
 * :class:`Evaluator` (a Ray actor) loads the supernet weights ONCE and scores candidates
-  on request (``lighttrack.search.evaluate``); it checks the evaluation cache before
-  evaluating (a resumed search may re-run trials that were in flight) and appends
-  every new result to it (the cache waits out a stalled bucket; rows it could not
-  write within its patience are kept and written with the next one).
+  on request through ``lighttrack.search.cache.CachedEvaluator``: the evaluation cache
+  answers what it holds (a resumed search may re-run trials that were in flight), every
+  new result is appended to it.
 * :class:`LightTrackSearcher` is Ray Tune's ``NevergradSearch`` driven by our
   :class:`~lighttrack.search.searcher.CandidateSource`: infeasible and cached candidates
   are told to the optimizer without a trial, and each trial is pinned to a free evaluator.
@@ -25,7 +24,7 @@ from ray.tune.search.nevergrad import NevergradSearch
 
 from lighttrack.arch import parse
 from lighttrack.search.budget import CostModel
-from lighttrack.search.cache import SCHEMA, EvalCache
+from lighttrack.search.cache import SCHEMA, CachedEvaluator, EvalCache
 from lighttrack.search.searcher import CandidateSource
 
 __all__ = ["Evaluator", "LightTrackSearcher", "trial", "to_report", "from_report"]
@@ -47,8 +46,9 @@ def from_report(result: dict) -> dict:
     return row
 
 
-class _Evaluator:
-    """Body of the evaluator actor (a plain class, so a plain loop can use it too)."""
+@ray.remote
+class Evaluator:
+    """The evaluator actor: the supernet loaded once, a :class:`CachedEvaluator` around it."""
 
     def __init__(self, checkpoint: bytes | str, eval_cfg: Any, cache_location: str,
                  costs: CostModel | None = None, threads: int = 1) -> None:
@@ -60,53 +60,23 @@ class _Evaluator:
         from lighttrack.search.evaluate import CandidateEvaluator, load_supernet
 
         torch.set_num_threads(threads)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        net, sid = load_supernet(checkpoint, device)
-        self.loads = 1  # weights are loaded here and nowhere else
-        self.ev = CandidateEvaluator(net, sid, eval_cfg, costs or CostModel())
-        self.cache = EvalCache(cache_location)
-        self.evaluated = 0
-        self.cache_answers = 0
-        self.unwritten: list[dict] = []  # evaluated rows a store outage kept out of the cache
+        net, sid = load_supernet(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+        node = ray.get_runtime_context().get_node_id()  # whole: ids of one machine share prefixes
+        self.ev = CachedEvaluator(CandidateEvaluator(net, sid, eval_cfg, costs or CostModel()),
+                                  EvalCache(cache_location), worker=f"{node}:pid{os.getpid()}")
 
     def info(self) -> dict:
-        self._write()  # rows a long store outage held back (the driver asks at the end)
-        return {"pid": os.getpid(), "loads": self.loads, "supernet_id": self.ev.supernet_id,
-                "settings_id": self.ev.settings_id, "evaluated": self.evaluated,
-                "cache_answers": self.cache_answers, "unwritten": len(self.unwritten),
-                "device": str(self.ev.device), "space": self.ev.net.space.name}
+        ev = self.ev.ev
+        return {"pid": os.getpid(), "loads": 1,  # weights are loaded in __init__ and nowhere else
+                "supernet_id": ev.supernet_id, "settings_id": ev.settings_id, "evaluated": self.ev.evaluated,
+                "cache_answers": self.ev.cache_answers,
+                "unwritten": self.ev.flush(),  # rows a long store outage held back (the driver asks at the end)
+                "device": str(ev.device), "space": ev.net.space.name}
 
     def evaluate(self, arch: str, search: str = "", budget: str = "", trial_id: str = "") -> dict:
-        try:
-            self.cache.refresh()
-        except OSError as e:  # the store is out past the cache's patience: go on with what is known
-            print(f"search: evaluation cache unreadable, checking {arch} against the rows read before: {e}",
-                  flush=True)
-        hit = self.cache.get(self.ev.supernet_id, self.ev.settings_id, arch)
-        if hit is not None:
-            self.cache_answers += 1
-            return {**hit, "cached": True}
-        row = self.ev.evaluate(parse(arch))
-        node = ray.get_runtime_context().get_node_id()  # whole: ids of one machine share prefixes
-        row.update(search=search, budget=budget, worker=f"{node}:pid{os.getpid()}", trial=trial_id)
-        self.evaluated += 1
-        self.unwritten.append(row)
-        self._write()
-        return {**row, "cached": False}
-
-    def _write(self) -> None:
-        """Append the rows not written yet; kept for the next call if the store is still out."""
-        if not self.unwritten:
-            return
-        try:
-            self.cache.append(self.unwritten)
-            self.unwritten = []
-        except OSError as e:
-            print(f"search: {len(self.unwritten)} evaluated row(s) not in the cache yet, kept to write "
-                  f"with the next one: {e}", flush=True)
+        return self.ev(parse(arch), search, budget, trial_id)
 
 
-Evaluator = ray.remote(_Evaluator)
 
 
 def trial(config: dict, evaluators: list, search: str, budget: str) -> None:

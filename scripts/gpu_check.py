@@ -75,42 +75,32 @@ def _sync(device: torch.device) -> None:
 
 
 def phase1(data: Path, device: torch.device, steps: int, batch: int) -> tuple[dict, torch.nn.Module]:
-    from lighttrack.models import ClassSupernet
-    from lighttrack.train.class_data import class_dataset
+    from lighttrack.train import pretrain
     from lighttrack.train.config import PretrainConfig
-    from lighttrack.train.pretrain import train_backbone_supernet
 
     cfg = load(PretrainConfig, ROOT / "configs/pretrain_micro.yaml",
                [f"data_root={data / 'imagenet'}", "epochs=1", f"steps_per_epoch={steps}", f"batch_size={batch}",
-                "model.image_size=128", f"run.amp={'bf16' if device.type == 'cuda' else 'off'}"])
+                "model.image_size=128", "run.loader_workers=2", f"run.amp={'bf16' if device.type == 'cuda' else 'off'}"])
     torch.manual_seed(0)
-    model = ClassSupernet(cfg.model.num_classes, cfg.model.dropout)
-    train = make_loader(class_dataset(cfg.data_root, "train", 128, train=True), batch, Dist(device=device),
-                        shuffle=True, workers=2)
     rep = Steps()
-    train_backbone_supernet(model, train, None, cfg, rep, Dist(device=device))
+    model = pretrain.run(cfg, Dist(device=device), rep, evaluate=False)
     _sync(device)
     return {"step_ms": rep.step_ms(), "images_per_s": batch / rep.step_ms() * 1000, "batch": batch}, model
 
 
 def phase2(data: Path, device: torch.device, steps: int, batch: int, backbone) -> tuple[dict, torch.nn.Module]:
-    from lighttrack.data.sampling import build_pair_dataset
-    from lighttrack.models import TrackSupernet
     from lighttrack.train.config import SupernetConfig
-    from lighttrack.train.tracking import train_supernet
+    from lighttrack.train.tracking import run_supernet
 
     got10k = data / "got10k"
     cfg = load(SupernetConfig, ROOT / "configs/supernet_micro.yaml",
                [f"data.sources=[{{root: {got10k}, kind: got10k, split: train, pairs_per_epoch: {steps * batch}}}]",
                 "epochs=1", f"steps_per_epoch={steps}", f"batch_size={batch}", "backbone_freeze_epochs=0",
-                "eval.num_paths=0", "eval.before_training=false",
+                "eval.num_paths=0", "eval.before_training=false", "run.loader_workers=2",
                 f"run.amp={'bf16' if device.type == 'cuda' else 'off'}"])
     torch.manual_seed(0)
-    model = TrackSupernet()
-    model.load_backbone(backbone.state_dict())
-    loader = make_loader(build_pair_dataset(cfg.data), batch, Dist(device=device), shuffle=True, workers=2)
     rep = Steps()
-    train_supernet(model, loader, cfg, rep, Dist(device=device))
+    model = run_supernet(cfg, Dist(device=device), rep, init=backbone.state_dict())
     _sync(device)
     return {"step_ms": rep.step_ms(), "pairs_per_s": batch / rep.step_ms() * 1000, "batch": batch,
             "loss": rep.metrics.get("train_loss")}, model

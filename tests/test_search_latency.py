@@ -165,4 +165,4 @@ def test_check_latency_times_the_whole_branch_beside_the_estimate(table, tmp_pat
     table.save(path)
     assert cli.main(["arch", "latency", "--table", str(path), "--arch", "smallest", "--repeats", "2"]) == 0
     out = capsys.readouterr().out
-    assert "measured" in out and "table" in out and "[torch, 1 thread(s)]" in out
+    assert "measured" in out and "table" in out and "on torch, 1 thread(s)" in out

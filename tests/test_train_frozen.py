@@ -119,7 +119,7 @@ def test_wide_space_trains_stride8_paths_with_their_own_labels():
 def test_a_stride8_eval_path_on_a_paper_supernet_is_refused_before_training():
     import pytest
 
-    from ray_jobs.train_supernet import eval_archs
+    from lighttrack.train.track_eval import eval_archs
     path = "back_04502514044521042540+cls_211000022+reg_100000111_ops_13"  # Mobile's choices, stage-2 output
     cfg = load(SupernetConfig, "configs/supernet_micro.yaml", [f"eval.paths=[{path}]"])
     with pytest.raises(ValueError, match="not in the 'paper' space"):

@@ -74,19 +74,14 @@ def add_latency_parser(arch_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _latency(args: argparse.Namespace) -> int:
-    import platform
-
     from lighttrack.arch import resolve
     from lighttrack.search.latency import LatencyTable
-    from lighttrack.search.profiler import check_latency
+    from lighttrack.search.profiler import check_latency, latency_line, not_here
 
     table = LatencyTable.load(args.table)
-    host = table.machine.get("hostname")
-    if host and host != platform.node():
-        print(f"note: the table was measured on {host}, this is {platform.node()}: the check means "
-              "something only on the table's device")
+    why = not_here(table)
+    if why:
+        print(f"note: {why}: the check means something only on the table's device")
     for r in check_latency(table, [resolve(a) for a in args.arch], args.repeats, tolerance=args.tolerance):
-        print(f"{r['arch']}: measured {r['measured_ms']:.2f} ms, table {r['estimate_ms']:.2f} ms "
-              f"({r['error']:+.1%}; {'within' if r['within'] else 'NOT within'} {args.tolerance:.0%}) "
-              f"[{table.backend}, {table.threads} thread(s)]")
+        print(f"{r['arch']}: {latency_line(r, table, args.tolerance)}")
     return 0

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["SCHEMA", "SCORE_COLUMNS", "EvalCache", "supernet_id", "settings_id", "fingerprint_sequences",
+__all__ = ["SCHEMA", "SCORE_COLUMNS", "EvalCache", "CachedEvaluator", "supernet_id", "settings_id", "fingerprint_sequences",
            "fitness", "baseline_fitness", "metric"]
 
 SCHEMA = pa.schema([
@@ -294,3 +294,48 @@ class EvalCache:
 
     def table(self, supernet: str | None = None, settings: str | None = None) -> pa.Table:
         return pa.Table.from_pylist(self.rows(supernet, settings), schema=SCHEMA)
+
+
+class CachedEvaluator:
+    """A candidate evaluator behind the evaluation cache, for the search's Ray actors and a
+    plain loop alike: a candidate the cache holds (another search's, or one a re-run trial
+    finished before) is answered from it; a new row is appended, and one a store outage kept
+    out is held and written with the next (:meth:`flush`).
+
+    ``evaluator`` has ``evaluate(arch) -> row`` and ``supernet_id``/``settings_id``
+    (``lighttrack.search.evaluate.CandidateEvaluator``); ``worker`` names who evaluated in
+    the rows (a Ray actor: node id and pid)."""
+
+    def __init__(self, evaluator: Any, cache: EvalCache, worker: str = "") -> None:
+        self.ev, self.cache = evaluator, cache
+        self.worker = worker or f"pid{os.getpid()}"
+        self.evaluated = self.cache_answers = 0
+        self.unwritten: list[dict] = []  # evaluated rows a store outage kept out of the cache
+
+    def __call__(self, arch: Any, search: str = "", budget: str = "", trial: str = "") -> dict:
+        """The row of ``arch`` with ``cached``: whether the cache answered."""
+        try:
+            self.cache.refresh()
+        except OSError as e:  # the store is out past the cache's patience: go on with what is known
+            log.warning("evaluation cache unreadable, checking %s against the rows read before: %s", arch, e)
+        hit = self.cache.get(self.ev.supernet_id, self.ev.settings_id, str(arch))
+        if hit is not None:
+            self.cache_answers += 1
+            return {**hit, "cached": True}
+        row = self.ev.evaluate(arch)
+        row.update(search=search, budget=budget, worker=self.worker, trial=trial)
+        self.evaluated += 1
+        self.unwritten.append(row)
+        self.flush()
+        return {**row, "cached": False}
+
+    def flush(self) -> int:
+        """Append the rows not written yet; returns how many are still held (store still out)."""
+        if self.unwritten:
+            try:
+                self.cache.append(self.unwritten)
+                self.unwritten = []
+            except OSError as e:
+                log.warning("%d evaluated row(s) not in the cache yet, kept to write with the next one: %s",
+                            len(self.unwritten), e)
+        return len(self.unwritten)

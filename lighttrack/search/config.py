@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Callable
 
 from lighttrack.config import ConfigError, Count, PosFloat, PosInt, Probability, Range
 
 from lighttrack.search.evaluate import EvalConfig
 
 __all__ = ["OptimizerConfig", "SearchConfig"]
+
+OWN_OPTIMIZERS = ("LightTrackEvolution", "LightTrackRandom")  # lighttrack.search.evolution
 
 
 @dataclass
@@ -25,6 +27,27 @@ class OptimizerConfig:
     def validate(self) -> None:
         if self.topk > self.population:
             raise ConfigError(f"topk: {self.topk} is more than population ({self.population})")
+        import nevergrad as ng
+
+        if self.name not in OWN_OPTIMIZERS and self.name not in ng.optimizers.registry:
+            raise ConfigError(f"name: {self.name!r} is not a registered Nevergrad optimizer "
+                              "(e.g. LightTrackEvolution, LightTrackRandom, NGOpt, OnePlusOne, RandomSearch)")
+
+    def build(self, parametrization, feasible: Callable | None = None, num_workers: int = 1):
+        """The optimizer for one budget's search over ``parametrization``; ``feasible(arch)``
+        lets LightTrack's own optimizers draw only candidates inside the budget."""
+        import nevergrad as ng
+
+        from lighttrack.search.evolution import LightTrackEvolution, LightTrackRandom
+
+        if self.name == "LightTrackEvolution":
+            factory = LightTrackEvolution(population=self.population, topk=self.topk, mutation_prob=self.mutation_prob,
+                                          crossover_prob=self.crossover_prob, feasible=feasible)
+        elif self.name == "LightTrackRandom":
+            factory = LightTrackRandom(feasible=feasible)
+        else:
+            factory = ng.optimizers.registry[self.name]
+        return factory(parametrization, budget=self.max_evaluations, num_workers=num_workers)
 
     @property
     def max_evaluations(self) -> int:

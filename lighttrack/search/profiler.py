@@ -51,7 +51,8 @@ from lighttrack.models.static import SearchBranch, StaticTracker, tile_se_gates
 from lighttrack.search.latency import LatencyTable, LatencyTableError
 from lighttrack.tracker.runtimes import RUNTIMES, Graph, get_runtime
 
-__all__ = ["BACKENDS", "CLOCKS", "profile", "machine_info", "make_runner"]
+__all__ = ["BACKENDS", "CLOCKS", "profile", "machine_info", "make_runner", "check_latency", "not_here",
+           "latency_line"]
 
 BACKENDS = ("torch", *RUNTIMES)
 CLOCKS = ("wall", "thread")
@@ -312,3 +313,19 @@ def check_latency(table: LatencyTable, archs: Sequence[Arch], repeats: int = 30,
         out.append({"arch": str(a), "estimate_ms": estimate, "measured_ms": measured, "error": error,
                     "within": abs(error) <= tolerance})
     return out
+
+
+def not_here(table: LatencyTable) -> str | None:
+    """Why timing ``table``'s networks on this machine would not check the table (another
+    machine's table, or its runtime missing here), or None."""
+    host = table.machine.get("hostname")
+    if host and host != platform.node():
+        return f"the table is of {host}, this is {platform.node()}"
+    return RUNTIMES[table.backend].missing() if table.backend in RUNTIMES else None
+
+
+def latency_line(r: dict[str, Any], table: LatencyTable, tolerance: float = 0.10) -> str:
+    """One :func:`check_latency` result as the CLI and the search print it."""
+    return (f"measured {r['measured_ms']:.2f} ms, table {r['estimate_ms']:.2f} ms ({r['error']:+.1%}, "
+            f"{'within' if r['within'] else 'NOT within'} {tolerance:.0%}) on {table.backend}, "
+            f"{table.threads} thread(s)")

@@ -26,7 +26,7 @@ from lighttrack.search import space
 from lighttrack.search.cache import baseline_fitness, fitness
 from lighttrack.search.budget import BudgetCheck
 
-__all__ = ["SearchStats", "CandidateSource", "run_plain"]
+__all__ = ["SearchStats", "CandidateSource", "open_search", "run_plain"]
 
 
 @dataclass
@@ -166,6 +166,20 @@ class CandidateSource:
                 "seconds", "search")
         self.history.append({"eval": len(self.history), "arch": key, "source": source, "fitness": fitness(row),
                              "baseline_fitness": baseline_fitness(row), **{k: row.get(k) for k in keep}})
+
+
+def open_search(cfg: Any, check: BudgetCheck, rows: list[Mapping[str, Any]], name: str = "", label: str = "",
+                space_name: str = "paper") -> CandidateSource:
+    """One budget's candidate source, as every search driver starts it: ``cfg``'s optimizer
+    (a ``SearchConfig``) over the supernet's space ``space_name``, seeded with the cached
+    ``rows`` (this supernet's and settings') that fit ``check``, and counting as done the
+    evaluations search ``name`` made for budget ``label`` before it was interrupted."""
+    done = sum(1 for r in rows if r.get("search") == name and r.get("budget") == label)
+    opt = cfg.optimizer.build(space.parametrization(cfg.seed, space_name), check, cfg.workers)
+    source = CandidateSource(opt, check, cfg.optimizer.max_evaluations, known={r["arch"]: r for r in rows},
+                             done=done, penalty=cfg.optimizer.penalty)
+    source.seed(rows)
+    return source
 
 
 def run_plain(source: CandidateSource, evaluate: Callable[[Arch], Mapping[str, Any]]) -> CandidateSource:

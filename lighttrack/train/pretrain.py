@@ -19,9 +19,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lighttrack.arch import MBCONV_OPS
+from lighttrack.models import ClassSupernet
 from lighttrack.models.bn import recalibrated
 from lighttrack.models.supernet import CLASS_PATH_LEN
-from lighttrack.train.common import Dist, Report, to_device
+from lighttrack.train.class_data import class_dataset
+from lighttrack.train.common import Dist, Report, make_loader, to_device
 from lighttrack.train.config import PretrainConfig
 from lighttrack.train.sampling import LargestWarmup, PathSampler
 from lighttrack.train.trainer import Objective, fit
@@ -102,3 +104,24 @@ def train_backbone_supernet(model: nn.Module, train_loader: DataLoader, val_load
         evaluate = lambda m, epoch: evaluate_paths(m, obj.eval_paths, val_loader, recal_loader, cfg, dist.device)  # noqa: E731
     return fit(obj, train_loader, cfg, cfg.run.amp, report, dist, wrap, state, evaluate, log_every=cfg.run.log_every,
                channels_last=cfg.run.channels_last)
+
+
+def run(cfg: PretrainConfig, dist: Dist, report: Report, wrap=lambda m: m, state: dict | None = None,
+        evaluate: bool = True) -> ClassSupernet:
+    """Phase 1 on this rank: the backbone supernet, its loaders and its training, from the
+    config alone. A Ray Train worker, a bench and the GPU script each call this.
+
+    ``evaluate``: measure the fixed paths' top-1 every epoch (rank 0; a bench timing steps
+    leaves it off). Returns the trained model (the wrapped one's module)."""
+    model = ClassSupernet(cfg.model.num_classes, cfg.model.dropout)
+    size = cfg.model.image_size
+    train = make_loader(class_dataset(cfg.data_root, "train", size, train=True), cfg.batch_size, dist,
+                        shuffle=True, workers=cfg.run.loader_workers, seed=cfg.run.seed)
+    val = recal = None
+    if evaluate and dist.is_main:  # one rank measures, on the whole held-out split
+        val = make_loader(class_dataset(cfg.data_root, "val", size, train=False), cfg.batch_size, Dist(),
+                          shuffle=False, drop_last=False)
+        recal = make_loader(class_dataset(cfg.data_root, "train", size, train=True), cfg.batch_size, Dist(),
+                            shuffle=True, seed=cfg.run.seed + 1)
+    train_backbone_supernet(model, train, val, cfg, report, dist, wrap, state, recal_loader=recal)
+    return model

@@ -18,9 +18,21 @@ from lighttrack.models.bn import recalibrated
 from lighttrack.tracker.params import load_params
 from lighttrack.tracker.validation import Validation, open_validation, score
 from lighttrack.train.common import pair_batch, unwrap
-from lighttrack.train.config import TrackEvalConfig
+from lighttrack.train.config import SupernetConfig, TrackEvalConfig
 
 __all__ = ["open_val", "track_scores", "supernet_evaluator", "static_evaluator"]
+
+
+def eval_archs(cfg: SupernetConfig) -> list[Arch]:
+    """The fixed paths whose validation is tracked every epoch of phase 2: ``cfg.eval.paths``
+    (checked against ``cfg.space``: a stride-8 path on a paper-space supernet fails in the
+    job's driver, before training), else ``cfg.eval.num_paths`` drawn from ``cfg.run.seed``."""
+    from lighttrack.arch import get_space, resolve
+    from lighttrack.train.sampling import PathSampler
+
+    if cfg.eval.paths:
+        return [get_space(cfg.space).check(resolve(p)) for p in cfg.eval.paths]
+    return PathSampler(cfg.run.seed, cfg.space).eval_archs(cfg.eval.num_paths)
 
 
 def open_val(cfg: TrackEvalConfig) -> Validation:

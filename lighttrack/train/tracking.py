@@ -24,10 +24,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lighttrack.arch import Arch, resolve
-from lighttrack.train.common import Amp, Dist, Report, pair_batch
+from lighttrack.data.sampling import build_pair_dataset
+from lighttrack.models import TrackSupernet
+from lighttrack.train.common import Amp, Dist, Report, make_loader, pair_batch
 from lighttrack.train.config import FinetuneStageConfig, RunConfig, SupernetConfig
 from lighttrack.train.losses import TrackingLoss, score_distillation, tracking_loss
 from lighttrack.train.sampling import LargestWarmup, PathSampler
+from lighttrack.train.track_eval import eval_archs, supernet_evaluator
 from lighttrack.train.schedules import param_groups
 from lighttrack.train.trainer import Evaluate, Objective, fit
 
@@ -136,6 +139,25 @@ def train_supernet(model: nn.Module, loader: DataLoader, cfg: SupernetConfig, re
     every ``cfg.eval.every`` epochs. Resumes from ``state`` (a dict it reported)."""
     return fit(SupernetObjective(model, cfg, dist.device), loader, cfg, cfg.run.amp, report, dist, wrap, state,
                evaluate, cfg.eval.every, cfg.eval.before_training, cfg.run.log_every, cfg.run.channels_last)
+
+
+def run_supernet(cfg: SupernetConfig, dist: Dist, report: Report, wrap=lambda m: m, state: dict | None = None,
+                 init: dict | None = None) -> TrackSupernet:
+    """Phase 2 on this rank: the tracking supernet (its backbone from phase 1's state dict
+    ``init`` unless resuming from ``state``), its pair loader, the fixed paths' validation
+    (rank 0, when ``cfg.eval`` names any) and the training, from the config alone. A Ray
+    Train worker, a bench and the GPU script each call this. Returns the trained model."""
+    model = TrackSupernet(cfg.space)
+    if state is None and init is not None:
+        model.load_backbone(init)
+    loader = make_loader(build_pair_dataset(cfg.data), cfg.batch_size, dist, shuffle=True,
+                         workers=cfg.run.loader_workers, seed=cfg.run.seed)
+    evaluate = None
+    if dist.is_main and (cfg.eval.num_paths or cfg.eval.paths):
+        recal = make_loader(build_pair_dataset(cfg.data), cfg.batch_size, Dist(), shuffle=True, seed=cfg.run.seed + 1)
+        evaluate = supernet_evaluator(cfg.eval, eval_archs(cfg), recal, dist.device)
+    train_supernet(model, loader, cfg, report, dist, wrap, state, evaluate)
+    return model
 
 
 def finetune(model: nn.Module, loader: DataLoader, cfg: FinetuneStageConfig, run: RunConfig, report: Report,
