@@ -12,6 +12,7 @@ SIGKILL for whatever is left after a grace period.
 from __future__ import annotations
 
 import json
+import re
 import os
 import secrets
 import shlex
@@ -555,7 +556,11 @@ def submit_job(ray: LocalRay | str, entrypoint: list[str], *, working_dir: str |
         cmd += ["--runtime-env-json", runtime_env_json]
     cmd += ["--", *entrypoint]
     for attempt in range(3):
-        returncode, logs = _run_streaming(cmd, client_env, timeout, on_line)
+        try:
+            returncode, logs = _run_streaming(cmd, client_env, timeout, on_line)
+        except BaseException as e:  # interrupted or timed out: the job itself must not run on
+            _stop_job(url, client_env, getattr(e, "output", None) or "")
+            raise
         # A dashboard that has just come up may drop the upload connection once; retry
         # only when the job was certainly not created.
         if returncode == 0 or "submitted successfully" in logs or "ConnectionError" not in logs:
@@ -564,6 +569,15 @@ def submit_job(ray: LocalRay | str, entrypoint: list[str], *, working_dir: str |
     if check and returncode != 0:
         raise ServiceError(f"job {' '.join(entrypoint)} failed (exit {returncode}):\n{logs[-6000:]}")
     return logs
+
+
+def _stop_job(url: str, env: dict[str, str], logs: str) -> None:
+    """``ray job stop`` the job whose submission line is in ``logs`` (its driver would
+    otherwise go on, orphaned, after the client is gone)."""
+    ids = re.findall(r"Job '(raysubmit_\w+)' submitted successfully", logs)
+    if ids:
+        subprocess.run([str(BIN / "ray"), "job", "stop", "--address", url, ids[-1]], env=env,
+                       capture_output=True, timeout=60)
 
 
 def _run_streaming(cmd: list[str], env: dict[str, str], timeout: float | None,
@@ -582,8 +596,9 @@ def _run_streaming(cmd: list[str], env: dict[str, str], timeout: float | None,
                 lines.append(line)
                 if on_line is not None:
                     on_line(line)
-        except BaseException:
+        except BaseException as e:
             proc.kill()
+            e.output = "".join(lines)  # what the job printed: its submission id, for _stop_job
             raise
         finally:
             if timer is not None:

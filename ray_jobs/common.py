@@ -34,19 +34,18 @@ __all__ = [
     "OpsError", "PHASES", "PHASE_TAG", "PARENT_TAG", "ARCH_TAG", "RUN_ID_PREFIX",
     "add_common_args", "load_config", "setup_mlflow", "connect_ray", "Capacity", "cluster_capacity", "use_gpu",
     "RunInput", "resolve_run_input", "storage_path_check",
-    "phase_run", "named_run", "find_or_create_run", "tracking_uri", "config_params", "report_run_id",
+    "open_run", "active_run", "tracking_uri", "config_params",
     "run_main", "mark_failed", "FAILURE_TAG",
 ]
 
 T = TypeVar("T")
 
-PHASES = ("pretrain", "supernet", "search", "retrain")
+PHASES = ("pretrain", "supernet", "search", "retrain", "tune")  # tune: ray_jobs.tune_tracker
 PHASE_TAG = "lighttrack.phase"  # one of PHASES, on every run a job creates
 PARENT_TAG = "lighttrack.parent_run"  # run id of the input run (lineage)
 FAILURE_TAG = "lighttrack.failure"  # why a FAILED (or KILLED) run stopped: the error's last line
 ARCH_TAG = "lighttrack.arch"  # canonical architecture string, where a run has one
-JOB_TAG, STORAGE_TAG = "lighttrack.job", "lighttrack.storage"  # a training job's run, found again on a re-run
-NAME_TAG = "lighttrack.search_name"  # the name a resumable run is found by (named_run)
+JOB_TAG, STORAGE_TAG = "lighttrack.job", "lighttrack.storage"  # a job's --name and storage: its run, found again
 RUN_ID_PREFIX = "LIGHTTRACK_RUN_ID="  # the line a job prints so drivers can chain phases
 DEFAULT_EXPERIMENT = "lighttrack"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -221,87 +220,50 @@ def log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
         client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + 100]])
 
 
-def find_or_create_run(name: str, storage_path: str, experiment: str, phase: str, cfg: Any,
-                       tags: dict[str, str]) -> tuple[str, bool]:
-    """The MLflow run of training job ``name`` at ``storage_path`` (the existing one, set
-    RUNNING again, or a new one), and whether it already finished with this very config and
-    its checkpoint: then there is nothing to do."""
+def open_run(phase: str, name: str, experiment: str, config: Any = None, tags: dict[str, str] | None = None,
+             storage: str | None = None) -> tuple[str, str]:
+    """The MLflow run a job logs into, by the one resume rule of every phase: the latest run
+    of ``phase`` named ``name`` at ``storage`` goes on (set RUNNING again) unless it finished;
+    a finished one with this very config is ``"done"`` (its job has nothing to do); else a
+    new run is created, tagged with its phase, name, storage and ``tags``, ``config`` as
+    params. Prints the run-id line. Returns (run id, "new" | "resumed" | "done")."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    if phase not in PHASES:
+        raise ValueError(f"phase {phase!r} is not one of {PHASES}")
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    runs = client.search_runs([exp_id], filter_string=f"tags.`{JOB_TAG}` = '{name}' and "
-                              f"tags.`{STORAGE_TAG}` = '{storage_path}'", max_results=2)
-    params = config_params(cfg)
-    if runs:
-        run = runs[0]
-        run_id = run.info.run_id
-        same = all(run.data.params.get(k) == v for k, v in params.items())
-        if same and run.info.status == "FINISHED" and client.list_artifacts(run_id, "checkpoint"):
-            return run_id, True
-        client.update_run(run_id, status="RUNNING")  # resumed: Ray Train restores its checkpoint
-        return run_id, False
-    run = client.create_run(exp_id, run_name=name, tags={JOB_TAG: name, STORAGE_TAG: storage_path,
-                                                         PHASE_TAG: phase, **tags})
-    log_params(client, run.info.run_id, params)
-    return run.info.run_id, False
-
-
-def report_run_id(run_id: str) -> None:
-    """Print the ``LIGHTTRACK_RUN_ID=<id>`` line drivers read from the job logs."""
-    print(f"{RUN_ID_PREFIX}{run_id}", flush=True)
-
-
-@contextlib.contextmanager
-def phase_run(phase: str, args: argparse.Namespace, config: Any = None,
-              parent: RunInput | None = None) -> Iterator[Any]:
-    """``mlflow.start_run`` with the phase/lineage tags and the config as params.
-
-    Prints the run-id line at the start; the run ends FINISHED, or FAILED on an exception.
-    """
-    import mlflow
-
-    if phase not in PHASES:
-        raise ValueError(f"phase {phase!r} is not one of {PHASES}")
-    tags = {PHASE_TAG: phase}
-    if parent is not None and parent.run_id:
-        tags[PARENT_TAG] = parent.run_id
-    with mlflow.start_run(run_name=args.name, tags=tags) as run:
-        report_run_id(run.info.run_id)
-        if config is not None:
-            log_params(mlflow.tracking.MlflowClient(), run.info.run_id, config_params(config))
-        try:
-            yield run
-        except BaseException as e:  # the run ends FAILED (mlflow.start_run); say why
-            mlflow.set_tag(FAILURE_TAG, "interrupted" if isinstance(e, KeyboardInterrupt) else failure_reason(e))
-            raise
+    where = str(storage or "default")  # Ray's default storage: a folder of this machine
+    runs = client.search_runs([exp_id], f"tags.`{JOB_TAG}` = '{name}' and tags.`{PHASE_TAG}` = '{phase}' and "
+                              f"tags.`{STORAGE_TAG}` = '{where}'", max_results=1, order_by=["attributes.start_time DESC"])
+    params = config_params(config) if config is not None else {}
+    status = "new"
+    if runs and runs[0].info.status != "FINISHED":
+        run_id, status = runs[0].info.run_id, "resumed"
+        client.update_run(run_id, status="RUNNING")  # a training job's Ray Train restores its checkpoint
+        print(f"{phase}: resuming run {run_id} ({name!r})", flush=True)
+    elif runs and all(runs[0].data.params.get(k) == v for k, v in params.items()):
+        run_id, status = runs[0].info.run_id, "done"
+        print(f"[{name}] phase {phase}: MLflow run {run_id} finished already with this config: nothing to do",
+              flush=True)
+    else:
+        run_id = client.create_run(exp_id, run_name=name, tags={JOB_TAG: name, STORAGE_TAG: where, PHASE_TAG: phase,
+                                                               **(tags or {})}).info.run_id
+        log_params(client, run_id, params)
+    print(f"{RUN_ID_PREFIX}{run_id}", flush=True)  # what drivers read from the job's logs
+    return run_id, status
 
 
 @contextlib.contextmanager
-def named_run(phase: str, args: argparse.Namespace, config: Any = None,
-              parent: RunInput | None = None) -> Iterator[Any]:
-    """:func:`phase_run` that resumes: the unfinished run of this phase named ``args.name``
-    (tag ``lighttrack.search_name``, the search's name since runs have had it), if there
-    is one, goes on; else a new run starts. A job
-    re-run after an interruption so keeps logging into the run it started."""
+def active_run(run_id: str) -> Iterator[Any]:
+    """Run ``run_id`` as MLflow's active run: it ends FINISHED, or FAILED (KILLED when
+    interrupted) with the reason as a tag."""
     import mlflow
 
-    exp = mlflow.get_experiment_by_name(args.experiment)
-    runs = mlflow.search_runs([exp.experiment_id], f"tags.`{NAME_TAG}` = '{args.name}' and "
-                              f"tags.`{PHASE_TAG}` = '{phase}'",
-                              output_format="list", order_by=["attributes.start_time DESC"])
-    unfinished = [r for r in runs if r.info.status != "FINISHED"]
-    if not unfinished:
-        with phase_run(phase, args, config, parent) as run:
-            mlflow.set_tag(NAME_TAG, args.name)
-            yield run
-        return
-    with mlflow.start_run(run_id=unfinished[0].info.run_id) as run:
-        report_run_id(run.info.run_id)
-        print(f"{phase}: resuming run {run.info.run_id} ({args.name!r})", flush=True)
+    with mlflow.start_run(run_id=run_id) as run:
         try:
             yield run
         except BaseException as e:  # the run ends FAILED (mlflow.start_run); say why

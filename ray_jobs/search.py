@@ -152,8 +152,11 @@ def main(argv=None) -> int:
     # The evaluators may run on any node: the weights travel through the object store
     # (one copy, fetched by each actor's node), never as a path of the driver's disk.
     weights = ray.put(ckpt.read_bytes())
-    args.name = name
-    with common.named_run("search", args, cfg, supernet):
+    parent = {common.PARENT_TAG: supernet.run_id} if supernet.run_id else {}
+    run_id, status = common.open_run("search", name, args.experiment, cfg, parent, storage)
+    if status == "done":  # every result is in that run; a new name (or config) searches again
+        return 0
+    with common.active_run(run_id):
         import mlflow
 
         mlflow.set_tags({"lighttrack.supernet": cfg.supernet,

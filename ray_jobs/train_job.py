@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 
 from lighttrack.config import load, to_dict
-from ray_jobs.common import PARENT_TAG, find_or_create_run, tracking_uri
+from ray_jobs.common import PARENT_TAG, open_run, tracking_uri
 from ray_jobs.outbox import close_all, outbox
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: default storage path runs/
@@ -98,12 +98,8 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
     refs = {key: ray.put(state) for key, state in states.items()}
     del states
     cfg = (prepare or with_indexes)(cfg, storage)  # after the cheap checks of the inputs, before any rank
-    run_id, finished = find_or_create_run(args.name, storage, args.experiment, phase, cfg, tags)
-    from ray_jobs.common import report_run_id
-    if finished:  # a re-run of a finished job: no worker group is started to find that out
-        report_run_id(run_id)
-        print(f"[{args.name}] phase {phase}: MLflow run {run_id} finished already with this config "
-              f"and has its checkpoint: nothing to do", flush=True)
+    run_id, status = open_run(phase, args.name, args.experiment, cfg, tags, storage)
+    if status == "done":  # a re-run of a finished job: no worker group is started to find that out
         return {"run_id": run_id, "metrics": {}, "checkpoint": None}
     trainer = TorchTrainer(
         _sending_all(worker_fn),
@@ -116,7 +112,6 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
                              failure_config=FailureConfig(max_failures=cfg.run.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints)),
     )
-    report_run_id(run_id)
     print(f"[{args.name}] phase {phase}: mlflow run {run_id} ({tracking_uri()}), storage {storage}", flush=True)
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri())

@@ -13,53 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from lighttrack.data.fs import absolute
-from ray_jobs.common import ARCH_TAG, add_common_args, connect_ray, load_config, report_run_id, run_main, setup_mlflow
+from ray_jobs.common import (ARCH_TAG, active_run, add_common_args, connect_ray, load_config, open_run, run_main,
+                             setup_mlflow)
 from lighttrack.commands.argtypes import count, positive_int
-from lighttrack.config import ConfigError, Count, PosInt
+from lighttrack.config import ConfigError
+from lighttrack.tracker.tune import SPACE, TuneTrackerConfig, score_setting
 
-# Search ranges around the published (VOT-2019) and released values.
-SPACE = {"penalty_k": (0.001, 0.2), "window_influence": (0.1, 0.6), "lr": (0.2, 0.9)}
-
-
-def trial(config: dict, state: dict, arch_text: str, dataset_args: dict, base: dict) -> None:
+def trial(config: dict, **kwargs) -> None:
     """One setting: track the split, report AO (runs on a Ray worker)."""
-    import torch
     from ray import tune
 
-    from lighttrack.arch import resolve
-    from lighttrack.config import from_dict
-    from lighttrack.models.static import StaticTracker
-    from lighttrack.tracker.evaluation import evaluate_split, open_split
-    from lighttrack.tracker.params import TrackerParams
-
-    torch.set_num_threads(1)
-    net = StaticTracker.build(resolve(arch_text))
-    net.load_state_dict(state)
-    params = from_dict(TrackerParams, {**base, **config})
-    with tempfile.TemporaryDirectory(prefix="tune-tracker-") as tmp:
-        scores = evaluate_split(net.eval(), open_split(**dataset_args), tmp, params, plot=False)
+    scores = score_setting(config, **kwargs)
     tune.report({k: scores[k] for k in ("ao", "baseline_ao", "sr50", "sr75", "fps") if k in scores})
-
-
-@dataclass
-class TuneTrackerConfig:
-    """What a tuning runs with; every flag below is sugar for ``--set KEY=VALUE``."""
-
-    dataset: str = ""  # dataset root (GOT-10k layout or the embedded one)
-    split: str = "val"
-    max_sequences: Count = 0  # 0 = the whole split
-    arch: str = ""  # preset name or architecture string
-    checkpoint: str = ""  # local weights file ("": fresh weights, for smoke tests)
-    tracker: str = "vot2019"  # starting preset/YAML for the untuned fields
-    num_samples: PosInt = 16
-    out: str = ""  # YAML file that receives the best TrackerParams
-    seed: Count = 0
 
 
 FLAGS = {"dataset": "dataset", "split": "split", "max_sequences": "max_sequences", "arch": "arch",
@@ -83,13 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(cfg, key):
             raise ConfigError(f"no {key}: give --{key} (or --set {key}=...)")
 
-    import mlflow
-    import nevergrad as ng
-    import numpy as np
-    import yaml
-    from ray import tune
-    from ray.tune.search.nevergrad import NevergradSearch
-
     from lighttrack.arch import resolve
     from lighttrack.config import to_dict
     from lighttrack.tracker.evaluation import open_split, read_split
@@ -102,47 +64,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     read_split(open_split(**dataset_args))  # a bad split (any sequence, any first box) fails here, before Ray
     state = load_torch_net(arch, cfg.checkpoint or None).state_dict()
     setup_mlflow(args.experiment)
+    name = args.name or "tune_tracker"
+    run_id, status = open_run("tune", name, args.experiment, cfg, {ARCH_TAG: str(arch)}, args.storage_path)
+    if status == "done":
+        return 0
     connect_ray(args.address)
+    with active_run(run_id):
+        best, results = _tune(cfg, name, args, trial_args={"state": state, "arch_text": str(arch),
+                                                           "dataset_args": dataset_args, "base": base})
+        tuned = {**base, **{k: float(best.config[k]) for k in SPACE}}
+        _log(cfg, tuned, best, results)
+    print(f"best AO {best.metrics['ao']:.4f} (a tracker that stays at the first box: "
+          f"{best.metrics['baseline_ao']:.4f}) with {json.dumps({k: tuned[k] for k in SPACE})} -> {cfg.out}")
+    return 0
 
-    space = {k: tune.uniform(lo, hi) for k, (lo, hi) in SPACE.items()}
-    start = {k: base[k] for k in SPACE}  # the preset is the first point tried
+
+def _tune(cfg: TuneTrackerConfig, name: str, args: argparse.Namespace, trial_args: dict):
+    """Ray Tune over :data:`SPACE` from the preset's values; (best result, all results)."""
+    import nevergrad as ng
+    import numpy as np
+    from ray import tune
+    from ray.tune.search.nevergrad import NevergradSearch
+
+    start = {k: trial_args["base"][k] for k in SPACE}  # the preset is the first point tried
     np.random.seed(cfg.seed)  # the searcher runs here; Nevergrad draws its parametrization's seed from NumPy
     searcher = NevergradSearch(optimizer=ng.optimizers.OnePlusOne, points_to_evaluate=[start])
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trial, state=state, arch_text=str(arch),
-                                                 dataset_args=dataset_args, base=base), {"cpu": 1}),
-        param_space=space,
+        tune.with_resources(tune.with_parameters(trial, **trial_args), {"cpu": 1}),
+        param_space={k: tune.uniform(lo, hi) for k, (lo, hi) in SPACE.items()},
         tune_config=tune.TuneConfig(metric="ao", mode="max", search_alg=searcher,
                                     num_samples=cfg.num_samples, max_concurrent_trials=args.num_workers),
-        run_config=tune.RunConfig(name=args.name or "tune_tracker", storage_path=args.storage_path),
+        run_config=tune.RunConfig(name=name, storage_path=args.storage_path),
     )
     results = tuner.fit()
     best = results.get_best_result()
     if best.metrics is None or "ao" not in best.metrics:
         raise RuntimeError(f"no trial finished: {[str(r.error) for r in results if r.error]}")
-    tuned = {**base, **{k: float(best.config[k]) for k in SPACE}}
+    return best, results
+
+
+def _log(cfg: TuneTrackerConfig, tuned: dict, best, results) -> None:
+    """The best TrackerParams to ``cfg.out`` and, into the active run, the best values and
+    every trial (a nested run each)."""
+    import mlflow
+    import yaml
+
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(tuned, sort_keys=False))
-
-    with mlflow.start_run(run_name=args.name, tags={ARCH_TAG: str(arch), "lighttrack.job": "tune_tracker"}) as run:
-        report_run_id(run.info.run_id)
-        mlflow.log_params({**to_dict(cfg), "arch": str(arch), **{f"best.{k}": v for k, v in tuned.items() if k in SPACE}})
-        mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.metrics.items() if k in ("ao", "sr50", "sr75")})
-        mlflow.log_metric("baseline_ao", float(best.metrics["baseline_ao"]))  # stays at the first box
-        trials = []
-        for r in results:
-            if r.metrics and "ao" in r.metrics:
-                row = {**{k: float(r.config[k]) for k in SPACE}, "ao": float(r.metrics["ao"])}
-                trials.append(row)
-                with mlflow.start_run(run_name=f"trial-{len(trials)}", nested=True):
-                    mlflow.log_params({k: row[k] for k in SPACE})
-                    mlflow.log_metric("ao", row["ao"])
-        mlflow.log_text(json.dumps(trials, indent=2), "trials.json")
-        mlflow.log_artifact(str(out))
-    print(f"best AO {best.metrics['ao']:.4f} (a tracker that stays at the first box: "
-          f"{best.metrics['baseline_ao']:.4f}) with {json.dumps({k: tuned[k] for k in SPACE})} -> {out}")
-    return 0
+    mlflow.log_params({f"best.{k}": v for k, v in tuned.items() if k in SPACE})  # the arch: its tag
+    mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.metrics.items() if k in ("ao", "sr50", "sr75")})
+    mlflow.log_metric("baseline_ao", float(best.metrics["baseline_ao"]))  # stays at the first box
+    trials = []
+    for r in results:
+        if r.metrics and "ao" in r.metrics:
+            row = {**{k: float(r.config[k]) for k in SPACE}, "ao": float(r.metrics["ao"])}
+            trials.append(row)
+            with mlflow.start_run(run_name=f"trial-{len(trials)}", nested=True):
+                mlflow.log_params({k: row[k] for k in SPACE})
+                mlflow.log_metric("ao", row["ao"])
+    mlflow.log_text(json.dumps(trials, indent=2), "trials.json")
+    mlflow.log_artifact(str(out))
 
 
 if __name__ == "__main__":

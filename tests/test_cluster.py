@@ -110,7 +110,7 @@ def test_phase2_ran_ddp_on_two_nodes_and_the_search_on_both(smoke, cluster):
     assert all(s["index"].startswith(f"{s['root']}/.index/") and s["root"].startswith("s3://") for s in sources)
     rows = _cache_rows(cluster, runs["supernet"])
     search = client.get_run(runs["search"])
-    mine = [r for r in rows if r["search"] == search.data.tags["lighttrack.search_name"]]
+    mine = [r for r in rows if r["search"] == search.data.tags["lighttrack.job"]]
     trials = int(search.data.metrics["trials"])
     assert len(mine) == trials and len({r["arch"] for r in mine}) == trials  # one row per trial
     assert len({r["worker"].split(":")[0] for r in mine}) == 2, [r["worker"] for r in mine]  # two nodes

@@ -128,7 +128,10 @@ def test_resolve_run_input_paths_and_garbage(tmp_path):
 
 
 @pytest.mark.services
-def test_phase_run_tags_params_and_prints_run_id(tracking, capsys):
+def test_one_run_opener_tags_resumes_and_says_done(tracking, capsys):
+    """Every job's run by one rule: new (phase, name, storage, parent tags; config as params;
+    the run-id line), resumed while unfinished, "done" once finished with the same config,
+    new again for another config."""
     @dataclass
     class Optim:
         lr: float = 0.1
@@ -138,17 +141,30 @@ def test_phase_run_tags_params_and_prints_run_id(tracking, capsys):
         epochs: int = 2
         optim: Optim = field(default_factory=Optim)
 
-    parent = common.RunInput(Path("."), "f" * 32, {})
-    args = argparse.Namespace(name="tagged")
-    with common.phase_run("supernet", args, Cfg(), parent) as run:
-        pass
+    exp = f"opener-{time.time_ns()}"
+    mlflow.set_experiment(exp)  # as a job's setup_mlflow does
+    run_id, status = common.open_run("supernet", "tagged", exp, Cfg(), {common.PARENT_TAG: "f" * 32}, "s3://b/runs")
+    assert status == "new"
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(common.RUN_ID_PREFIX)]
-    assert line == [f"{common.RUN_ID_PREFIX}{run.info.run_id}"]
-    got = mlflow.get_run(run.info.run_id)
-    assert got.info.status == "FINISHED" and got.info.run_name == "tagged"
-    assert got.data.tags[common.PHASE_TAG] == "supernet"
-    assert got.data.tags[common.PARENT_TAG] == "f" * 32
-    assert got.data.params == {"epochs": "2", "optim.lr": "0.1"}
+    assert line == [f"{common.RUN_ID_PREFIX}{run_id}"]
+    got = mlflow.get_run(run_id)
+    assert got.info.run_name == "tagged" and got.data.params == {"epochs": "2", "optim.lr": "0.1"}
+    assert got.data.tags[common.PHASE_TAG] == "supernet" and got.data.tags[common.PARENT_TAG] == "f" * 32
+    with pytest.raises(RuntimeError), common.active_run(run_id):
+        raise RuntimeError("lost the node")
+    got = mlflow.get_run(run_id)
+    assert got.info.status == "FAILED" and "lost the node" in got.data.tags[common.FAILURE_TAG]
+    assert common.open_run("supernet", "tagged", exp, Cfg(), storage="s3://b/runs") == (run_id, "resumed")
+    assert common.open_run("supernet", "tagged", exp, Cfg(), storage="s3://other")[1] == "new"  # other storage
+    assert common.open_run("search", "tagged", exp, Cfg(), storage="s3://b/runs")[1] == "new"  # other phase
+    with common.active_run(run_id):
+        pass
+    assert mlflow.get_run(run_id).info.status == "FINISHED"
+    assert common.open_run("supernet", "tagged", exp, Cfg(), storage="s3://b/runs") == (run_id, "done")
+    again, status = common.open_run("supernet", "tagged", exp, Cfg(epochs=3), storage="s3://b/runs")
+    assert status == "new" and again != run_id
+    with pytest.raises(ValueError, match="not one of"):
+        common.open_run("phase5", "x", exp)
 
 
 # ----------------------------------------------------------------------------- Ray

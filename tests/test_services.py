@@ -70,6 +70,27 @@ def test_stop_ends_every_process_it_started(tmp_path):
     _stop(None, leader_only=True)  # nothing started: a no-op
 
 
+def test_a_submit_cut_short_stops_its_job(ray_cluster):
+    """The job a timed-out (or interrupted) ``submit_job`` started is stopped, not left
+    running orphaned on the cluster (found when a Ctrl-C'd quick start left its phase-2 driver)."""
+    import re
+    import subprocess
+    import time
+
+    from devcluster.services import BIN, submit_job
+
+    with pytest.raises(subprocess.TimeoutExpired) as e:
+        submit_job(ray_cluster, ["python", "-c", "import time; print('working', flush=True); time.sleep(600)"],
+                   working_dir=None, timeout=15)
+    (job,) = re.findall(r"Job '(raysubmit_\w+)' submitted", e.value.output)
+    deadline, status = time.time() + 60, ""
+    while time.time() < deadline and "stopped" not in status.lower():
+        status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", ray_cluster.dashboard_url, job],
+                                env=ray_cluster.client_env(), capture_output=True, text=True).stdout
+        time.sleep(1)
+    assert "stopped" in status.lower(), status  # "Job 'raysubmit_...' was stopped"
+
+
 def test_an_autoscaling_head_scales_from_zero_and_back_and_stops_its_nodes():
     """Ray's own autoscaler on its fake multi-node provider, started with our head: two
     1-CPU tasks on a head with no CPUs start worker nodes of the type that fits, which stop

@@ -22,6 +22,7 @@ def test_tune_tracker_job_writes_the_best_values_and_logs_them(submit_job, mlflo
     run_id = next(line.split("=", 1)[1] for line in logs.splitlines() if line.startswith("LIGHTTRACK_RUN_ID="))
     mlflow.set_tracking_uri(mlflow_server.uri)
     run = mlflow.get_run(run_id.strip())
+    assert run.data.tags["lighttrack.phase"] == "tune" and run.data.tags["lighttrack.arch"].startswith("bb:")
     assert float(run.data.params["best.lr"]) == pytest.approx(params.lr)
     assert float(run.data.params["best.penalty_k"]) == pytest.approx(params.penalty_k)
     assert 0.0 <= run.data.metrics["best_ao"] <= 1.0
