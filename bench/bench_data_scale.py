@@ -1,117 +1,41 @@
 """Data at real scale: start-up with and without the index, and the loader's pairs per CPU-second.
 
     python bench/bench_data_scale.py [--work DIR] [--parts startup,loader,s3] [--lasot]
+        [--pairs 300] [--repeats 1] [--json out.json]
 
 startup: writes a GOT-10k train split of the real size (9,335 sequences x 150 frames; with
   ``--lasot`` also LaSOT's 1,400 x 2,500) whose frames are hard links to a few 1280x720
-  JPEGs made from scikit-image's photographs, then, each in a fresh process, the time and
-  peak memory to the first pair: today's path (every annotation read, every frame stat-ed)
-  against the index; and the index build (``lighttrack data index --workers 2``).
+  JPEGs made from scikit-image's photographs (``real_size``), then, each in a fresh
+  process, the time and peak memory to the first pair: today's path (every annotation
+  read, every frame stat-ed) against the index; and the index build (``lighttrack data
+  index --workers 2``).
 loader: pairs per CPU-second in one process at one thread, side by side: the processing
   this issue replaced (float colour jitter and normalisation, full-size decode) and
-  today's, on the embedded 320x240 frames and on the 1280x720 frames; then how many loader
-  processes one GPU step needs (``--gpu-step-ms`` for a batch of ``--batch``).
+  today's, on the embedded 320x240 frames and on the 1280x720 frames (``--pairs`` pairs,
+  the median of ``--repeats`` passes); then how many loader processes one GPU step needs
+  (``--gpu-step-ms`` for a batch of ``--batch``).
 s3: the same pairs read from an S3-compatible server on 127.0.0.1 (moto), index included.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+import harness
+from real_size import write_got10k, write_lasot  # write_got10k: also scripts/gpu_check.py's, from here
 
 ROOT = Path(__file__).resolve().parents[1]
 
 from lighttrack.data.processing import PairProcessor, ProcessingConfig
 from lighttrack.data.sampling import PairDataConfig, PairDataset, PairSource, SourceConfig, build_pair_dataset
 from lighttrack import geometry
-
-
-# ------------------------------------------------------------------ real-size layouts
-
-def _photos(n: int = 4, size=(1280, 720)) -> list[np.ndarray]:
-    from skimage import data
-    imgs = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()][:n]
-    return [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in imgs]
-
-
-def _walk(rng, n: int, w: int = 1280, h: int = 720) -> np.ndarray:
-    size = rng.uniform(80, 300, 2)
-    c = rng.uniform(size, (w, h) - size) + np.cumsum(rng.normal(0, 6, (n, 2)), 0)
-    c = np.clip(c, size / 2, (w, h) - size / 2)
-    return np.concatenate([c - size / 2, np.broadcast_to(size, (n, 2))], 1)
-
-
-class _Links:
-    """Hard links to a few JPEGs; a file is copied anew every 60,000 links (ext4 allows 65,000)."""
-
-    def __init__(self, out: Path):
-        out.mkdir(parents=True, exist_ok=True)
-        self.sources, self.copies = [], 0
-        for k, im in enumerate(_photos()):
-            p = out / f"photo{k}.jpg"
-            cv2.imwrite(str(p), im[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
-            self.sources.append([p, p, 0])  # original, current copy, links to it
-
-    def link(self, k: int, dest: Path) -> None:
-        src = self.sources[k % len(self.sources)]
-        if src[2] >= 60_000:
-            self.copies += 1
-            src[1] = src[0].with_name(f"{src[0].stem}-{self.copies}{src[0].suffix}")
-            shutil.copyfile(src[0], src[1])
-            src[2] = 0
-        os.link(src[1], dest)
-        src[2] += 1
-
-
-def write_got10k(out: Path, sequences: int, frames: int, seed: int = 0, split_name: str = "train") -> Path:
-    split = out / split_name
-    if (split / "list.txt").exists():
-        return out
-    split.mkdir(parents=True, exist_ok=True)
-    links = _Links(out / "photos")
-    rng = np.random.default_rng(seed)
-    names = [f"GOT-10k_{split_name.capitalize()}_{i + 1:06d}" for i in range(sequences)]
-    for i, name in enumerate(names):
-        d = split / name
-        d.mkdir(exist_ok=True)
-        for f in range(frames):
-            links.link(i, d / f"{f + 1:08d}.jpg")
-        boxes = _walk(rng, frames)
-        (d / "groundtruth.txt").write_text("".join(f"{x:.4f},{y:.4f},{w:.4f},{h:.4f}\n" for x, y, w, h in boxes))
-        (d / "absence.label").write_text("0\n" * frames)
-        (d / "cover.label").write_text("8\n" * frames)
-        (d / "cut_by_image.label").write_text("0\n" * frames)
-        (d / "meta_info.ini").write_text("[METAINFO]\nresolution: (1280, 720)\n")
-    (split / "list.txt").write_text("\n".join(names) + "\n")
-    return out
-
-
-def write_lasot(out: Path, sequences: int, frames: int, seed: int = 1) -> Path:
-    if (out / "done").exists():
-        return out
-    links = _Links(out / "photos")
-    rng = np.random.default_rng(seed)
-    for i in range(sequences):
-        cls = f"class{i // 20:02d}"
-        d = out / cls / f"{cls}-{i % 20 + 1}"
-        (d / "img").mkdir(parents=True)
-        for f in range(frames):
-            links.link(i, d / "img" / f"{f + 1:08d}.jpg")
-        boxes = _walk(rng, frames)
-        (d / "groundtruth.txt").write_text("".join(f"{x:.0f},{y:.0f},{w:.0f},{h:.0f}\n" for x, y, w, h in boxes))
-        (d / "full_occlusion.txt").write_text(",".join("0" * frames) + "\n")
-        (d / "out_of_view.txt").write_text(",".join("0" * frames) + "\n")
-    (out / "done").write_text("")
-    return out
 
 
 # ------------------------------------------------------------------ start-up, each in a fresh process
@@ -144,27 +68,30 @@ def _probe(root: Path, kind: str, index: str = "", heap: bool = False) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_startup(work: Path, lasot: bool) -> None:
+def bench_startup(work: Path, lasot: bool, report: harness.Report) -> None:
     sets = [("got10k", write_got10k, (9335, 150))] + ([("lasot", write_lasot, (1400, 2500))] if lasot else [])
     for kind, write, (n, f) in sets:
         root = work / f"{kind}-{n}x{f}"
-        t = time.perf_counter()
-        write(root, n, f)
-        print(f"startup[{kind}]: {n} sequences x {f} frames at {root} (written in {time.perf_counter() - t:.0f} s)")
+        t = harness.timeit(lambda: write(root, n, f), warmup=0)
+        print(f"startup[{kind}]: {n} sequences x {f} frames at {root} (written in {t.median:.0f} s)")
         index = root / ".index" / f"{kind}-train.parquet"
         index.unlink(missing_ok=True)
         direct = _probe(root, kind)
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "lighttrack.cli", "data", "index", str(root), "--kind", kind,
-                        "--workers", "2", "--quiet"], check=True, cwd=ROOT, capture_output=True)
-        built = time.perf_counter() - t
+        built = harness.timeit(lambda: subprocess.run(
+            [sys.executable, "-m", "lighttrack.cli", "data", "index", str(root), "--kind", kind, "--workers", "2",
+             "--quiet"], check=True, cwd=ROOT, capture_output=True), warmup=0).median
         indexed = _probe(root, kind, str(index))
         indexed["python_mb"] = _probe(root, kind, str(index), heap=True)["python_mb"]
-        print(f"startup[{kind}]: to the first pair: direct {direct['seconds']:.1f} s, peak RSS {direct['peak_mb']:.0f} MB "
-              f"(+{direct['added_mb']:.0f} MB over the imports) | index "
-              f"{indexed['seconds']:.2f} s, peak RSS {indexed['peak_mb']:.0f} MB (+{indexed['added_mb']:.0f} MB, Python "
-              f"heap peak {indexed['python_mb']:.0f} MB) [goal <= 2 s, <= 200 MB] | index build {built:.1f} s at 2 "
-              f"workers, {index.stat().st_size / 1e6:.1f} MB on disk")
+        report.compare(f"startup[{kind}]: to the first pair", ("index", indexed["seconds"]),
+                       ("direct", direct["seconds"]), "s", old_over_new=True, note="goal <= 2 s")
+        report.compare(f"startup[{kind}]: peak RSS over the imports", ("index", indexed["added_mb"]),
+                       ("direct", direct["added_mb"]), "MB", old_over_new=True,
+                       note=f"goal <= 200 MB; peak RSS {indexed['peak_mb']:.0f} / {direct['peak_mb']:.0f} MB; index's "
+                       f"Python heap peak {indexed['python_mb']:.0f} MB")
+        report.figure(f"startup[{kind}]: index build", built, "s",
+                      note=f"2 workers, {index.stat().st_size / 1e6:.1f} MB on disk")
+        report.record(f"startup[{kind}]", {"direct": direct, "index": indexed, "index_build_s": built,
+                                           "index_mb": index.stat().st_size / 1e6, "written_s": t.median})
 
 
 # ------------------------------------------------------------------ loader speed
@@ -209,19 +136,18 @@ class LegacyProcessor(PairProcessor):
         return item
 
 
-def _rate(ds, n: int) -> tuple[float, float]:
+def _rate(ds, n: int, repeats: int = 1) -> tuple[float, float]:
+    """Pairs per CPU-second and per wall second over items 1..n (item 0 warms up), median pass."""
     ds[0]
-    t, cpu = time.perf_counter(), time.process_time()
-    for i in range(1, n + 1):
-        ds[i]
-    return n / (time.process_time() - cpu), n / (time.perf_counter() - t)
+    t = harness.timeit(lambda: [ds[i] for i in range(1, n + 1)], repeats, warmup=0)
+    return n / t.cpu_median, n / t.median
 
 
 def _dataset(reader, processor, n: int) -> PairDataset:
     return PairDataset([PairSource(reader, 100, n + 1, "bench")], processor, seed=0)
 
 
-def bench_loader(work: Path, n: int, gpu_step_ms: float, batch: int) -> dict:
+def bench_loader(work: Path, n: int, gpu_step_ms: float, batch: int, repeats: int, report: harness.Report) -> dict:
     import torch
     from lighttrack.data import synth
     from lighttrack.data.readers import Got10k
@@ -237,22 +163,24 @@ def bench_loader(work: Path, n: int, gpu_step_ms: float, batch: int) -> dict:
         legacy = _dataset(reader, LegacyProcessor(ProcessingConfig(reduced_decode=False)), n)
         today = _dataset(reader, PairProcessor(ProcessingConfig()), n)
         full = _dataset(reader, PairProcessor(ProcessingConfig(reduced_decode=False)), n)
-        (lc, lw), (tc, tw), (fc, fw) = _rate(legacy, n), _rate(today, n), _rate(full, n)
+        (lc, lw), (tc, tw), (fc, fw) = _rate(legacy, n, repeats), _rate(today, n, repeats), _rate(full, n, repeats)
         rows[name] = tc
-        print(f"loader[{name}]: pairs per CPU-second at 1 thread: replaced {lc:.1f} | today {tc:.1f} "
-              f"(full-size decode {fc:.1f}) -> {tc / lc:.2f}x [goal >= 2x]")
+        report.compare(f"loader[{name}]: pairs per CPU-second at 1 thread", ("today", tc), ("replaced", lc),
+                       note=f"full-size decode {fc:.1f}; goal >= 2x")
+        report.record(f"loader[{name}] full-size decode", {"cpu_rate": fc, "wall_rates": [tw, lw, fw]})
     per_step = batch / (gpu_step_ms / 1000)
     worst = min(rows.values())
-    print(f"loader: a GPU step of {gpu_step_ms:.0f} ms for a batch of {batch} eats {per_step:.0f} pairs/s: "
-          f"{int(np.ceil(per_step / worst))} loader processes (1 core each) at {worst:.0f} pairs/s each "
-          f"(pass --gpu-step-ms from a GPU run; scripts/gpu_check.sh measures it)")
+    report.figure("loader: processes one GPU step needs", int(np.ceil(per_step / worst)),
+                  note=f"a step of {gpu_step_ms:.0f} ms for a batch of {batch} eats {per_step:.0f} pairs/s; 1 core "
+                  f"each at {worst:.0f} pairs/s (pass --gpu-step-ms from a GPU run; scripts/gpu_check.sh measures it)")
     return rows
 
 
-def bench_s3(work: Path, n: int) -> None:
+def bench_s3(work: Path, n: int, report: harness.Report) -> None:
     import torch
     from lighttrack.data.index import build_index, default_index, write_index
-    from ray_jobs.services import LocalS3
+    sys.path.insert(0, str(ROOT))  # devcluster/ is the checkout's, not installed
+    from devcluster.services import LocalS3
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     small = write_got10k(work / "got10k-12x40", 12, 40, seed=4)
@@ -261,30 +189,32 @@ def bench_s3(work: Path, n: int) -> None:
     try:
         os.environ.update(server.env)
         uri = server.upload(small, "got10k")
-        t = time.perf_counter()
-        write_index(build_index("got10k", uri, "train"), default_index(uri, "got10k", "train"))
-        built = time.perf_counter() - t
+        built = harness.timeit(lambda: write_index(build_index("got10k", uri, "train"),
+                                                   default_index(uri, "got10k", "train")), warmup=0).median
         for label, index in (("direct", None), ("index", default_index(uri, "got10k", "train"))):
-            t = time.perf_counter()
-            if index is None:
-                from lighttrack.data.readers import open_tracking
-                from lighttrack.data.check import check_reader
-                r = open_tracking("got10k", uri, "train")
-                check_reader(r, decode=False)
-            ds = build_pair_dataset(PairDataConfig(sources=[SourceConfig(root=uri, index=index or "",
-                                                                         pairs_per_epoch=n + 1)]))
-            ds[0]
-            start = time.perf_counter() - t
-            cpu, wall = _rate(ds, n)
-            print(f"s3[{label}]: first pair after {start:.2f} s; {cpu:.1f} pairs per CPU-second, {wall:.1f} pairs/s "
-                  f"wall in one process (1280x720 frames from 127.0.0.1)")
-        print(f"s3: index built in {built:.2f} s for {12} sequences")
+            def first_pair():
+                if index is None:
+                    from lighttrack.data.readers import open_tracking
+                    from lighttrack.data.check import check_reader
+                    r = open_tracking("got10k", uri, "train")
+                    check_reader(r, decode=False)
+                ds = build_pair_dataset(PairDataConfig(sources=[SourceConfig(root=uri, index=index or "",
+                                                                             pairs_per_epoch=n + 1)]))
+                ds[0]
+                return ds
+
+            t = harness.timeit(first_pair, warmup=0)
+            cpu, wall = _rate(t.result, n)
+            report.figure(f"s3[{label}]: first pair after", t.median, "s", pairs_per_cpu_s=cpu, pairs_per_s=wall,
+                          note=f"then {cpu:.1f} pairs per CPU-second, {wall:.1f} pairs/s wall in one process "
+                          "(1280x720 frames from 127.0.0.1)")
+        report.figure("s3: index built", built, "s", note="12 sequences")
     finally:
         server.stop()
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser(__doc__, repeats=1)
     ap.add_argument("--work", default="", help="folder for the written layouts (default: a temporary one)")
     ap.add_argument("--parts", default="startup,loader,s3")
     ap.add_argument("--lasot", action="store_true", help="also the LaSOT-size layout (3.5M hard links)")
@@ -292,16 +222,17 @@ def main() -> None:
     ap.add_argument("--gpu-step-ms", type=float, default=50.0)
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
+    report = harness.Report("bench_data_scale", args)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)  # --work keeps the layouts for a rerun
         work.mkdir(parents=True, exist_ok=True)
         parts = args.parts.split(",")
         if "startup" in parts:
-            bench_startup(work, args.lasot)
+            bench_startup(work, args.lasot, report)
         if "loader" in parts:
-            bench_loader(work, args.pairs, args.gpu_step_ms, args.batch)
+            bench_loader(work, args.pairs, args.gpu_step_ms, args.batch, args.repeats, report)
         if "s3" in parts:
-            bench_s3(work, min(args.pairs, 100))
+            bench_s3(work, min(args.pairs, 100), report)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_eval.py [--checkpoint SUPERNET.pt] [--arch lighttrack-mobile]
         [--threads 1 2] [--big-sequences 180] [--big-run 8] [--device cpu|cuda] [--work runs/bench/eval]
+        [--json out.json]
 
 One candidate (a supernet path, BN as stored) is tracked over two validation splits, side
 by side in one run, by
@@ -14,7 +15,7 @@ by side in one run, by
   Runtime (``OrtEvalNet``; the export is timed as part of the candidate).
 
 Splits: the embedded val split (default size, written on first use) and a split of
-GOT-10k val's size written by ``bench_data_scale.write_got10k`` (``--big-sequences`` x 150
+GOT-10k val's size written by ``real_size.write_got10k`` (``--big-sequences`` x 150
 frames at 1280x720, hard links to four photographs); ``--big-run`` of its sequences are
 tracked and candidates per minute are given for the whole split from the measured rate.
 Per row: the set-up (the in-memory ONNX export of the template and 256 graphs; none for
@@ -27,14 +28,15 @@ GOT-10k-sized split at the first ``--threads`` value.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 import torch
+
+import harness
+from real_size import write_got10k
+
+ROOT = Path(__file__).resolve().parents[1]
 
 from lighttrack.arch import resolve
 from lighttrack.data.readers import Got10k
@@ -47,8 +49,6 @@ PARAMS = PRESETS["vot2019"]
 
 def splits(work: Path, big_sequences: int, big_run: int) -> dict[str, tuple[Got10k, int]]:
     """{name: (reader of the sequences to track, frames of the whole split)}."""
-    from bench_data_scale import write_got10k
-
     from lighttrack.data import synth
 
     embedded = work / "embedded"
@@ -78,20 +78,19 @@ def candidate(checkpoint: str | None, arch: str, device: str):
     return net, net.path(resolve(arch)).eval()
 
 
-def run(name: str, make_net, reader, out: Path) -> dict:
+def run(name: str, make_net, reader, out: Path, device: str) -> dict:
     """Set-up (an in-memory export) and tracking timed apart: the set-up is paid once a
     candidate, whatever the split's size, the tracking once a frame."""
-    start = time.perf_counter()
-    net = make_net()
-    setup = time.perf_counter() - start
-    scores = evaluate_split(net, reader, out, PARAMS, protocol="got10k", plot=False)
-    seconds = time.perf_counter() - start - setup
-    return {"name": name, "setup": setup, "seconds": seconds, "frames": scores["frames"], "ao": scores["ao"],
-            "baseline_ao": scores["baseline_ao"]}
+    setup = harness.timeit(make_net, warmup=0, device=device)
+    track = harness.timeit(lambda: evaluate_split(setup.result, reader, out, PARAMS, protocol="got10k", plot=False),
+                           warmup=0, device=device)
+    scores = track.result
+    return {"name": name, "setup": setup.median, "seconds": track.median, "frames": scores["frames"],
+            "ao": scores["ao"], "baseline_ao": scores["baseline_ao"]}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--checkpoint", help="phase-2 supernet checkpoint.pt (default: random init)")
     ap.add_argument("--arch", default="lighttrack-mobile")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -100,6 +99,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench" / "eval"))
     args = ap.parse_args()
+    report = harness.Report("bench_eval", args, device=args.device)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     supernet, path = candidate(args.checkpoint, args.arch, args.device)
@@ -122,25 +122,28 @@ def main() -> None:
             torch.set_num_threads(threads)
             print(f"\n{split}, {threads} thread(s): {sum(len(reader.sequence(i).frames) for i in range(len(reader)))}"
                   f" frames tracked", flush=True)
-            print(f"  {'evaluator':22s} {'set-up s':>8s} {'fps':>7s} {'s/cand':>8s} {'cand/min':>9s} {'x serial':>8s}"
-                  f" {'AO':>7s}  AO equal")
-            rows = []
+            runs = []
             with tempfile.TemporaryDirectory(dir=work) as tmp:
                 for name, make in makers.items():
-                    rows.append(run(name, make, reader, Path(tmp) / name))
-            for r in rows:  # a candidate over the whole split: set-up once, then every frame
-                r["fps"] = r["frames"] / r["seconds"]
-                r["per_candidate"] = r["setup"] + split_frames / r["fps"]
-            serial = rows[0]
+                    runs.append(run(name, make, reader, Path(tmp) / name, args.device))
+            serial = runs[0]
             print(f"  (a tracker that stays at the first box: AO {serial['baseline_ao']:.4f} on these frames)")
-            for r in rows:
-                speedup = serial["per_candidate"] / r["per_candidate"]
-                equal = round(r["ao"], 3) == round(serial["ao"], 3)
-                print(f"  {r['name']:22s} {r['setup']:8.1f} {r['fps']:7.1f} {r['per_candidate']:8.0f} "
-                      f"{60 / r['per_candidate']:9.3f} {speedup:8.2f} {r['ao']:7.4f}  {equal}", flush=True)
-                if threads == args.threads[0] and r["name"] == ("lockstep-onnxruntime" if on_cpu else "lockstep-torch"):
-                    last = (speedup, equal)
-    print(f"\nlockstep/serial speedup: {last[0]:.2f} (AO equal: {last[1]})")
+            fps = [r["frames"] / r["seconds"] for r in runs]
+            per_candidate = [r["setup"] + split_frames / f for r, f in zip(runs, fps)]  # set-up once, every frame
+            rows = [{"evaluator": r["name"], "setup_s": r["setup"], "fps": f, "s_per_candidate": c,
+                     "candidates_per_min": 60 / c, "x_serial": per_candidate[0] / c, "ao": r["ao"],
+                     "ao_equal": round(r["ao"], 3) == round(serial["ao"], 3)}
+                    for r, f, c in zip(runs, fps, per_candidate)]
+            report.table(f"{split}, {threads} thread(s)", rows, setup_s=".1f", fps=".1f", s_per_candidate=".0f",
+                         candidates_per_min=".3f", ao=".4f", x_serial=".2f")
+            if threads == args.threads[0]:
+                last = (rows[0], next(r for r in rows if r["evaluator"] == ("lockstep-onnxruntime" if on_cpu
+                                                                           else "lockstep-torch")))
+    print()
+    serial, lockstep = last
+    report.compare("lockstep/serial, candidates per minute", (lockstep["evaluator"], lockstep["candidates_per_min"]),
+                   ("serial", serial["candidates_per_min"]), note=f"AO equal: {lockstep['ao_equal']}; "
+                   f"{args.threads[0]} thread(s), the last split")
 
 
 if __name__ == "__main__":

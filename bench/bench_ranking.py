@@ -14,18 +14,22 @@
    other draws of recalibration pairs; the spread of one candidate's fitness (mean standard
    deviation over re-draws) against the spread between candidates.
 3. **Evolution against random search** at ``--evaluations`` equal evaluations, over
-   ``--seeds`` seeds: the best fitness each found (``bench_evolution_vs_random.race``; a
-   fitness evaluated once is remembered: an architecture's score does not depend on who asks).
+   ``--seeds`` seeds: the best fitness each found (``search_race.race``; a fitness evaluated
+   once is remembered: an architecture's score does not depend on who asks).
+
+``--json PATH`` writes every figure printed, per-architecture AOs included.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
 import numpy as np
 import torch
 from scipy.stats import kendalltau
+
+import harness
+from search_race import race
 
 from lighttrack.arch import Arch, sample
 from lighttrack.data.sampling import PairDataConfig, SourceConfig, build_pair_dataset
@@ -37,8 +41,6 @@ from lighttrack.tracker.validation import score
 from lighttrack.train.common import Dist, make_loader
 from lighttrack.train.config import FinetuneStageConfig, OptimConfig, RunConfig, ScheduleConfig, TrackEvalConfig
 from lighttrack.train.tracking import finetune
-
-from bench_evolution_vs_random import race  # bench/ is on the path of a script run from it
 
 
 def spread_archs(k: int, costs: CostModel, seed: int = 0) -> list[Arch]:
@@ -64,7 +66,7 @@ def train_alone(supernet, arch: Arch, data: str, steps: int, threads: int, seed:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--supernet", required=True, help="phase-2 checkpoint.pt")
     p.add_argument("--data", required=True, help="GOT-10k-layout root (train pairs, val sequences)")
     p.add_argument("--archs", type=int, default=8)
@@ -76,8 +78,9 @@ def main() -> None:
     p.add_argument("--val-frames", type=int, default=60)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
+    report = harness.Report("bench_ranking", args)
     torch.set_num_threads(args.threads)
-    t0 = time.time()
+    t0 = time.perf_counter()
     supernet, sid = load_supernet(args.supernet)
     costs = CostModel()
 
@@ -90,9 +93,9 @@ def main() -> None:
     archs = spread_archs(args.archs, costs)
     inherited = [ev.evaluate(a) for a in archs]
     baseline = inherited[0]["baseline_ao"]
-    print(f"{len(archs)} architectures, {costs(archs[0]).macs / 1e6:.0f}M-{costs(archs[-1]).macs / 1e6:.0f}M MACs; "
-          f"val: {args.val_sequences} sequences x {args.val_frames} frames; a tracker that stays at the first box: "
-          f"AO {baseline:.4f}")
+    report.figure("stay-put AO", baseline, note=f"a tracker that stays at the first box; {len(archs)} architectures, "
+                  f"{costs(archs[0]).macs / 1e6:.0f}M-{costs(archs[-1]).macs / 1e6:.0f}M MACs; val: "
+                  f"{args.val_sequences} sequences x {args.val_frames} frames")
 
     # 1. Kendall tau: inherited vs trained alone.
     alone = []
@@ -102,25 +105,31 @@ def main() -> None:
         alone.append(score(tracked, ev.val, ev.params, tempfile.mkdtemp(prefix="lt-rank-"))["ao"])
         print(f"  {costs(a).macs / 1e6:6.0f}M MACs  inherited AO {row['ao']:.4f}  alone AO {alone[-1]:.4f}  {a}",
               flush=True)
+    report.record("archs", [{"arch": str(a), "macs": costs(a).macs, "inherited_ao": r["ao"], "alone_ao": v}
+                            for a, r, v in zip(archs, inherited, alone)])
     tau, p_tau = kendalltau([r["ao"] for r in inherited], alone)
-    print(f"Kendall tau (inherited vs alone, {args.alone_steps} steps of 16 pairs each): {tau:.3f} (p {p_tau:.2f}); "
-          f"alone AO mean {np.mean(alone):.4f} vs stay-put {baseline:.4f}")
+    report.figure("Kendall tau, inherited vs alone", tau, note=f"p {p_tau:.2f}; {args.alone_steps} steps of 16 pairs "
+                  "each", p=p_tau)
+    report.compare("AO trained alone (mean)", ("alone", float(np.mean(alone))), ("stay-put", baseline))
 
     # 2. Test-retest: other recalibration pairs.
     again = np.array([[row["ao"] for row in inherited]]
                      + [[evaluator(s).evaluate(a)["ao"] for a in archs] for s in range(1, args.retests + 1)])
     within, between = float(again.std(axis=0).mean()), float(again.mean(axis=0).std())
-    print(f"test-retest over {args.retests + 1} recalibration draws: spread of one candidate {within:.4f}, "
-          f"between candidates {between:.4f} (ratio {within / max(between, 1e-9):.2f})")
+    report.compare("test-retest, AO spread", ("one candidate", within), ("between candidates", between),
+                   note=f"{args.retests + 1} recalibration draws")
 
-    # 3. Evolution vs random search at equal evaluations (bench_evolution_vs_random's race).
+    # 3. Evolution vs random search at equal evaluations (search_race.race).
     check = BudgetCheck(Budget.parse("600M,2M"), costs)
     curves, distinct = race(ev.evaluate, check, args.evaluations, range(args.seeds),
                             max(4, args.evaluations // 3), 3)
     evo, rnd = (np.array([c[-1] for c in curves[k]]) for k in ("evolution", "random"))
-    print(f"evolution vs random at {args.evaluations} evaluations (600M MACs, 2M params), {args.seeds} seeds: "
-          f"{evo.mean():.4f} +- {evo.std():.4f} vs {rnd.mean():.4f} +- {rnd.std():.4f} (stay-put {baseline:.4f}; "
-          f"{distinct} distinct evaluations, {time.time() - t0:.0f} s in all)")
+    report.compare("best AO at equal evaluations, mean over seeds", ("evolution", float(evo.mean())),
+                   ("random", float(rnd.mean())), note=f"{args.evaluations} evaluations (600M MACs, 2M params), "
+                   f"{args.seeds} seeds; std {evo.std():.4f} / {rnd.std():.4f}; stay-put {baseline:.4f}; "
+                   f"{distinct} distinct evaluations, {time.perf_counter() - t0:.0f} s in all")
+    report.record("race", {"evolution": evo.tolist(), "random": rnd.tolist(), "distinct": distinct})
+
 
 if __name__ == "__main__":
     main()

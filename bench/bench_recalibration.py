@@ -7,17 +7,17 @@ The same ``--archs`` random in-budget architectures (seed 0) are scored by the s
 trial (``CandidateEvaluator``) twice on one supernet: with the checkpoint's stored BN
 statistics (``eval.recalibrate=false``) and with the statistics re-estimated for each
 path on the recalibration batches. Prints both AOs per arch, mean +- std, and the rank
-correlation between the two.
+correlation between the two (``--json PATH``: every figure printed, to a file).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
-
 import numpy as np
 import torch
+
+import harness
 
 from lighttrack.arch import sample
 from lighttrack.config import load
@@ -31,13 +31,14 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--supernet", required=True)
     p.add_argument("--config", default="configs/search_tiny.yaml")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[])
     p.add_argument("--archs", type=int, default=10)
     p.add_argument("--budget", default="600M,2M")
     args = p.parse_args()
+    report = harness.Report("bench_recalibration", args)
     torch.set_num_threads(1)
     cfg = load(SearchConfig, args.config, args.overrides)
     net, sid = load_supernet(args.supernet)
@@ -48,23 +49,24 @@ def main() -> None:
         a = sample(rng)
         if check(a):
             archs.append(a)
-    t0 = time.time()
+    t0 = time.perf_counter()
     with_recal = CandidateEvaluator(net, sid, cfg.eval)
     without = CandidateEvaluator(net, sid, dataclasses.replace(cfg.eval, recalibrate=False))
     print(f"supernet {args.supernet} (id {sid}); {args.archs} random archs in {args.budget}; "
           f"{cfg.eval.recalibrate_batches} recalibration batches of {cfg.eval.recalibrate_batch_size}; "
           f"val {cfg.eval.val_sequences or 'all'} seqs x {cfg.eval.val_frames or 'all'} frames")
-    print(f"{'#':>3} {'AO stored BN':>13} {'AO recalibrated':>16}  arch")
     a0, a1 = [], []
     for i, a in enumerate(archs):
         a0.append(without.evaluate(a)["ao"])  # stored statistics (evaluate restores them first)
         a1.append(with_recal.evaluate(a)["ao"])
-        print(f"{i:>3} {a0[-1]:>13.4f} {a1[-1]:>16.4f}  {a}", flush=True)
+        report.compare(f"AO arch {i}", ("recalibrated", a1[-1]), ("stored BN", a0[-1]), note=str(a))
     a0, a1 = np.array(a0), np.array(a1)
     rho = np.corrcoef(_ranks(a0), _ranks(a1))[0, 1] if len(a0) > 1 else float("nan")
-    print(f"\nmean AO: stored BN {a0.mean():.4f} +- {a0.std():.4f}; recalibrated {a1.mean():.4f} +- "
-          f"{a1.std():.4f}; recalibrated better on {int((a1 > a0).sum())}/{len(a0)}; "
-          f"Spearman rho {rho:.2f}; {time.time() - t0:.0f} s")
+    print()
+    report.compare("mean AO", ("recalibrated", float(a1.mean())), ("stored BN", float(a0.mean())),
+                   note=f"std {a1.std():.4f} / {a0.std():.4f}")
+    report.figure("recalibrated better", f"{int((a1 > a0).sum())}/{len(a0)}", "archs")
+    report.figure("Spearman rho, stored BN vs recalibrated", float(rho), note=f"{time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ static int8 graphs; their AO change needs trained weights and a split
 """
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
+import harness
 
 from lighttrack.arch import resolve
 from lighttrack.tracker import PRESETS, Tracker
@@ -77,10 +77,9 @@ def run(trackers: dict[str, Tracker], frames, box, repeats: int) -> dict[str, di
                 times[name].append(time.perf_counter() - start)
     out = {}
     for name, t in trackers.items():
-        per = np.array(times[name])
-        n = len(per)
-        out[name] = {"ms_median": 1e3 * float(np.median(per)), "fps_median": 1.0 / float(np.median(per)),
-                     "fps_mean": n / float(per.sum()), **{f"{k}_ms": 1e3 * v / n for k, v in t.timings.items()}}
+        per, n = harness.Timing(tuple(times[name])), len(times[name])
+        out[name] = {"ms_median": 1e3 * per.median, "fps_median": 1.0 / per.median,
+                     "fps_mean": n / sum(per.wall), **{f"{k}_ms": 1e3 * v / n for k, v in t.timings.items()}}
     return out
 
 
@@ -94,22 +93,22 @@ def _export(net, arch, runtimes: list[str], out_dir: Path, int8_crops=None) -> P
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser(__doc__, repeats=3)
     ap.add_argument("--arch", nargs="+", default=["found", "lighttrack-mobile"],
                     help="architectures ('found': the quick start's found tracker)")
     ap.add_argument("--checkpoint", nargs="*", default=[], help="weights per --arch, in order (none: fresh)")
     ap.add_argument("--runtimes", nargs="+", default=[r for r in RUNTIMES if RUNTIMES[r].missing() is None],
                     choices=sorted(RUNTIMES), help="default: every runtime that runs here")
     ap.add_argument("--frames", type=int, default=60)
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--int8", action="store_true", help="also benchmark ONNX Runtime's int8 graphs")
     ap.add_argument("--latency-table", nargs="*", default=[], metavar="RUNTIME=TABLE",
                     help="latency tables whose estimate of the search branch to print beside the measured one")
     ap.add_argument("--export-dir", default=None, help="reuse/write the exports here (one folder per arch)")
-    ap.add_argument("--json", default=None, help="also write the figures to this file")
     args = ap.parse_args()
+    report = harness.Report("bench_runtimes", args)
+    report.machine.update({r: RUNTIMES[r].version() for r in RUNTIMES if RUNTIMES[r].missing() is None})
 
     from lighttrack.search.latency import LatencyTable
 
@@ -123,16 +122,16 @@ def main() -> None:
     crops = calibration_crops([(sequence.read_frame(k), sequence.boxes[k]) for k in range(0, 40, 5)])
     root = Path(args.export_dir or tempfile.mkdtemp(prefix="bench-runtimes-"))
     cv2.setNumThreads(1)
-    results: dict = {"machine": _machine(), "archs": {}}
+    results: dict = {}
     for i, name in enumerate(args.arch):
         arch = resolve(FOUND if name == "found" else name)
         checkpoint = args.checkpoint[i] if i < len(args.checkpoint) else None
         net = load_torch_net(arch, checkpoint)
-        t0 = time.time()
-        out_dir = _export(net, arch, args.runtimes, root / f"arch{i}",
-                          calibration_crops(zip(frames[::4], boxes[::4])) if args.int8 else None)
+        export = harness.timeit(lambda: _export(net, arch, args.runtimes, root / f"arch{i}", calibration_crops(
+            zip(frames[::4], boxes[::4])) if args.int8 else None), warmup=0)
+        out_dir = export.result
         print(f"\n{name}: {arch.to_released()} ({'weights ' + checkpoint if checkpoint else 'fresh weights'}); "
-              f"exported for {', '.join(args.runtimes)} in {time.time() - t0:.0f} s")
+              f"exported for {', '.join(args.runtimes)} in {export.median:.0f} s")
         parity = {r: check_parity(net, ExportedNet(out_dir, r), sequence, PRESETS["vot2019"], crops, r,
                                   raise_error=False) for r in args.runtimes}
         per_threads = {}
@@ -150,30 +149,22 @@ def main() -> None:
                     res[r]["table_estimate_ms"] = table.estimate(arch)
             base = res["torch-eager"]["ms_median"]
             print(f"  threads {threads}, frames {size[0]}x{size[1]}")
-            print(f"  {'runtime':17s} {'ms/frame':>8s} {'x eager':>8s} {'crop':>6s} {'net':>6s} {'post':>6s} "
-                  f"{'heads rel':>9s} {'boxes px':>8s} {'search':>7s} {'table':>7s}")
+            rows = []
             for r, v in res.items():
-                p = parity.get(r)
-                par = f"{p['heads_rel_max']:9.1e} {p['boxes_px']:8.3f}" if p else f"{'ref':>9s} {'':8s}"
-                est = f"{v['table_estimate_ms']:7.2f}" if "table_estimate_ms" in v else f"{'':7s}"
-                srch = f"{v['search_ms']:7.2f}" if "search_ms" in v else f"{'':7s}"
-                print(f"  {r:17s} {v['ms_median']:8.2f} {base / v['ms_median']:8.2f} {v['crop_ms']:6.2f} "
-                      f"{v['network_ms']:6.2f} {v['post_ms']:6.2f} {par} {srch} {est}")
+                p = parity.get(r) or {}  # eager is the reference; int8's parity is not checked here
+                rows.append({"runtime": r, "ms/frame": v["ms_median"], "x eager": base / v["ms_median"],
+                             "crop": v["crop_ms"], "net": v["network_ms"], "post": v["post_ms"],
+                             "heads rel": p.get("heads_rel_max", "ref" if r == "torch-eager" else None),
+                             "boxes px": p.get("boxes_px"), "search": v.get("search_ms"),
+                             "table": v.get("table_estimate_ms")})
+            report.table(f"{name}, {threads} thread(s), ms", rows, **dict.fromkeys(
+                ("ms/frame", "x eager", "crop", "net", "post", "search", "table"), ".2f"),
+                **{"heads rel": ".1e", "boxes px": ".3f"})
             per_threads[threads] = res
-        results["archs"][name] = {"arch": str(arch), "checkpoint": checkpoint, "parity": parity,
-                                  "threads": per_threads}
+        results[name] = {"arch": str(arch), "checkpoint": checkpoint, "parity": parity, "threads": per_threads}
+        report.record("archs", results)
     print("\nFor reference, not a ratio (another machine): the OpenVINO port of LightTrack publishes 3.4 ms "
           "per frame on an i7-11700K.")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-
-
-def _machine() -> dict:
-    from lighttrack.search.profiler import machine_info
-
-    info = machine_info()
-    info.update({r: RUNTIMES[r].version() for r in RUNTIMES if RUNTIMES[r].missing() is None})
-    return info
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@
         [--parts speed,paths,rank,race,final] [--budget-s 480] [--p2-mult 10]
 
 The one prepared GPU script (``scripts/gpu_rank.sh`` runs it on a bare GPU machine); every
-figure goes to DIR/proof.json as soon as it is measured, and a part that does not fit what
-is left of ``--budget-s`` is skipped with the reason (the ground truth stops at the training
-that would not fit). The trained phase-1 and phase-2 weights stay in DIR (``phase1.pt``,
-``supernet.pt``): a second call with ``--reuse DIR`` runs other parts on them untrained,
-e.g. ``--parts rank`` while the device machine is still warm.
+figure goes to DIR/proof.json (or ``--json PATH``) as soon as it is measured, and a part that
+does not fit what is left of ``--budget-s`` is skipped with the reason (the ground truth
+stops at the training that would not fit). The trained phase-1 and phase-2 weights stay in
+DIR (``phase1.pt``, ``supernet.pt``): a second call with ``--reuse DIR`` runs other parts on
+them untrained, e.g. ``--parts rank`` while the device machine is still warm.
 
 - ``speed``: phase-1 and phase-2 training steps at the config's batch, the recipe as it
   stood (loader in the training process, fp32) beside loader workers and bf16, pairs per
@@ -30,7 +30,6 @@ e.g. ``--parts rank`` while the device machine is still warm.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a bare machine: the checkout, not an installed package
 sys.path.insert(0, str(ROOT / "bench"))
 
+import harness  # noqa: E402
 from lighttrack.arch import Arch, sample  # noqa: E402
 from lighttrack.search.budget import Budget, BudgetCheck, CostModel  # noqa: E402
 
@@ -54,21 +54,11 @@ PARTS = ("speed", "paths", "rank", "race", "final")
 BUDGET = "600M,2M"  # LightTrack-Mobile's class, the pipeline's budget
 
 
-class Figures(dict):
-    """The report: saved to ``path`` at every :meth:`put`."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
+class Figures(harness.Report):
+    """The report: every figure printed and saved at once."""
 
     def put(self, key: str, value) -> None:
-        self[key] = value
-        self.path.write_text(json.dumps(self, indent=2, default=_plain))
-        print(f"[proof] {key}: {json.dumps(value, default=_plain)[:400]}", flush=True)
-
-
-def _plain(v):
-    return v.item() if hasattr(v, "item") else str(v)
+        self.record(key, value, echo=True)
 
 
 def in_budget(n: int, seed: int, check: BudgetCheck) -> list[Arch]:
@@ -113,10 +103,7 @@ def loader_rate(dataset, batch: int, workers: int, batches: int = 12) -> float:
     loader = make_loader(dataset, batch, Dist(), shuffle=True, workers=workers)
     it = iter(loader)
     next(it)  # workers started, first batch in
-    t0 = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    return batch * batches / (time.perf_counter() - t0)
+    return batch * batches / harness.timeit(lambda: [next(it) for _ in range(batches)], warmup=0).median
 
 
 def speed(data: Path, setup, steps: int, out: Path, figures: Figures) -> None:
@@ -256,7 +243,7 @@ def rank_figures(archs, costs, inherited: list[float], alone: dict[int, list[flo
 
 def race(supernet, data: Path, check: BudgetCheck, evaluations: int, seeds: int, frames: int,
          figures: Figures) -> str:
-    from bench_evolution_vs_random import race as run_race
+    from search_race import race as run_race  # here: it needs nevergrad, which a bare machine may lack
 
     ev = evaluator(supernet, data, 0, frames)
     best: dict[str, float] = {}
@@ -296,7 +283,7 @@ def final(found: str, supernet, data: Path, unlike: Path, setup, check, frames: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--size", default="small", help="embedded set written when --data is not given")
@@ -323,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown parts {sorted(set(parts) - set(PARTS))}; known: {', '.join(PARTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     begin, device = time.perf_counter(), torch.device(args.device)
-    figures = Figures(args.out / "proof.json")
+    figures = Figures("bench_search_proof", args, device, path=args.json or args.out / "proof.json")
     figures.put("setup", {"device": str(device), "torch": torch.__version__, "cores": os.cpu_count(),
                           "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
                           "args": {k: str(v) for k, v in vars(args).items()}})
