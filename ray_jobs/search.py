@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ray_jobs import common
+from ray_jobs.capacity import cluster_capacity, storage_path_check, use_gpu
 from lighttrack.checkpoint import require_phase
 from lighttrack.config import check_inputs
 from lighttrack.commands.argtypes import positive_float, positive_int
@@ -139,13 +140,13 @@ def main(argv=None) -> int:
     ckpt = supernet.path if supernet.path.is_file() else supernet.path / "checkpoint.pt"
     require_phase(ckpt, "supernet", "--supernet")  # its keys only: a phase-1 file or a truncated one stops here
     common.connect_ray(args.address)
-    capacity = common.cluster_capacity()
-    storage = common.storage_path_check(args.storage_path, capacity.max_nodes)
+    capacity = cluster_capacity()
+    storage = storage_path_check(args.storage_path, capacity.max_nodes)
     cache_location, upload_to = _cache_location(cfg, supernet, storage, capacity.max_nodes > 1)
     cfg.cache = cache_location
     cfg.budgets = [b.label for b in budgets]  # what runs, --budget/--flops-max included, as MLflow params
     name = args.name or f"search-{'+'.join(b.label for b in budgets)}-seed{cfg.seed}"
-    gpus = cfg.gpus_per_worker if common.use_gpu(args.use_gpu, capacity) else 0
+    gpus = cfg.gpus_per_worker if use_gpu(args.use_gpu, capacity) else 0
     capacity.check_fits("search workers (evaluators)", cfg.workers, cfg.cpus_per_worker, gpus)
 
     import ray

@@ -72,8 +72,8 @@ def run_training(args: argparse.Namespace, cfg_cls: type, phase: str, worker_fn:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from lighttrack.config import check_inputs
-    from ray_jobs.common import (OpsError, cluster_capacity, connect_ray, mark_failed, setup_mlflow,
-                                 storage_path_check, use_gpu as gpu_flag)
+    from ray_jobs.capacity import cluster_capacity, storage_path_check, use_gpu as gpu_flag
+    from ray_jobs.common import OpsError, connect_ray, mark_failed, setup_mlflow
     overrides = list(args.overrides)
     if args.num_workers is not None:
         overrides.append(f"run.num_workers={args.num_workers}")

@@ -16,7 +16,7 @@ import mlflow
 import pytest
 
 from lighttrack.config import ConfigError
-from ray_jobs import common
+from ray_jobs import capacity, common
 from ray_jobs.common import OpsError
 from devcluster.services import free_port
 
@@ -194,7 +194,7 @@ def test_connect_ray_rejects_dashboard_url_and_malformed_address():
 @pytest.mark.services
 def test_connect_ray_reaches_the_shared_head(ray_cluster):
     # A separate process: the test process must not stay attached to the shared head.
-    code = ("import ray; from ray_jobs.common import connect_ray, use_gpu; "
+    code = ("import ray; from ray_jobs.common import connect_ray; from ray_jobs.capacity import use_gpu; "
             f"connect_ray('{ray_cluster.address}'); "
             "print('CPU', ray.cluster_resources()['CPU'], 'GPU', use_gpu('auto'))")
     out = subprocess.run([sys.executable, "-c", code], env=ray_cluster.client_env(), cwd=ROOT,
@@ -204,14 +204,14 @@ def test_connect_ray_reaches_the_shared_head(ray_cluster):
 
 
 def test_storage_path_check():
-    assert common.storage_path_check("s3://bucket/ckpt", num_nodes=4) == "s3://bucket/ckpt"
-    assert common.storage_path_check("file:///mnt/shared", num_nodes=4) == "file:///mnt/shared"
-    assert common.storage_path_check("runs/x", num_nodes=1) == str(Path("runs/x").resolve())
-    assert common.storage_path_check(None, num_nodes=1) is None
+    assert capacity.storage_path_check("s3://bucket/ckpt", num_nodes=4) == "s3://bucket/ckpt"
+    assert capacity.storage_path_check("file:///mnt/shared", num_nodes=4) == "file:///mnt/shared"
+    assert capacity.storage_path_check("runs/x", num_nodes=1) == str(Path("runs/x").resolve())
+    assert capacity.storage_path_check(None, num_nodes=1) is None
     with pytest.raises(OpsError, match="'/tmp/ckpt' is a local path, but the Ray cluster has or can scale to 3 nodes"):
-        common.storage_path_check("/tmp/ckpt", num_nodes=3)
+        capacity.storage_path_check("/tmp/ckpt", num_nodes=3)
     with pytest.raises(OpsError, match="no --storage-path was given"):
-        common.storage_path_check(None, num_nodes=2)
+        capacity.storage_path_check(None, num_nodes=2)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -231,7 +231,7 @@ def test_common_args_and_unknown_config_key(tmp_path):
         common.load_config(_Cfg, args)
     args = p.parse_args(["--set", "epochs=5", "--set", "lr=0.01", "--use-gpu", "false"])
     assert common.load_config(_Cfg, args) == _Cfg(epochs=5, lr=0.01)
-    assert common.use_gpu(args.use_gpu) is False and args.num_workers == 1
+    assert capacity.use_gpu(args.use_gpu) is False and args.num_workers == 1
 
 
 def test_run_main_turns_bad_input_into_one_error_line(capsys):
@@ -276,7 +276,8 @@ def test_capacity_counts_the_autoscalers_node_types_not_only_live_nodes(tmp_path
 import ray
 from ray.core.generated import autoscaler_pb2
 from ray.experimental.internal_kv import _internal_kv_put
-from ray_jobs.common import OpsError, cluster_capacity, connect_ray, storage_path_check, use_gpu
+from ray_jobs.capacity import cluster_capacity, storage_path_check, use_gpu
+from ray_jobs.common import OpsError, connect_ray
 connect_ray('{head.address}')
 print('BEFORE', cluster_capacity(), use_gpu('auto'), storage_path_check('/tmp/x'))
 config = autoscaler_pb2.ClusterConfig(node_group_configs=[
@@ -306,7 +307,8 @@ except OpsError as e:
 def test_node_types_come_from_the_autoscalers_config_file(tmp_path, monkeypatch):
     """No record in the GCS (Ray's autoscaler publishes none): the launcher's config file on
     the head gives the worker types; the head's type and the global max_workers cap apply."""
-    from ray_jobs.common import CLUSTER_CONFIG_ENV, OpsError, _node_types_from_file
+    from ray_jobs.capacity import CLUSTER_CONFIG_ENV, _node_types_from_file
+    from ray_jobs.common import OpsError
 
     path = tmp_path / "ray_bootstrap_config.yaml"
     path.write_text("max_workers: 5\nhead_node_type: head\navailable_node_types:\n"
@@ -335,7 +337,8 @@ def test_a_job_on_an_autoscaling_cluster_at_zero_decides_from_its_node_types():
 
     head = LocalRay(num_cpus=0, node_types={"cpu": {"resources": {"CPU": 1}, "max_workers": 2},
                                             "gpu": {"resources": {"CPU": 1, "GPU": 1}, "max_workers": 1}})
-    code = ("import ray\nfrom ray_jobs.common import OpsError, cluster_capacity, connect_ray, storage_path_check, use_gpu\n"
+    code = ("import ray\nfrom ray_jobs.capacity import cluster_capacity, storage_path_check, use_gpu\n"
+            "from ray_jobs.common import OpsError, connect_ray\n"
             "ray.init()\nprint('CAP', cluster_capacity(), use_gpu('auto'))\n"
             "try:\n    storage_path_check('/tmp/x')\nexcept OpsError as e:\n    print('REFUSED', e)\n"
             "for n in (3, 4):\n    try:\n        cluster_capacity().check_fits('search workers', n, 1.0)\n"
