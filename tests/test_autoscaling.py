@@ -123,6 +123,8 @@ class Reclaim:
         if self.at is not None:
             return
         self.before = self.timeline.alive()
+        if not self.before:  # nothing to take back yet: the test's own assertions say so later
+            return
         if self.node_type not in self.before.values():  # the autoscaler chose the other type
             self.node_type = next(iter(self.before.values()))
         n = sum(1 for t in self.before.values() if t == self.node_type)
