@@ -98,3 +98,34 @@ def test_cache_keys_parts_and_writers(tmp_path):
     assert len(c.rows("s1", "e1")) == 2 and len(list(loc.glob("part-*.parquet"))) == 2
     with pytest.raises(ValueError, match="arch"):
         a.append([{**_row("q", 0.1), "arch": ""}])
+
+
+def test_cached_evaluator_answers_from_the_cache_and_keeps_rows_an_outage_kept_out(tmp_path, monkeypatch):
+    """The evaluator the search's actors and a plain loop share: a row another writer put in
+    the cache is answered from it; a new row is appended with who evaluated it; a row the
+    store refused is held and written with the next call (flush)."""
+    from lighttrack.search.cache import CachedEvaluator
+
+    class Scorer:  # stands in for CandidateEvaluator: supernet/settings ids and evaluate(arch)
+        supernet_id, settings_id, calls = "s1", "e1", []
+
+        def evaluate(self, arch):
+            self.calls.append(arch)
+            return _row(arch, 0.4)
+
+    loc = str(tmp_path / "cache")
+    EvalCache(loc).append([_row("x", 0.5)])  # another search's row
+    ev = CachedEvaluator(Scorer(), EvalCache(loc), worker="node1:pid7")
+    assert ev("x")["cached"] is True and ev("x")["ao"] == 0.5 and Scorer.calls == []
+    row = ev("y", search="s", budget="600M_2M", trial="t1")
+    assert row["cached"] is False and Scorer.calls == ["y"] and ev.evaluated == 1 and ev.cache_answers == 2
+    assert EvalCache(loc).get("s1", "e1", "y", refresh=True)["worker"] == "node1:pid7"
+    real = EvalCache.append
+
+    def store_out(self, rows):
+        raise OSError("bucket unreachable")
+
+    monkeypatch.setattr(EvalCache, "append", store_out)
+    assert ev("z")["cached"] is False and ev.flush() == 1  # held, not lost
+    monkeypatch.setattr(EvalCache, "append", real)
+    assert ev.flush() == 0 and EvalCache(loc).get("s1", "e1", "z", refresh=True) is not None

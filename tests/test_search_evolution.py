@@ -245,3 +245,30 @@ def test_a_failed_evaluation_is_retried_then_given_up(costs):
         assert c not in (a, b)
         source.complete(c, fake_ao(c))
     assert source.next() is None and source.stats.trials == 3
+
+
+def test_open_search_builds_the_configured_optimizer_seeds_it_and_counts_what_was_done():
+    """The per-budget assembly every driver uses (the Ray job, benches): the config's
+    optimizer, the cached rows that fit told before the first ask, this search's own rows
+    for this budget counted as done (an interrupted search goes on where it stopped)."""
+    from lighttrack.config import load
+    from lighttrack.search.config import SearchConfig
+    from lighttrack.search.evolution import _Evolution, _Random
+    from lighttrack.search.searcher import open_search
+
+    check = BudgetCheck(Budget(600_000_000, 2_000_000), CostModel())
+    fits = [a for a in (resolve("smallest"), resolve("lighttrack-mobile")) if check(a)]
+    big = resolve("largest")
+    assert len(fits) == 2 and not check(big)
+    rows = [{"arch": str(fits[0]), "ao": 0.3, "search": "s", "budget": "600M_2M"},
+            {"arch": str(fits[1]), "ao": 0.2, "search": "other", "budget": "600M_2M"},
+            {"arch": str(big), "ao": 0.9, "search": "s", "budget": "900M_5M"}]
+    cfg = load(SearchConfig, None, ["optimizer.population=4", "optimizer.topk=2", "optimizer.evaluations=5"])
+    source = open_search(cfg, check, rows, name="s", label="600M_2M")
+    assert isinstance(source.opt, _Evolution) and not isinstance(source.opt, _Random)
+    assert source.stats.seeded == 2  # the two rows inside the budget, not the large one
+    assert source.done == 1 and source.max_evaluations == 5
+    proposed = run_plain(source, fake_ao).proposed
+    assert len(proposed) == 4 and not set(proposed) & {r["arch"] for r in rows}  # cached ones never re-run
+    with pytest.raises(Exception, match="not a registered Nevergrad optimizer"):
+        load(SearchConfig, None, ["optimizer.name=NoSuchOpt"])
