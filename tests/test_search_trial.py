@@ -94,3 +94,23 @@ def test_onnxruntime_backend_scores_the_candidate_it_recalibrated(checkpoint):
     for bad in (dict(backend="tensorrt"), dict(batch=-1)):  # refused where a config loads
         with pytest.raises(ConfigError, match="eval."):
             from_dict(EvalConfig, {**CFG, **bad}, "eval")
+
+
+def test_candidates_are_scored_in_memory_on_the_split_read_once(checkpoint, tmp_path, monkeypatch):
+    """The validation split is read and checked when the evaluator is built, never again per
+    candidate, and no result files are written unless a work_dir asks for them."""
+    import tempfile
+
+    net, sid = load_supernet(checkpoint)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a stray temporary folder would land here
+    ev = CandidateEvaluator(net, sid, EvalConfig(**CFG, backend="torch"))
+
+    def no_reading(i):
+        raise AssertionError("a candidate read the validation split again")
+
+    monkeypatch.setattr(ev.val.reader, "sequence", no_reading)
+    rows = [ev.evaluate(resolve(a)) for a in ("smallest", "lighttrack-mobile")]
+    assert all(0.0 <= r["ao"] <= 1.0 for r in rows) and not any(tmp_path.iterdir())
+    kept = CandidateEvaluator(net, sid, EvalConfig(**CFG, backend="torch"), work_dir=tmp_path / "work")
+    assert kept.evaluate(resolve("smallest"))["ao"] == rows[0]["ao"]
+    assert (tmp_path / "work" / "eval00000" / "scores.json").is_file()

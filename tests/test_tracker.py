@@ -1,7 +1,10 @@
 """Tracker: presets, window, penalty, size update, template size, clamping, oracle AO."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,9 +12,9 @@ import pytest
 from lighttrack import config
 from lighttrack.geometry import STRIDE, TEMPLATE_SIZE, context_size, grid_points
 from lighttrack.tracker import PRESETS, Tracker, TrackerParams, load_params
+from lighttrack.tracker.decode import decode, hanning_window, score_grid, size_change_penalty
 from lighttrack.tracker.evaluation import run_sequence
 from lighttrack.tracker.metrics import got10k_scores, got10k_sequence_ious
-from lighttrack.tracker.tracker import decide, hanning_window, size_change_penalty
 
 from tracker_oracle import OracleNet, hand_sequences
 
@@ -60,27 +63,34 @@ def _maps(s=16, peaks=(), box=(40, 40)):
     return cls, reg
 
 
+def _decide(cls, reg, last: float, params: TrackerParams, s: int = 16):
+    """``decode`` of one pair of maps after a square ``last`` x ``last`` box, with the context
+    that makes that box ``last`` crop px too (128 / (1 + 2 context) = last: scale_z = 1)
+    -> (row, col), score, penalty, box."""
+    p = dataclasses.replace(params, context=(TEMPLATE_SIZE / last - 1) / 2)
+    d = decode(cls[None, None], reg[None], np.array([[500.0, 500.0]]), np.array([[last, last]], np.float64),
+               np.array([[1e4, 1e4]]), score_grid(s, 256), p)
+    return divmod(int(d.cell[0]), s), float(d.score[0]), float(d.penalty[0]), d.box[0]
+
+
 def test_window_pulls_choice_to_the_centre():
     cls, reg = _maps(peaks=[(8, 8, 1.0), (1, 14, 3.0)])  # weaker peak at centre, stronger at corner
-    w = hanning_window(16)
-    no_window = decide(cls, reg, (40, 40), w, TrackerParams(window_influence=0.0), 256)
-    assert no_window.cell == (1, 14)
-    windowed = decide(cls, reg, (40, 40), w, TrackerParams(window_influence=0.4), 256)
-    assert windowed.cell == (8, 8)
-    assert windowed.score == pytest.approx(1 / (1 + math.exp(-1.0)))
+    assert _decide(cls, reg, 40, TrackerParams(window_influence=0.0))[0] == (1, 14)
+    cell, score, _, _ = _decide(cls, reg, 40, TrackerParams(window_influence=0.4))
+    assert cell == (8, 8) and score == pytest.approx(1 / (1 + math.exp(-1.0)))
 
 
 def test_penalty_prefers_the_size_kept():
     cls, reg = _maps(peaks=[(8, 7, 2.0), (8, 9, 2.0)])
     reg[:, 8, 9] = 60  # cell (8, 9) regresses a 120 x 120 box, (8, 7) a 40 x 40 one
     p = TrackerParams(window_influence=0.0, penalty_k=0.5)
-    d = decide(cls, reg, (40, 40), hanning_window(16), p, 256)
-    assert d.cell == (8, 7) and d.penalty == pytest.approx(1.0)
+    cell, _, penalty, box = _decide(cls, reg, 40, p)
+    assert cell == (8, 7) and penalty == pytest.approx(1.0)
     # last size 120 x 120: now the big box wins
-    assert decide(cls, reg, (120, 120), hanning_window(16), p, 256).cell == (8, 9)
+    assert _decide(cls, reg, 120, p)[0] == (8, 9)
     # decoded box = grid point -/+ ltrb
     g = grid_points(16)
-    np.testing.assert_allclose(d.box, [g[7] - 20, g[8] - 20, g[7] + 20, g[8] + 20])
+    np.testing.assert_allclose(box, [g[7] - 20, g[8] - 20, g[7] + 20, g[8] + 20])
 
 
 # -- fixed-output nets for the update rules -------------------------------------------------
@@ -222,3 +232,41 @@ def test_oracle_net_tracks_hand_made_sequences(preset, stride):
     ao = got10k_scores(np.concatenate(ious))["ao"]
     assert ao >= 0.9, f"oracle AO {ao:.3f} with preset {preset}, stride {stride}"
     assert tracker.window.shape == (tracker.search_size // stride,) * 2
+
+
+# -- one decode for both trackers -------------------------------------------------------------
+def test_boxes_equal_those_of_the_tracker_before_its_decode_was_shared():
+    """tests/tracker_golden_boxes.json: the one-sequence tracker's boxes (6 decimals) on the
+    hand-made sequences with ColourNet, recorded by the NumPy decode that came before
+    ``tracker.decode`` (issue 35)."""
+    from tracker_oracle import ColourNet
+
+    golden = json.loads((Path(__file__).parent / "tracker_golden_boxes.json").read_text())
+    for preset in ("vot2019", "released"):
+        for seq in hand_sequences(30):
+            boxes, _ = run_sequence(Tracker(ColourNet(), PRESETS[preset]), seq)
+            np.testing.assert_allclose(boxes, golden[f"{preset}/{seq.name}"], atol=1e-4, rtol=0,
+                                       err_msg=f"{preset}/{seq.name}")
+
+
+def test_decode_gives_the_same_on_numpy_arrays_and_torch_tensors():
+    """The one decode runs on the one-sequence tracker's arrays and the lockstep slots' tensors."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    b, s, side = 5, 18, 288
+    cls = rng.normal(0, 2, (b, 1, s, s))
+    reg = rng.uniform(0, 80, (b, 4, s, s))
+    reg[0, :, 4, 4] = 0.0  # a vanishing box: its sides are floored, not divided by 0
+    center = rng.uniform(-10, 330, (b, 2))
+    size = rng.uniform(5, 150, (b, 2))
+    frame = np.tile([320.0, 240.0], (b, 1))
+    p = PRESETS["released"]
+    a = decode(cls, reg, center, size, frame, score_grid(s, side), p)
+    t = decode(*(torch.from_numpy(v) for v in (cls, reg, center, size, frame)), score_grid(s, side, "cpu"), p)
+    for name in ("center", "size", "cell", "score", "penalty", "pscore", "box"):
+        np.testing.assert_allclose(getattr(t, name).numpy(), getattr(a, name), rtol=1e-12, atol=1e-9, err_msg=name)
+    assert (a.center >= 0).all() and (a.center <= frame).all() and (a.size >= p.min_size).all()
+    # row by row, each sequence decodes as alone
+    for i in range(b):
+        one = decode(cls[i:i + 1], reg[i:i + 1], center[i:i + 1], size[i:i + 1], frame[i:i + 1], score_grid(s, side), p)
+        np.testing.assert_array_equal(one.center[0], a.center[i])

@@ -133,3 +133,30 @@ def test_export_command_writes_card_with_ao(embedded, tmp_path):
     assert rc == 0
     assert json.loads((tmp_path / "ev" / "scores.json").read_text())["ao"] == pytest.approx(card["scores"]["ao"],
                                                                                           abs=1e-3)
+
+
+def test_boxes_are_scored_in_memory_as_their_files_would_be(embedded, tmp_path):
+    """No out_dir: nothing written, the scores of the written files all the same (boxes to
+    3 decimals, seconds to 8, as read back); the split read once serves another run."""
+    from lighttrack.tracker.evaluation import read_split, score_results, score_tracks
+
+    from tracker_oracle import ColourNet
+
+    dataset = open_split(embedded, "val")
+    sequences = read_split(dataset)
+    net, params = ColourNet(), PRESETS["vot2019"]
+    before = set(tmp_path.iterdir())
+    memory = evaluate_split(net, dataset, None, params, sequences=sequences)
+    assert set(tmp_path.iterdir()) == before  # no result files, no temporary folder here
+    files = evaluate_split(net, dataset, tmp_path / "out", params, plot=False)
+    for k in ("ao", "sr50", "sr75", "baseline_ao", "frames", "success_curve"):
+        assert memory[k] == files[k], k
+    assert files == score_results(tmp_path / "out", dataset, plot=False)
+    assert json.loads((tmp_path / "out" / "scores.json").read_text()) == files
+    # score_tracks: any boxes held in memory, here the written ones with their times
+    from lighttrack.tracker.evaluation import read_results
+
+    tracks = {name: read_results(tmp_path / "out", name) for name in dataset.sequence_names}
+    assert score_tracks(dataset, tracks, sequences=sequences) == files
+    with pytest.raises(KeyError, match=dataset.sequence_names[0]):
+        score_tracks(dataset, {n: t for n, t in tracks.items() if n != dataset.sequence_names[0]})

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 from lighttrack.commands.argtypes import count, positive_int
@@ -28,11 +27,11 @@ from lighttrack.commands.argtypes import count, positive_int
 __all__ = ["register"]
 
 
-def _ao(net, dataset, params) -> dict:
+def _ao(net, dataset, sequences: list, params) -> dict:
+    """The card's figures of ``net`` on ``dataset`` (its ``sequences`` read once), scored in memory."""
     from lighttrack.tracker.evaluation import evaluate_split
 
-    with tempfile.TemporaryDirectory(prefix="lighttrack-export-eval-") as tmp:
-        s = evaluate_split(net, dataset, tmp, params, plot=False)
+    s = evaluate_split(net, dataset, None, params, plot=False, sequences=sequences)
     keep = ("ao", "sr50", "sr75", "success_auc", "precision", "baseline_ao", "baseline_success_auc",
             "beats_baseline", "fps")
     return {k: s[k] for k in keep if k in s}
@@ -66,11 +65,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.int8 and not args.dataset:
         raise ValueError("--int8 needs --dataset (calibration crops and the AO change come from it)")
     dataset = open_split(args.dataset, args.split, None, args.max_sequences) if args.dataset else None
-    if dataset is not None:
-        read_split(dataset)  # a broken split stops here, before anything is exported
+    # a broken split stops here, before anything is exported; its sequences score every runtime
+    sequences = read_split(dataset) if dataset is not None else None
     vot = open_validation(args.vot, metric="eao", max_sequences=args.max_sequences) if args.vot else None
     net = load_torch_net(arch, args.checkpoint)
-    sequence = dataset.sequence(0) if dataset is not None else RenderedSequence.render(seed=0)
+    sequence = sequences[0] if dataset is not None else RenderedSequence.render(seed=0)
     crops = calibration_crops(dataset_samples(dataset, args.calibration) if dataset is not None else
                               [(sequence.read_frame(k), sequence.boxes[k]) for k in range(0, len(sequence), 6)
                                if not sequence.absent[k]])
@@ -96,12 +95,12 @@ def _run(args: argparse.Namespace) -> int:
                   f"px over {parity['frames']} frames; search {info[r]['latency_ms']['search_256']:.2f} ms "
                   f"at {args.threads} thread(s)")
             if dataset is not None:
-                scores[r] = _ao(exported, dataset, params)
+                scores[r] = _ao(exported, dataset, sequences, params)
         if dataset is not None:
             scores = {"dataset": str(args.dataset), "split": args.split, "sequences": len(dataset),
                       **scores["onnxruntime"], "runtimes": scores}
             if args.int8:
-                q = _ao(ExportedNet(tmp, "onnxruntime", args.threads, int8=True), dataset, params)
+                q = _ao(ExportedNet(tmp, "onnxruntime", args.threads, int8=True), dataset, sequences, params)
                 scores["int8"] = q
                 if "ao" in q:
                     scores["ao_change_int8"] = q["ao"] - scores["ao"]

@@ -2,7 +2,8 @@
 
 :class:`CandidateEvaluator` holds a supernet loaded once, a fixed random subset of
 training pairs for BN recalibration (drawn once from the seed, so every candidate is
-recalibrated on the same pairs) and the validation sequences. ``evaluate(arch)``:
+recalibrated on the same pairs) and the validation sequences (read and checked once).
+``evaluate(arch)``:
 
 1. restores the checkpoint's BN buffers (a result depends on the arch alone, never on
    the candidates evaluated before on the same supernet),
@@ -15,12 +16,12 @@ recalibrated on the same pairs) and the validation sequences. ``evaluate(arch)``
    frame here, for about 1.5 s of export (``backend``),
 
 and returns a cache row: the fitness (AO or EAO) and the stay-at-start baseline's, the
-protocol's other figures, params, MACs, seconds.
+protocol's other figures, params, MACs, seconds. The boxes are scored in memory; result
+files are written only into a ``work_dir`` given to the evaluator.
 """
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,9 @@ class CandidateEvaluator:
         # Checkpoint BN buffers, restored before every candidate.
         self._bn_state = {k: v.clone() for k, v in supernet.state_dict().items()
                           if _is_bn_buffer(supernet, k)}
-        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="lt-search-"))
+        # Candidates are scored from their boxes in memory; a work_dir keeps each one's
+        # GOT-10k result files too (work_dir/eval00000, ...).
+        self.work_dir = Path(work_dir) if work_dir is not None else None
         self.backend = self._backend(cfg.backend, self.val.frames)
         # AO settings keep the ids they had before the metric existed (their caches stay valid).
         extra = ({"backend": self.backend} if self.backend != "torch" else {}) | (
@@ -163,7 +166,8 @@ class CandidateEvaluator:
             dev = self.device
             recalibrate_bn(lambda b: path(b[0].to(dev), b[1].to(dev)), self.batches)
         path.eval()
-        out = self.work_dir / f"eval{self.evaluations:05d}"
+        out = self.work_dir / f"eval{self.evaluations:05d}" if self.work_dir is not None else None
+        # self.val was read and checked once, in __init__: scoring reads no annotation again
         scores = score(self._tracking_net(path), self.val, self.params, out, self.cfg.batch or "auto")
         c = self.costs(arch)
         self.evaluations += 1

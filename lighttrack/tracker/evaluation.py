@@ -1,6 +1,7 @@
-"""Run the tracker over a whole split, write official result files, score them.
+"""Run the tracker over a whole split and score it; on request, write official result files.
 
-Result layout (official GOT-10k format)::
+The boxes are scored in memory (:func:`evaluate_split`); given an ``out_dir`` it also
+writes them, in the official GOT-10k layout::
 
     OUT/<seq>/<seq>_001.txt    one "x,y,w,h" line per frame (frame 0 = the given box)
     OUT/<seq>/<seq>_time.txt   seconds per frame (frame 0 = initialisation)
@@ -10,8 +11,10 @@ Result layout (official GOT-10k format)::
                                scored on the same frames; beats_baseline
     OUT/success.png            success curves of both
 
-Scores are computed from the files as written (3 decimals), exactly as the toolkit
-reads them; fps = mean over all frames of 1 / time (the toolkit's ``speed_fps``).
+Scores are computed from the boxes as those files hold them (3 decimals, seconds 8),
+exactly as the toolkit reads them, written or not (:func:`as_written`); fps = mean over
+all frames of 1 / time (the toolkit's ``speed_fps``). :func:`score_results` scores files
+already on disk.
 A network is tracked by the lockstep evaluator (:mod:`lighttrack.tracker.lockstep`: the
 sequences ``batch`` at a time, a frame's time is its step's wall time over the step's
 frames); a ready :class:`Tracker` one sequence after another (times cover its calls,
@@ -22,6 +25,7 @@ from __future__ import annotations
 import ast
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +40,8 @@ from lighttrack.tracker.params import PRESETS, TrackerParams
 from lighttrack.tracker.plots import plot_success
 from lighttrack.tracker.tracker import Tracker, first_box
 
-__all__ = ["run_sequence", "write_results", "read_results", "score_results", "evaluate_split",
+__all__ = ["run_sequence", "write_results", "read_results", "score_results", "score_tracks", "as_written",
+           "evaluate_split", "read_split", "check_start",
            "protocol_of", "open_split", "stay_put_boxes", "baseline_line", "PRIMARY", "SCORES_NAME"]
 
 SCORES_NAME = "scores.json"
@@ -141,24 +146,61 @@ def score_results(out_dir: str | Path, dataset, protocol: str | None = None,
     (``"scored": false``); its result files are what the benchmark server takes.
     """
     out_dir = Path(out_dir)
+    sequences = [dataset.sequence(i) for i in range(len(dataset))]
+    tracks = {seq.name: read_results(out_dir, seq.name) for seq in sequences}
+    scores, stay_curve = _score(dataset, sequences, tracks, protocol, lambda name: _files(out_dir, name)[0])
+    _write_scores(out_dir, scores, stay_curve, plot)
+    return scores
+
+
+def score_tracks(dataset, tracks: dict[str, tuple[np.ndarray, np.ndarray]], protocol: str | None = None,
+                 sequences: list | None = None) -> dict:
+    """:func:`score_results` of results held in memory, ``{name: (boxes (N, 4), seconds (N,))}``
+    for every sequence of ``dataset``, scored as their files would be read back (boxes to 3
+    decimals, seconds to 8); nothing is written. ``sequences``: the split as
+    :func:`read_split` returned it (read again when not given)."""
+    if sequences is None:
+        sequences = [dataset.sequence(i) for i in range(len(dataset))]
+    missing = [seq.name for seq in sequences if seq.name not in tracks]
+    if missing:
+        raise KeyError(f"no results for sequence(s) {', '.join(missing)}")
+    return _score(dataset, sequences, tracks, protocol, lambda name: f"sequence {name}")[0]
+
+
+def as_written(values: np.ndarray, decimals: int) -> np.ndarray:
+    """``values`` as a result file holds them: each printed with ``decimals`` decimals
+    (``"%.3f"``, the correctly rounded decimal) and read back, so memory and files score alike."""
+    values = np.asarray(values, np.float64)
+    out = np.round(values, decimals)  # rint(v * 10^d) / 10^d: the printed value unless v * 10^d is near a half
+    scaled = values * 10.0 ** decimals
+    with np.errstate(invalid="ignore"):  # nan and inf: kept by np.round, as printed and read back
+        doubt = (np.abs(scaled - np.floor(scaled) - 0.5) < 1e-3) | (np.abs(scaled) > 2.0 ** 52) & np.isfinite(scaled)
+    out[doubt] = [float(f"{v:.{decimals}f}") for v in values[doubt]]  # printed, as the file has it
+    return out
+
+
+def _score(dataset, sequences: list, tracks: dict, protocol: str | None,
+           where: Callable[[str], object]) -> tuple[dict, list | None]:
+    """The scores dict and the stay-at-first-box success curve (for the plot; None when
+    nothing is scored); ``where(name)`` names a sequence's results in errors."""
     protocol = protocol or protocol_of(dataset)
     if protocol not in ("got10k", "otb"):
         raise ValueError(f"unknown protocol {protocol!r}; use 'got10k' or 'otb'")
     ours, stay, all_times = [], [], []  # per sequence: pooled IoUs (got10k) or curves (otb)
-    levels = _difficulties(dataset)  # the embedded set's difficulty per sequence, if it has one
+    levels = _difficulties(sequences)  # the embedded set's difficulty per sequence, if it has one
     groups: dict[str, list[int]] = {}
     scored = True
-    for i in range(len(dataset)):
-        seq = dataset.sequence(i)
-        boxes, times = read_results(out_dir, seq.name)
+    for i, seq in enumerate(sequences):
+        boxes, times = tracks[seq.name]
+        boxes = as_written(np.asarray(boxes).reshape(-1, 4), 3)
+        times = as_written(np.asarray(times).reshape(-1), 8)
         all_times.append(times[np.isfinite(times) & (times > 0)])
         gt = np.asarray(seq.boxes, np.float64)
         if len(gt) == 1 < len(boxes):  # first-frame box only: nothing to score against
             scored = False
             continue
         if boxes.shape != gt.shape:
-            raise ValueError(f"{_files(out_dir, seq.name)[0]}: {boxes.shape[0]} boxes for "
-                             f"{gt.shape[0]} ground-truth frames")
+            raise ValueError(f"{where(seq.name)}: {boxes.shape[0]} boxes for {gt.shape[0]} ground-truth frames")
         if levels:
             groups.setdefault(levels[i], []).append(len(ours))
         ours.append(_sequence_score(boxes, gt, seq, protocol))
@@ -166,42 +208,46 @@ def score_results(out_dir: str | Path, dataset, protocol: str | None = None,
     times = np.concatenate(all_times) if all_times else np.zeros(0)
     fps = float(np.mean(1.0 / times)) if times.size else -1.0
     if not scored:
-        scores = {"protocol": protocol, "scored": False, "fps": fps, "sequences": len(dataset),
-                  "frames": int(times.size)}
-        (out_dir / SCORES_NAME).write_text(json.dumps(scores, indent=2))
-        return scores
+        return {"protocol": protocol, "scored": False, "fps": fps, "sequences": len(sequences),
+                "frames": int(times.size)}, None
     s, b = _summary(ours, protocol), _summary(stay, protocol)
     key = PRIMARY[protocol]
     curve, baseline_curve = s.pop("success_curve"), b.pop("success_curve")
     scores = {"protocol": protocol, "scored": True, **s, **{f"baseline_{k}": v for k, v in b.items()},
-              "beats_baseline": bool(s[key] > b[key]), "fps": fps, "sequences": len(dataset),
+              "beats_baseline": bool(s[key] > b[key]), "fps": fps, "sequences": len(sequences),
               "frames": int(times.size), "success_curve": curve}
     if len(groups) > 1:  # the same figures, and the baseline's, per difficulty level
         scores["by_difficulty"] = {
             level: {key: _summary([ours[j] for j in idx], protocol)[key],
                     f"baseline_{key}": _summary([stay[j] for j in idx], protocol)[key], "sequences": len(idx)}
             for level, idx in sorted(groups.items(), key=lambda g: (_LEVEL_ORDER.get(g[0], 9), g[0]))}
+    return scores, baseline_curve
+
+
+def _write_scores(out_dir: Path, scores: dict, stay_curve: list | None, plot: bool) -> None:
+    """scores.json, and with ``plot`` the success curves of the tracker and the baseline."""
     (out_dir / SCORES_NAME).write_text(json.dumps(scores, indent=2))
-    if plot:
+    if plot and scores["scored"]:
+        protocol = scores["protocol"]
+        key = PRIMARY[protocol]
         thr = metrics.SUCCESS_THRESHOLDS_GOT10K if protocol == "got10k" else metrics.SUCCESS_THRESHOLDS_OTB
         name = "AO" if protocol == "got10k" else "AUC"
-        plot_success({f"tracker ({name} {s[key]:.3f})": (thr, np.asarray(curve)),
-                      f"stays at the first box ({name} {b[key]:.3f})": (thr, np.asarray(baseline_curve))},
+        plot_success({f"tracker ({name} {scores[key]:.3f})": (thr, np.asarray(scores["success_curve"])),
+                      f"stays at the first box ({name} {scores['baseline_' + key]:.3f})": (thr, np.asarray(stay_curve))},
                      out_dir / "success.png", f"Success ({protocol})")
-    return scores
 
 
 _LEVEL_ORDER = {"easy": 0, "medium": 1, "hard": 2}  # lighttrack.data.synth.DIFFICULTIES
 
 
-def _difficulties(dataset) -> list[str]:
+def _difficulties(sequences: list) -> list[str]:
     """The ``difficulty`` of every sequence (a meta_info.ini key of the embedded set,
-    ``lighttrack.data.synth``), or [] when the first sequence has none (any real dataset:
-    nothing more is read)."""
-    meta = getattr(dataset, "meta", None)
-    if meta is None or not len(dataset) or "difficulty" not in meta(0):
+    ``lighttrack.data.synth``, in each sequence's meta data), or [] when the first sequence
+    has none (any real dataset)."""
+    metas = [getattr(seq, "meta", None) or {} for seq in sequences]
+    if not metas or "difficulty" not in metas[0]:
         return []
-    return [str(meta(i).get("difficulty", "unknown")) for i in range(len(dataset))]
+    return [str(m.get("difficulty", "unknown")) for m in metas]
 
 
 # The figure a protocol ranks by; its stay-at-first-box value is scores["baseline_" + key].
@@ -250,28 +296,40 @@ def _results(net, sequences: list, params: TrackerParams, batch, device_crops: b
         yield r.index, r.name, r.boxes, r.times
 
 
-def evaluate_split(net, dataset, out_dir: str | Path, params: TrackerParams = PRESETS["vot2019"],
+def evaluate_split(net, dataset, out_dir: str | Path | None = None, params: TrackerParams = PRESETS["vot2019"],
                    protocol: str | None = None, report: Callable[[dict], None] | None = None,
-                   plot: bool = True, batch: int | str = "auto", device_crops: bool | None = None) -> dict:
-    """Track every sequence of ``dataset`` (a reader), write results and scores.json.
+                   plot: bool = True, batch: int | str = "auto", device_crops: bool | None = None,
+                   sequences: list | None = None) -> dict:
+    """Track every sequence of ``dataset`` (a reader) and score the boxes in memory; with
+    ``out_dir``, also write its result files, scores.json and (``plot``) success.png.
 
     ``net`` is a network (torch module, ``TorchNet``, ``ExportedNet``, ``OrtEvalNet``), tracked in
     lockstep ``batch`` sequences at a time (``auto``: as many as memory and the device
     suit), or a ready ``Tracker`` (one sequence at a time; ``params`` unused).
     ``device_crops``: decode and crop on the module's device (default: when it is a GPU).
+    ``sequences``: the split as :func:`read_split` returned it, for a caller that scores many
+    networks on one split (read and checked here when not given).
 
     ``report`` (optional) is called after each sequence with ``{"sequence", "index", "frames"}``.
     Returns the scores dict (GOT-10k: ao, sr50, sr75, fps, ...).
     """
-    sequences = read_split(dataset)
+    if sequences is None:
+        sequences = read_split(dataset)
     # Results appear in out_dir only once every sequence is tracked and scored: a failure
-    # half way leaves no result files that a scorer or a reader would take for the split's.
-    with atomic_dir(out_dir) as tmp:
+    # half way leaves no result files that a scorer or a reader would take for the split's
+    # (and an out_dir that cannot be written stops the run before it starts).
+    with (atomic_dir(out_dir) if out_dir is not None else nullcontext()) as tmp:
+        tracks = {}
         for i, name, boxes, times in _results(net, sequences, params, batch, device_crops):
-            write_results(tmp, name, boxes, times)
+            tracks[name] = boxes, times
             if report is not None:
                 report({"sequence": name, "index": i, "frames": len(boxes)})
-        return score_results(tmp, dataset, protocol, plot=plot)
+        scores, stay_curve = _score(dataset, sequences, tracks, protocol, lambda name: f"sequence {name}")
+        if tmp is not None:
+            for name, (boxes, times) in tracks.items():
+                write_results(tmp, name, boxes, times)
+            _write_scores(tmp, scores, stay_curve, plot)
+    return scores
 
 
 def read_split(dataset) -> list:

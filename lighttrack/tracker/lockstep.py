@@ -4,9 +4,9 @@
 starting at one step are one batched pass; then every step runs one batched search forward
 per crop side (256, and 288 for small targets) over the running slots and updates the
 per-slot state (centre, size: ``(K, 2)`` float64 tensors) for all at once. A finished
-sequence frees its slot for the next one. The arithmetic is the one-sequence tracker's
-(:class:`lighttrack.tracker.tracker.Tracker`), written as tensor ops over the slots, so
-the boxes agree with it up to the float rounding of a batched forward (tested to 1e-3 px).
+sequence frees its slot for the next one. The post-processing is the one-sequence
+tracker's (:func:`lighttrack.tracker.decode.decode`, here on the slots' tensors), so the
+boxes agree with it up to the float rounding of a batched forward (tested to 1e-3 px).
 
 Frames and crops come one of two ways:
 
@@ -38,13 +38,13 @@ import torch
 import torch.nn.functional as F
 
 from lighttrack.geometry import IMAGENET_MEAN, IMAGENET_STD, TEMPLATE_SIZE, crop, normalize
+from lighttrack.tracker.decode import ScoreGrid, context_size, decode, score_grid
 from lighttrack.tracker.params import TrackerParams
 from lighttrack.tracker.runtime import as_numpy_net
-from lighttrack.tracker.tracker import first_box
+from lighttrack.tracker.tracker import first_box, search_side
 
 __all__ = ["SequenceResult", "track_lockstep", "auto_batch", "crop_batch", "crop_tensor", "CPU_MAX_BATCH"]
 
-_EPS = 1e-6  # floor for predicted box sides (crop px), as in the one-sequence tracker
 # Batches above 8 were slower per frame on this 2-core CPU (bench/bench_eval.py); a GPU
 # takes as many slots as its memory holds.
 CPU_MAX_BATCH = 8
@@ -217,7 +217,7 @@ class _Lockstep:
         self.times = np.zeros(int(self.offsets[-1]))
         self.zf: list = [None] * self.K  # per slot (1, C, s, s)
         self.slots: list[_Slot | None] = [None] * self.K
-        self.windows: dict[int, torch.Tensor] = {}
+        self.grids: dict[tuple[int, int], ScoreGrid] = {}  # by (S, crop side), on the state's device
         # Readers and croppers apart: a crop must not queue behind the next step's reads.
         self.readers = ThreadPoolExecutor(max(1, threads), thread_name_prefix="lt-read")
         self.croppers = ThreadPoolExecutor(max(1, threads), thread_name_prefix="lt-crop")
@@ -254,54 +254,15 @@ class _Lockstep:
         jobs = [self.croppers.submit(crop, im, tuple(c[i]), s[i], out, pad) for i, (im, pad) in enumerate(frames)]
         return np.stack([j.result() for j in jobs])  # (B, out, out, 3) uint8
 
-    # tracker arithmetic (Tracker.initialize / track / _update over slots) ------------------
-    def _sz(self, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """sqrt((w + p)(h + p)), p = context * (w + h): geometry.context_size over tensors."""
-        q = self.p.context * (w + h)
-        return torch.sqrt((w + q) * (h + q))
-
-    def _context(self, size: torch.Tensor) -> torch.Tensor:
-        return self._sz(size[:, 0], size[:, 1])  # s_z (B,) of (B, 2) sizes
-
-    def _window(self, s: int) -> torch.Tensor:
-        if s not in self.windows:
-            h = np.hanning(s)
-            self.windows[s] = torch.from_numpy(np.outer(h, h)).to(self.center.device)
-        return self.windows[s]
-
-    def _post(self, slots: list[int], cls: torch.Tensor, reg: torch.Tensor, search_size: int,
-              scale_z: torch.Tensor) -> None:
+    # post-processing: the one-sequence tracker's decode over the slots -------------------
+    def _post(self, slots: list[int], cls: torch.Tensor, reg: torch.Tensor, search_size: int) -> None:
         """cls (B, 1, S, S) logits, reg (B, 4, S, S) ltrb crop px -> new centre and size."""
-        p, dev = self.p, self.center.device
-        score = torch.sigmoid(cls[:, 0].to(dev, torch.float64))  # (B, S, S)
-        reg = reg.to(dev, torch.float64)
-        s = score.shape[-1]
-        g = (torch.arange(s, dtype=torch.float64, device=dev) - s // 2) * (search_size // s) + search_size // 2
-        x1, y1 = g[None, None, :] - reg[:, 0], g[None, :, None] - reg[:, 1]
-        x2, y2 = g[None, None, :] + reg[:, 2], g[None, :, None] + reg[:, 3]
-        pw, ph = (x2 - x1).clamp(min=_EPS), (y2 - y1).clamp(min=_EPS)
-        last = self.size[slots] * scale_z[:, None]  # (B, 2) crop px
-        lw, lh = last[:, 0, None, None], last[:, 1, None, None]
-
-        def change(r):
-            return torch.maximum(r, 1.0 / r)
-
-        penalty = torch.exp(-(change((lw / lh) / (pw / ph)) * change(self._sz(pw, ph) / self._sz(lw, lh)) - 1.0) * p.penalty_k)
-        pscore = penalty * score * (1.0 - p.window_influence) + self._window(s) * p.window_influence
-        cell = pscore.flatten(1).argmax(1)[:, None]  # first maximum, as np.argmax
-
-        def pick(t):
-            return t.flatten(1).gather(1, cell)[:, 0]  # (B,)
-
-        bx1, by1, bx2, by2 = pick(x1), pick(y1), pick(x2), pick(y2)
-        lr = (pick(penalty) * pick(score) * p.lr)[:, None]
-        half = search_size / 2
-        shift = torch.stack([(bx1 + bx2) / 2 - half, (by1 + by2) / 2 - half], 1) / scale_z[:, None]
-        pred = torch.stack([(bx2 - bx1).clamp(min=_EPS), (by2 - by1).clamp(min=_EPS)], 1) / scale_z[:, None]
-        fs = self.frame_size[slots]
-        center = torch.minimum(torch.maximum(self.center[slots] + shift, torch.zeros_like(fs)), fs)
-        size = torch.minimum(((1.0 - lr) * self.size[slots] + lr * pred).clamp(min=p.min_size), fs)
-        self.center[slots], self.size[slots] = center, size
+        dev, s = self.center.device, cls.shape[-1]
+        if (s, search_size) not in self.grids:
+            self.grids[s, search_size] = score_grid(s, search_size, dev)
+        d = decode(cls.to(dev, torch.float64), reg.to(dev, torch.float64), self.center[slots], self.size[slots],
+                   self.frame_size[slots], self.grids[s, search_size], self.p)
+        self.center[slots], self.size[slots] = d.center, d.size
 
     def _record(self, slots: list[int], seconds: float, n: int) -> None:
         rows = [self.slots[i].offset + self.slots[i].k for i in slots]
@@ -332,14 +293,13 @@ class _Lockstep:
                 x, y, bw, bh = first_box(slot.seq.boxes[0], w, h)
             except ValueError as e:
                 raise ValueError(f"sequence {slot.seq.name}: {e}") from None
-            small = bw * bh / float(w * h) < self.p.small_target_ratio
-            slot.search_size = self.p.large_search_size if (self.p.large_search and small) else self.p.search_size
+            slot.search_size = search_side(bw, bh, w, h, self.p)
             self.center[i] = torch.tensor([x + bw / 2, y + bh / 2], dtype=torch.float64)
             self.size[i] = torch.tensor([bw, bh], dtype=torch.float64)
             self.frame_size[i] = torch.tensor([w, h], dtype=torch.float64)
             if len(slot.seq.frames) > 1:
                 slot.next = self._read(slot.seq, 1)
-        z = self._crops(frames, started, self._context(self.size[started]), TEMPLATE_SIZE)
+        z = self._crops(frames, started, context_size(self.size[started], self.p.context), TEMPLATE_SIZE)
         zf = self.net.template(z)  # computed once per sequence
         for n, i in enumerate(started):
             self.zf[i] = zf[n:n + 1]
@@ -357,11 +317,10 @@ class _Lockstep:
         for side in sorted({self.slots[i].search_size for i in running}):
             group = [n for n, i in enumerate(running) if self.slots[i].search_size == side]
             slots = [running[n] for n in group]
-            s_z = self._context(self.size[slots])
-            scale_z = TEMPLATE_SIZE / s_z
-            x = self._crops([frames[n] for n in group], slots, s_z * side / TEMPLATE_SIZE, side)
+            s_x = context_size(self.size[slots], self.p.context) * side / TEMPLATE_SIZE  # (B,) frame px
+            x = self._crops([frames[n] for n in group], slots, s_x, side)
             cls, reg = self.net.search(_cat([self.zf[i] for i in slots]), x)
-            self._post(slots, cls, reg, side, scale_z)
+            self._post(slots, cls, reg, side)
         if self.center.device.type == "cuda":
             torch.cuda.synchronize(self.center.device)  # honest per-frame times
         self._record(running, time.perf_counter() - t0, len(running))

@@ -99,7 +99,7 @@ def check_parity(eager: torch.nn.Module, exported, sequence, params, crops: list
             for t in (ours, theirs):
                 t.initialize(image, np.asarray(sequence.boxes[0], np.float64))
             continue
-        theirs.center, theirs.size, theirs.window = ours.center.copy(), ours.size.copy(), ours.window
+        theirs.center, theirs.size, theirs.grid = ours.center.copy(), ours.size.copy(), ours.grid
         a, _ = ours.track(image)
         b, _ = theirs.track(image)
         d, e = ours.decision, theirs.decision

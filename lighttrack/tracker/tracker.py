@@ -3,8 +3,9 @@
 ``Tracker(net, params)`` works with any network exposing ``template(z)`` and
 ``search(zf, x)``: a supernet ``path(arch)``, a ``StaticTracker`` (both torch modules,
 wrapped by :class:`~lighttrack.tracker.runtime.TorchNet`) or an exported runtime
-(:class:`~lighttrack.tracker.runtimes.ExportedNet`). Post-processing is vectorised NumPy on
-the (S, S) maps; the Hanning window and grid are computed once per sequence.
+(:class:`~lighttrack.tracker.runtimes.ExportedNet`). Post-processing is
+:func:`lighttrack.tracker.decode.decode` (the lockstep evaluator's too) on NumPy arrays, a
+batch of one; the Hanning window and grid are computed once per sequence.
 """
 from __future__ import annotations
 
@@ -14,14 +15,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lighttrack.geometry import TEMPLATE_SIZE, STRIDE, context_size, crop, ltrb_to_xyxy, normalize, score_size
+from lighttrack.geometry import TEMPLATE_SIZE, STRIDE, context_size, crop, normalize, score_size
+from lighttrack.tracker.decode import ScoreGrid, decode, score_grid
 from lighttrack.tracker.params import PRESETS, TrackerParams
 from lighttrack.tracker.runtime import as_numpy_net
 
-__all__ = ["Tracker", "Decision", "SearchCrop", "hanning_window", "decide", "size_change_penalty",
-           "first_box"]
-
-_EPS = 1e-6  # floor for predicted box sides (crop px) so ratios stay finite
+__all__ = ["Tracker", "Decision", "SearchCrop", "first_box", "search_side"]
 
 
 @dataclass(frozen=True)
@@ -44,45 +43,6 @@ class Decision:
     pscore: float  # penalised, windowed score of that cell: what the argmax took
 
 
-def hanning_window(s: int) -> np.ndarray:
-    """Un-normalised cosine window outer(hanning(S), hanning(S)), shape (S, S), peak < 1."""
-    h = np.hanning(s)
-    return np.outer(h, h)
-
-
-def _sz(w: np.ndarray, h: np.ndarray, context: float) -> np.ndarray:
-    p = context * (w + h)
-    return np.sqrt((w + p) * (h + p))
-
-
-def _change(r: np.ndarray) -> np.ndarray:
-    return np.maximum(r, 1.0 / r)
-
-
-def size_change_penalty(pred_w: np.ndarray, pred_h: np.ndarray, last_w: float, last_h: float,
-                        penalty_k: float, context: float = 0.5) -> np.ndarray:
-    """exp(-(r_c * s_c - 1) * k); all sizes in crop px (last size already times scale_z)."""
-    s_c = _change(_sz(pred_w, pred_h, context) / _sz(np.float64(last_w), np.float64(last_h), context))
-    r_c = _change((last_w / last_h) / (pred_w / pred_h))
-    return np.exp(-(r_c * s_c - 1.0) * penalty_k)
-
-
-def decide(cls: np.ndarray, reg: np.ndarray, last_size: tuple[float, float], window: np.ndarray,
-           params: TrackerParams, search_size: int) -> Decision:
-    """Pick the cell: sigmoid(cls) (S, S), reg ltrb (4, S, S) px, last size in crop px.
-    The stride is the crop over the map: 16, or 8 for a stage-2 output of the wide space."""
-    score = 1.0 / (1.0 + np.exp(-cls.astype(np.float64)))  # (S, S)
-    box = ltrb_to_xyxy(reg.astype(np.float64), search_size, search_size // cls.shape[-1])  # (4, S, S) x1 y1 x2 y2
-    pw = np.maximum(box[2] - box[0], _EPS)
-    ph = np.maximum(box[3] - box[1], _EPS)
-    penalty = size_change_penalty(pw, ph, last_size[0], last_size[1], params.penalty_k, params.context)
-    wi = params.window_influence
-    pscore = penalty * score * (1.0 - wi) + window * wi
-    r, c = np.unravel_index(int(np.argmax(pscore)), pscore.shape)
-    return Decision((int(r), int(c)), float(score[r, c]), float(penalty[r, c]), box[:, r, c].copy(),
-                    float(pscore[r, c]))
-
-
 def first_box(box, frame_w: int, frame_h: int) -> tuple[float, float, float, float]:
     """The initial box as floats; refused unless finite, with positive sides, overlapping the frame."""
     x, y, w, h = (float(v) for v in np.asarray(box, np.float64).reshape(4))
@@ -91,6 +51,13 @@ def first_box(box, frame_w: int, frame_h: int) -> tuple[float, float, float, flo
     if x + w <= 0 or y + h <= 0 or x >= frame_w or y >= frame_h:
         raise ValueError(f"initial box {[x, y, w, h]} lies entirely outside the {frame_w}x{frame_h} frame")
     return x, y, w, h
+
+
+def search_side(w: float, h: float, frame_w: int, frame_h: int, params: TrackerParams) -> int:
+    """The search crop side of a sequence: the large one when the first box covers less
+    than ``small_target_ratio`` of the frame (and ``large_search`` allows it)."""
+    small = w * h / float(frame_w * frame_h) < params.small_target_ratio
+    return params.large_search_size if (params.large_search and small) else params.search_size
 
 
 class Tracker:
@@ -117,20 +84,24 @@ class Tracker:
             got = getattr(image, "shape", type(image).__name__), getattr(image, "dtype", "")
             raise ValueError(f"tracker expects an (H, W, 3) uint8 RGB frame, got {got}")
 
+    @property
+    def window(self) -> np.ndarray:
+        """(S, S) Hanning window of the current score map."""
+        return self.grid.window
+
     # -- API -------------------------------------------------------------------------
     def initialize(self, image: np.ndarray, box) -> None:
         """Start on ``image`` with the target at ``box`` (x, y, w, h)."""
         self._check_image(image)
         frame_h, frame_w = image.shape[:2]
         x, y, w, h = first_box(box, frame_w, frame_h)
-        p = self.params
         self.frame_size = np.array([frame_w, frame_h], np.float64)
         self.center = np.array([x + w / 2, y + h / 2])
         self.size = np.array([w, h])
-        small = w * h / float(frame_w * frame_h) < p.small_target_ratio
-        self.search_size = p.large_search_size if (p.large_search and small) else p.search_size
-        self.window = hanning_window(score_size(self.search_size, STRIDE))  # stride 16 until a map says otherwise
-        s_z = context_size(w, h, p.context)
+        self.search_size = search_side(w, h, frame_w, frame_h, self.params)
+        # stride 16 until a map says otherwise
+        self.grid: ScoreGrid = score_grid(score_size(self.search_size, STRIDE), self.search_size)
+        s_z = context_size(w, h, self.params.context)
         z = crop(image, tuple(self.center), s_z, TEMPLATE_SIZE, cv2.mean(image)[:3])
         self.zf = self.net.template(self._input(z))  # computed once per sequence
 
@@ -139,39 +110,27 @@ class Tracker:
         if not hasattr(self, "zf"):
             raise RuntimeError("Tracker.track() before initialize(image, box)")
         self._check_image(image)
-        p = self.params
-        s_z = context_size(self.size[0], self.size[1], p.context)
-        scale_z = TEMPLATE_SIZE / s_z  # crop px per frame px, same for template and search
-        s_x = s_z * self.search_size / TEMPLATE_SIZE
+        s_z = context_size(self.size[0], self.size[1], self.params.context)
+        s_x = s_z * self.search_size / TEMPLATE_SIZE  # the template's scale: scale_z = 128 / s_z
         self.search_crop = SearchCrop((float(self.center[0]), float(self.center[1])), s_x, self.search_size)
         t0 = time.perf_counter()
         x = self._input(crop(image, self.search_crop.center, s_x, self.search_size, cv2.mean(image)[:3]))
         t1 = time.perf_counter()
         cls, reg = self.net.search(self.zf, x)  # (1, 1, S, S), (1, 4, S, S)
         t2 = time.perf_counter()
-        if self.window.shape != cls.shape[-2:]:  # a stride-8 net: a 2x finer map
-            self.window = hanning_window(cls.shape[-1])
-        d = decide(np.asarray(cls)[0, 0], np.asarray(reg)[0], tuple(self.size * scale_z),
-                   self.window, p, self.search_size)
-        self.decision = d
-        self._update(d, scale_z)
+        s = cls.shape[-1]
+        if self.grid.window.shape != (s, s):  # a stride-8 net: a 2x finer map
+            self.grid = score_grid(s, self.search_size)
+        d = decode(np.asarray(cls, np.float64), np.asarray(reg, np.float64), self.center[None], self.size[None],
+                   self.frame_size[None], self.grid, self.params)
+        self.center, self.size = d.center[0], d.size[0]
+        self.decision = Decision(divmod(int(d.cell[0]), s), float(d.score[0]), float(d.penalty[0]), d.box[0],
+                                 float(d.pscore[0]))
         t3 = time.perf_counter()
         self.timings["crop"] += t1 - t0
         self.timings["network"] += t2 - t1
         self.timings["post"] += t3 - t2
-        return self.box, d.score
-
-    def _update(self, d: Decision, scale_z: float) -> None:
-        x1, y1, x2, y2 = d.box
-        half = self.search_size / 2
-        # The centre moves fully to the chosen box's centre.
-        self.center = self.center + (np.array([(x1 + x2) / 2, (y1 + y2) / 2]) - half) / scale_z
-        # The size moves once with lr' = penalty * score * lr (the released code applied it twice).
-        lr = d.penalty * d.score * self.params.lr
-        pred = np.array([max(x2 - x1, _EPS), max(y2 - y1, _EPS)]) / scale_z
-        self.size = (1.0 - lr) * self.size + lr * pred
-        self.center = np.clip(self.center, 0.0, self.frame_size)
-        self.size = np.clip(self.size, self.params.min_size, self.frame_size)
+        return self.box, self.decision.score
 
     @property
     def box(self) -> np.ndarray:

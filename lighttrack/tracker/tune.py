@@ -3,7 +3,6 @@ and one setting's score. ``ray_jobs/tune_tracker.py`` runs the settings as Ray T
 (Nevergrad draws them) and logs them to MLflow."""
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -42,5 +41,4 @@ def score_setting(setting: dict, state: dict, arch_text: str, dataset_args: dict
     net = StaticTracker.build(resolve(arch_text))
     net.load_state_dict(state)
     params = from_dict(TrackerParams, {**base, **setting})
-    with tempfile.TemporaryDirectory(prefix="tune-tracker-") as tmp:
-        return evaluate_split(net.eval(), open_split(**dataset_args), tmp, params, plot=False)
+    return evaluate_split(net.eval(), open_split(**dataset_args), None, params)  # scored in memory

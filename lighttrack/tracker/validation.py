@@ -10,12 +10,12 @@ The search's fitness, the phase-2/4 validation and the model card all score this
 
 Both come with the same figure of the tracker that stays at its start box, on the same
 frames (``baseline_fitness``). Sequences are read and checked once, by
-:func:`open_validation`; :func:`score` tracks them for one network.
+:func:`open_validation`; :func:`score` tracks them for one network and scores the boxes
+in memory (result files only when asked for).
 """
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -77,13 +77,11 @@ def open_validation(root: str, split: str = "val", metric: str = "ao", max_seque
 
 def score(net: Any, val: Validation, params: TrackerParams, out_dir: str | Path | None = None,
           batch: int | str = "auto") -> dict:
-    """Track ``val`` with ``net`` (a module with ``template``/``search``, or a runtime net).
+    """Track ``val`` with ``net`` (a module with ``template``/``search``, or a runtime net),
+    scored from the boxes in memory; with ``out_dir`` the result files are written there too.
 
     Returns the protocol's scores plus ``metric``, ``fitness`` (its AO or EAO) and
-    ``baseline_fitness``; with ``out_dir`` the result files stay there."""
-    if out_dir is None:
-        with tempfile.TemporaryDirectory(prefix="lighttrack-val-") as tmp:
-            return score(net, val, params, Path(tmp) / "results", batch)
+    ``baseline_fitness``. ``val``'s sequences are not read again."""
     if val.metric == "eao":
         from lighttrack.tracker.tracker import Tracker
         from lighttrack.tracker.vot import evaluate_vot
@@ -92,7 +90,8 @@ def score(net: Any, val: Validation, params: TrackerParams, out_dir: str | Path 
         return {**s, "metric": "eao", "fitness": float(s["eao"]), "baseline_fitness": float(s["baseline_eao"])}
     from lighttrack.tracker.evaluation import evaluate_split
 
-    s = evaluate_split(net, val.reader, out_dir, params, protocol="got10k", plot=False, batch=batch)
+    s = evaluate_split(net, val.reader, out_dir, params, protocol="got10k", plot=False, batch=batch,
+                       sequences=val.sequences)
     return {**s, "metric": "ao", "fitness": float(s["ao"]), "baseline_fitness": float(s["baseline_ao"])}
 
 

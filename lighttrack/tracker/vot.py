@@ -386,15 +386,17 @@ def open_vot(root: str | Path, max_sequences: int = 0) -> VotDataset:
     return VotDataset(root, ds.sequence_names[:max_sequences]) if max_sequences else ds
 
 
-def evaluate_vot(tracker, dataset: VotDataset | list[VotSequence], out_dir: str | Path,
+def evaluate_vot(tracker, dataset: VotDataset | list[VotSequence], out_dir: str | Path | None = None,
                  protocol: VotProtocol = VOT2019, report: Callable[[dict], None] | None = None,
                  plot: bool = True) -> dict:
-    """The supervised experiment on every sequence with ``tracker`` (``initialize``/``track``):
-    the toolkit's result files ``<out_dir>/<name>/<name>_001.txt``, ``scores.json`` and the
-    EAO curve beside the baseline's. Every sequence and first region is read and checked
-    before the first frame is tracked (``dataset`` may be the sequences already read); the
-    files appear only when all are done."""
+    """The supervised experiment on every sequence with ``tracker`` (``initialize``/``track``),
+    scored from the trajectories in memory. With ``out_dir``: the toolkit's result files
+    ``<out_dir>/<name>/<name>_001.txt``, ``scores.json`` and (``plot``) the EAO curve beside
+    the baseline's, appearing only when all are done. Every sequence and first region is
+    read and checked before the first frame is tracked (``dataset`` may be the sequences
+    already read)."""
     import json
+    from contextlib import nullcontext
 
     from lighttrack.atomic import atomic_dir
     from lighttrack.tracker.tracker import first_box
@@ -406,17 +408,19 @@ def evaluate_vot(tracker, dataset: VotDataset | list[VotSequence], out_dir: str 
         except ValueError as e:
             raise DataError(f"sequence {seq.name}: {e}") from None
     trajectories = {}
-    with atomic_dir(out_dir) as tmp:
+    with (atomic_dir(out_dir) if out_dir is not None else nullcontext()) as tmp:
         for i, seq in enumerate(seqs):
             trajectories[seq.name] = run_supervised(tracker, seq, protocol)
-            write_trajectory(tmp, seq.name, trajectories[seq.name])
             if report is not None:
                 report({"sequence": seq.name, "index": i, "frames": len(seq),
                         "failures": sum(isinstance(e, int) and e == FAILURE for e in trajectories[seq.name])})
         scores = score_vot(trajectories, seqs, protocol)
-        (tmp / "scores.json").write_text(json.dumps(scores, indent=2))
-        if plot:
-            _plot_eao(scores, tmp / "eao.png", protocol)
+        if tmp is not None:
+            for seq in seqs:
+                write_trajectory(tmp, seq.name, trajectories[seq.name])
+            (tmp / "scores.json").write_text(json.dumps(scores, indent=2))
+            if plot:
+                _plot_eao(scores, tmp / "eao.png", protocol)
     return scores
 
 
