@@ -12,11 +12,12 @@ losses of the last 50 steps and the AO on the val split and on the first 10 trai
 sequences, each beside the AO of a tracker that stays at the first box on the same frames.
 A val AO far below the train AO points at generalisation; both low with a low loss points
 at the tracker or a train/track mismatch. Nothing is asserted.
+
+It keeps a training loop of its own: AdamW on one fixed path to wall-clock marks, which the
+library's loop (configured SGD/RMSprop by epochs) does not do.
 """
 from __future__ import annotations
 
-import argparse
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import torch
 
+import harness
 from lighttrack.arch import resolve
 from lighttrack.data.readers import Got10k
 from lighttrack.models.static import StaticTracker
@@ -54,15 +56,14 @@ def scores(model, reader) -> tuple[float, float]:
     from lighttrack.tracker.export import OrtEvalNet
 
     model.eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        s = evaluate_split(OrtEvalNet(model, torch.get_num_threads()), reader, tmp, PRESETS["vot2019"],
-                           protocol="got10k", plot=False)
+    s = evaluate_split(OrtEvalNet(model, torch.get_num_threads()), reader, None, PRESETS["vot2019"],
+                       protocol="got10k")  # scored in memory
     model.train()
     return s["ao"], s["baseline_ao"]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--arch", default="lighttrack-mobile")
     ap.add_argument("--init", help="phase-1 or phase-2 checkpoint.pt (default: fresh weights)")
     ap.add_argument("--minutes", type=float, nargs="+", default=[10, 30, 100])
@@ -72,6 +73,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT / "runs" / "bench" / "eval" / "embedded"))
     ap.add_argument("--save", help="write the trained StaticTracker state dict here at the end")
     args = ap.parse_args()
+    report = harness.Report("bench_ceiling", args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     from lighttrack.data import synth
@@ -92,7 +94,8 @@ def main() -> None:
     print(f"[ceiling] {args.arch}, init {args.init or 'fresh'}, AdamW lr {args.lr}, batch {args.batch}, "
           f"{args.threads} threads", flush=True)
     ao, base = scores(model, val)
-    print(f"  0.0 min, step 0: val AO {ao:.4f} (stays at the first box {base:.4f})", flush=True)
+    report.figure("val AO at 0.0 min", ao, "", f"step 0; a tracker that stays at the first box: {base:.4f}",
+                  baseline=base)
     marks = sorted(args.minutes)
     trained, step, recent = 0.0, 0, []
     it = iter(loader)
@@ -114,8 +117,10 @@ def main() -> None:
             r = sum(r[1] for r in recent) / len(recent)
             v, vb = scores(model, val)
             t, tb = scores(model, train)
-            print(f"  {trained / 60:.1f} min, step {step} ({step * args.batch} pairs): cls {c:.3f}, IoU loss {r:.3f}; "
-                  f"val AO {v:.4f} (stays {vb:.4f}); train AO {t:.4f} (stays {tb:.4f})", flush=True)
+            report.figure(f"val AO at {trained / 60:.1f} min", v, "",
+                          f"step {step} ({step * args.batch} pairs): cls {c:.3f}, IoU loss {r:.3f}; stays {vb:.4f}; "
+                          f"train AO {t:.4f} (stays {tb:.4f})", baseline=vb, train_ao=t, train_baseline=tb,
+                          cls=c, iou_loss=r, step=step)
     if args.save:
         torch.save(model.state_dict(), args.save)
 

@@ -18,15 +18,14 @@ the weights much; tracking a random net may lose the target sooner, the rate bar
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 from pathlib import Path
 
-
 import torch
 
+import harness
 from lighttrack.config import load
 from lighttrack.search.budget import Budget, BudgetCheck, CostModel
 from lighttrack.search.cache import CachedEvaluator, EvalCache
@@ -62,7 +61,7 @@ def tune(cfg: SearchConfig, ckpt: str, budget: Budget, costs: CostModel, workers
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--supernet", help="checkpoint.pt (default: a random-init supernet)")
     p.add_argument("--config", default="configs/search_tiny.yaml")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[])
@@ -70,6 +69,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--budget", default="600M,2M")
     args = p.parse_args()
+    report = harness.Report("bench_search", args)
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="lt-bench-search-"))
     cfg = load(SearchConfig, args.config, [*args.overrides, f"optimizer.evaluations={args.evaluations}"])
@@ -89,8 +89,7 @@ def main() -> None:
 
     secs, trials, busy = plain(cfg, ckpt, budget, costs, n, str(tmp / "cache-plain"))
     base, base_share = trials / secs * 60, busy / secs
-    print(f"plain loop      : {trials} evaluations in {secs:6.1f} s = {base:6.2f} /min; "
-          f"evaluator busy {base_share:.0%} of the wall time")
+    report.figure("plain loop", base, "evaluations/min", f"{trials} in {secs:.1f} s; evaluator busy {base_share:.0%}")
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
@@ -102,15 +101,16 @@ def main() -> None:
         rates[w], share = trials / secs * 60, busy / (w * secs)
         # Under a varying load the raw rates drift; the busy share (time inside
         # evaluations / wall time per worker) is the part the search machinery controls.
-        print(f"Ray Tune, {w} wkr : {trials} evaluations in {secs:6.1f} s = {rates[w]:6.2f} /min "
-              f"({rates[w] / base:.2f} x plain); evaluators busy {share:.0%} of the wall time "
-              f"({share / base_share:.2f} x plain's); supernet loaded {loads} time(s) for {w} worker(s)")
+        report.compare(f"Ray Tune, {w} worker(s)", ("tune", rates[w]), ("plain", base), "evaluations/min",
+                       f"{trials} in {secs:.1f} s; evaluators busy {share:.0%} ({share / base_share:.2f}x plain's); "
+                       f"supernet loaded {loads} time(s)")
     if 1 in rates and 2 in rates:
-        print(f"scaling 1 -> 2 workers: {rates[2] / rates[1]:.2f} x (on {os.cpu_count()} CPUs)")
+        report.compare("scaling 1 -> 2 workers", ("2 workers", rates[2]), ("1 worker", rates[1]), "evaluations/min",
+                       f"on {os.cpu_count()} CPUs")
     ray.shutdown()
     load1 = os.getloadavg()[0]
-    print(f"load average {load0:.2f} -> {load1:.2f}"
-          + ("  (CONTENDED: > 2, other jobs share the CPUs)" if max(load0, load1) > 2 else ""))
+    report.figure("load average", load1, "", f"{load0:.2f} before" + ("; CONTENDED: > 2, other jobs share the CPUs"
+                                                                      if max(load0, load1) > 2 else ""))
 
 
 if __name__ == "__main__":
