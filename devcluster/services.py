@@ -338,7 +338,7 @@ class LocalNode:
 
     def processes(self) -> list[tuple[int, str]]:
         """(pid, command line) of every process of this node's session; Ray's workers show
-        their role there (``ray::RayTrainWorker...``, ``ray::_Evaluator...``)."""
+        their role there (``ray::RayTrainWorker...``, ``ray::Evaluator...``)."""
         if self._proc is None:
             return []
         out = subprocess.run(["ps", "-o", "pid=,args=", "--sid", str(self._proc.pid)],

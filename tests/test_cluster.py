@@ -210,7 +210,7 @@ def test_search_loses_no_candidate_when_an_evaluators_node_is_lost(smoke, cluste
         while not stop.is_set() and not killed:
             mine = [r for r in _cache_rows(cluster, runs["supernet"]) if r["search"] == name]
             if mine:
-                node = _node_running(cluster, "ray::_Evaluator")
+                node = _node_running(cluster, "ray::Evaluator")  # the actor class's process title
                 if node is not None:
                     node.kill()
                     killed.append(str(node.port_base))
