@@ -1,7 +1,7 @@
 """The small size's training recipe against variants of it, on one device, without Ray.
 
     python bench/bench_small_recipes.py --out DIR [--device cuda] [--data data/synth_small]
-        [--recipes base,noretrain,p2x2] [--budget-s 480]
+        [--recipes base,noretrain,p2x2] [--budget-s 480] [--json PATH]
 
 Phase 1 runs once (configs/pretrain_small.yaml). Each recipe then trains phase 2 for its
 multiple of configs/supernet_small.yaml's epochs (one supernet per multiple, shared by the
@@ -9,8 +9,10 @@ recipes that use it) and phase 4 (configs/retrain_small.yaml plus the recipe's o
 one fixed architecture (``--arch``: by default the small run's found tracker), and tracks
 all val sequences of the embedded small set. Every AO stands beside the AO of a tracker that
 stays at the first box on the same frames, per difficulty level too. A recipe is skipped
-when what is left of ``--budget-s`` is less than its phases took so far; results go to
-DIR/recipes.json after each recipe.
+when what is left of ``--budget-s`` is less than its phases took so far. Every figure is
+printed as it comes and goes at once to DIR/recipes.json (or ``--json PATH``): ``device``,
+``torch``, ``arch``, ``phase1``, ``recipes`` (name -> phase2, phase4, overrides, val), beside
+the bench's machine and arguments.
 
 On the CPU here a recipe takes about as long as the small pipeline's phases 2 and 4 (about
 an hour); on one GPU, minutes. Without Ray and MLflow, so a bare GPU machine can run it.
@@ -31,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a bare machine: the checkout, not an installed package
 
+import harness  # noqa: E402
 from lighttrack.arch import resolve  # noqa: E402
 from lighttrack.config import load  # noqa: E402
 from lighttrack.train.common import Dist  # noqa: E402
@@ -169,8 +172,8 @@ def track(data: Path, tracker: torch.nn.Module, device: torch.device) -> dict:
             "by_difficulty": s.get("by_difficulty"), "seconds": time.perf_counter() - t0}
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    p = harness.parser(__doc__)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data", type=Path, help="the embedded small set (default: written to a temporary folder)")
@@ -179,7 +182,9 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=min(6, max(0, (os.cpu_count() or 1) - 2)), help="loader workers")
     p.add_argument("--budget-s", type=float, default=1e9)
     p.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)  # every stage's steps_per_epoch: a dry run
-    args = p.parse_args()
+    p.add_argument("--supernet-only", action="store_true",
+                   help="train and save the recipes' phase-2 supernets (OUT/supernet_x<multiple>.pt), no phase 4")
+    args = p.parse_args(argv)
     names = args.recipes.split(",")
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
@@ -187,12 +192,11 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     begin, device, arch = time.perf_counter(), torch.device(args.device), resolve(args.arch)
     run = Setup(device, args.workers, args.steps)
-    report: dict = {"device": str(device), "torch": torch.__version__, "arch": str(arch), "recipes": {}}
-    if device.type == "cuda":
-        report["gpu"] = torch.cuda.get_device_name(0)
-
-    def save() -> None:
-        (args.out / "recipes.json").write_text(json.dumps(report, indent=2, default=str))
+    report = harness.Report("bench_small_recipes", args, device, path=args.json or args.out / "recipes.json")
+    results: dict = {}  # name -> figures, recorded again after each recipe
+    report.data.update({"device": str(device), "torch": torch.__version__, "arch": str(arch), "recipes": results,
+                        **({"gpu": torch.cuda.get_device_name(0)} if device.type == "cuda" else {})})
+    report.save()
 
     with tempfile.TemporaryDirectory(prefix="lt-recipes-") as tmp:
         data = args.data
@@ -202,10 +206,9 @@ def main() -> int:
             t0 = time.perf_counter()
             data = Path(tmp) / "synth_small"
             write(data, seed=0, size="small", workers=max(1, os.cpu_count() or 1))
-            report["data_seconds"] = time.perf_counter() - t0
-        report["phase1"], backbone = phase1(data, run)
-        print(f"[recipes] phase1 {report['phase1']}", flush=True)
-        save()
+            report.record("data_seconds", time.perf_counter() - t0, echo=True)
+        p1, backbone = phase1(data, run)
+        report.record("phase1", p1, echo=True)
         supernets: dict[int, tuple[dict, torch.nn.Module]] = {}
         spent: dict[str, float] = {}  # what each recipe took, for the budget
         for name in names:
@@ -213,14 +216,21 @@ def main() -> int:
             need = (0 if mult in supernets else spent.get("p2", 0) * mult) + spent.get("p4", 0)
             left = args.budget_s - (time.perf_counter() - begin)
             if need > left:
-                print(f"[recipes] {name}: skipped ({need:.0f} s needed, {left:.0f} s left)", flush=True)
-                report["recipes"][name] = {"skipped": f"{need:.0f} s needed, {left:.0f} s left"}
-                save()
+                results[name] = {"skipped": f"{need:.0f} s needed, {left:.0f} s left"}
+                report.figure(f"{name} val AO", "skipped", note=results[name]["skipped"])
+                report.record("recipes", results)
                 continue
             if mult not in supernets:
                 supernets[mult] = phase2(data, run, mult, backbone)
                 spent["p2"] = supernets[mult][0]["seconds"] / mult
+                # a checkpoint as phase 2 writes it, for `lighttrack` and the search benches
+                torch.save({"model": supernets[mult][1].state_dict(), "phase": "supernet"},
+                           args.out / f"supernet_x{mult}.pt")
             p2, supernet = supernets[mult]
+            if args.supernet_only:
+                results[name] = {"phase2": p2, "supernet": str(args.out / f"supernet_x{mult}.pt")}
+                report.record("recipes", results)
+                continue
             p4, tracker = phase4(data, run, arch, supernet, overrides)
             t0 = time.perf_counter()
             try:
@@ -231,12 +241,12 @@ def main() -> int:
                 v = {"error": traceback.format_exc(), "ao": float("nan"), "baseline_ao": float("nan"),
                      "by_difficulty": None}
             spent["p4"] = max(spent.get("p4", 0), p4["seconds"] + time.perf_counter() - t0)
-            report["recipes"][name] = {"phase2": p2, "phase4": p4, "overrides": overrides, "val": v}
-            print(f"[recipes] {name}: AO {v['ao']:.4f} (stays at the first box: {v['baseline_ao']:.4f}) "
-                  f"{json.dumps(v['by_difficulty'])} phase2 {p2['seconds']:.0f} s, phase4 {p4['seconds']:.0f} s",
-                  flush=True)
-            save()
-    print(f"[recipes] wrote {args.out / 'recipes.json'} ({time.perf_counter() - begin:.0f} s)", flush=True)
+            results[name] = {"phase2": p2, "phase4": p4, "overrides": overrides, "val": v}
+            report.figure(f"{name} val AO", v["ao"], note=f"stays at the first box: {v['baseline_ao']:.4f}; by "
+                          f"difficulty {json.dumps(v['by_difficulty'])}; phase2 {p2['seconds']:.0f} s, phase4 {p4['seconds']:.0f} s",
+                          baseline_ao=v["baseline_ao"], by_difficulty=v["by_difficulty"])
+            report.record("recipes", results)
+    report.figure("seconds", time.perf_counter() - begin, "s", note=f"figures in {report.path}")
     return 0
 
 

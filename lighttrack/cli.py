@@ -12,7 +12,7 @@ import sys
 __all__ = ["main"]
 
 # Modules under lighttrack.commands, in help order.
-COMMANDS = ("arch", "data", "evaluate", "track", "export")
+COMMANDS = ("arch", "data", "evaluate", "track", "export", "search")
 
 
 def build_parser() -> argparse.ArgumentParser:

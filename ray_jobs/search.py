@@ -212,6 +212,7 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
 
     from lighttrack.search.budget import BudgetCheck
     from lighttrack.search.cache import EvalCache
+    from lighttrack.search.fidelity import rungs
     from lighttrack.search.searcher import open_search
     from ray_jobs.search_actors import Evaluator, LightTrackSearcher, trial, wait_ready
 
@@ -221,6 +222,11 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
     first = wait_ready(actors)
     sid, eid = first["supernet_id"], first["settings_id"]
     search_space = first["space"]  # the supernet's: 'paper', or 'wide' (stride-8 outputs too)
+    total, f = first["sequences"], cfg.fidelity  # validation sequences; successive halving over them
+    rung_sizes = rungs(total, f.min_sequences, f.reduction) if f.enabled else (None,)
+    if f.enabled:
+        print(f"search: successive halving over {total} validation sequences, rungs {rung_sizes}, "
+              f"the best 1/{f.reduction} going on at each", flush=True)
     mlflow.set_tags({"lighttrack.supernet_id": sid, "lighttrack.settings_id": eid,
                      "lighttrack.space": search_space,
                      "lighttrack.cache": cache_location, "lighttrack.gpus_per_evaluator": gpus})
@@ -231,7 +237,8 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
 
     for b in budgets:
         rows = cache.rows(sid, eid)
-        source = open_search(cfg, BudgetCheck(b, costs), rows, name, b.label, search_space)
+        source = open_search(cfg, BudgetCheck(b, costs), rows, name, b.label, search_space,
+                             cache.rows(sid, eid, partial=True), total)
         seeded, done, max_eval = source.stats.seeded, source.done, source.max_evaluations
         print(f"search {b.label}: {len(rows)} cached results, {seeded} fit and seeded the optimizer, "
               f"{done} done earlier by this search; up to {max_eval - done} more", flush=True)
@@ -241,26 +248,37 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
         def on_result(h, label=b.label, best=best, seen=seen):
             step["n"] += 1
             seen["n"] += 1
-            if h["fitness"] > best["fitness"]:
+            partial = h["source"] == "partial"  # stopped at a rung: no whole-split figure
+            if not partial and h["fitness"] > best["fitness"]:
                 best.update(h)
             n, todo = seen["n"], seen["todo"]
             eta = (time.time() - seen["t0"]) / n * max(0, todo - n)
-            print(f"search {label}: {n}/{todo} candidates, this one {m.upper()} {h['fitness']:.4f}"
+            what = f"stopped after {h['sequences']} of {total} sequences at {m.upper()}" if partial else m.upper()
+            print(f"search {label}: {n}/{todo} candidates, this one {what} {h['fitness']:.4f}"
                   f"{' (cache)' if h['source'] == 'cache' else ''}, best {best['fitness']:.4f}, "
                   f"ETA {dt.timedelta(seconds=round(eta))}", flush=True)
             # Rows cached before the baseline existed have none (None).
             base = h["baseline_fitness"]
-            baseline = {} if base is None else {f"baseline_{m}/{label}": base}
-            mlflow.log_metrics({f"{m}/{label}": h["fitness"], f"best_{m}/{label}": best["fitness"], **baseline,
+            key = f"partial_{m}" if partial else m
+            baseline = {} if base is None or partial else {f"baseline_{m}/{label}": base}
+            mlflow.log_metrics({f"{key}/{label}": h["fitness"], f"best_{m}/{label}": best["fitness"], **baseline,
                                 "cache_answer": float(h["source"] == "cache")}, step=step["n"])
 
         searcher = LightTrackSearcher(source, cfg.workers, on_result)
         t0 = time.time()
+        halving = None
+        if len(rung_sizes) > 1:  # Tune's ASHA decides at each rung, sequences seen as its time
+            from ray.tune.schedulers import ASHAScheduler
+
+            halving = ASHAScheduler(time_attr="sequences_seen", metric="fitness", mode="max", max_t=total,
+                                    grace_period=f.min_sequences, reduction_factor=f.reduction)
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(trial, evaluators=actors, search=name, budget=b.label),
+            tune.with_resources(tune.with_parameters(trial, evaluators=actors, search=name, budget=b.label,
+                                                     rungs=rung_sizes, total=total),
                                 {"cpu": 0.01}),  # the work runs on the evaluators
             # Room for retried candidates; the searcher ends the search when it has enough.
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=max(1, max_eval - done) * 2 + cfg.workers,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=halving,
+                                        num_samples=max(1, max_eval - done) * 2 + cfg.workers,
                                         max_concurrent_trials=cfg.workers, reuse_actors=True),
             # A trial stub lost with its node is run again; the evaluator's cache check then
             # answers it if its candidate was finished before.
@@ -269,8 +287,10 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
         if not source.finished:
             tuner.fit()
         s = source.stats.as_dict()
+        saved = log_savings(source, b.label, total)
         print(f"search {b.label}: {s['trials']} trials, {s['cache_hits']} cache answers, "
-              f"{s['infeasible']} infeasible rejected, {time.time() - t0:.1f} s", flush=True)
+              f"{s['infeasible']} infeasible rejected, {time.time() - t0:.1f} s; whole-split evaluations saved: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in saved.items()), flush=True)
         out["budgets"][b.label] = {"stats": s, "seconds": time.time() - t0, "seeded": seeded,
                                    "history": list(source.history)}
     infos = []
@@ -295,6 +315,22 @@ def run_search(cfg, budgets, costs, weights, cache_location, name, storage=None,
     for a in actors:
         ray.kill(a)
     return out
+
+
+def log_savings(source, label: str, total: int) -> dict[str, float]:
+    """MLflow metrics of what each mechanism saved this budget, in whole-split evaluations
+    (``saved_<mechanism>/<budget>``), and the accuracy predictor's tau at each refit on the
+    results that came after the fit before (``predictor_tau/<budget>``, step: results)."""
+    import mlflow
+
+    s = source.stats
+    saved = {"cache": float(s.cache_hits), "halving": s.trials - s.sequences / max(1, total),
+             "predictor": float(s.screened)}
+    mlflow.log_metrics({f"saved_{k}/{label}": v for k, v in saved.items()}
+                       | {f"stopped/{label}": s.stopped})
+    for rows, tau in getattr(source.screen, "taus", ()):
+        mlflow.log_metric(f"predictor_tau/{label}", tau, step=rows)
+    return saved
 
 
 def log_results(res: dict, budgets, name: str) -> list[dict]:

@@ -7,7 +7,9 @@
 * :class:`LightTrackSearcher` is Ray Tune's ``NevergradSearch`` driven by our
   :class:`~lighttrack.search.searcher.CandidateSource`: infeasible and cached candidates
   are told to the optimizer without a trial, and each trial is pinned to a free evaluator.
-* :func:`trial` is the Tune trainable: one remote call to its evaluator, one report.
+* :func:`trial` is the Tune trainable: a remote call to its evaluator and a report per rung
+  of successive halving (one for the whole split when halving is off); Tune's
+  ``ASHAScheduler`` stops it at a rung, with ``sequences_seen`` as its time.
 """
 from __future__ import annotations
 
@@ -71,34 +73,42 @@ class Evaluator:
                 "supernet_id": ev.supernet_id, "settings_id": ev.settings_id, "evaluated": self.ev.evaluated,
                 "cache_answers": self.ev.cache_answers,
                 "unwritten": self.ev.flush(),  # rows a long store outage held back (the driver asks at the end)
-                "device": str(ev.device), "space": ev.net.space.name}
+                "device": str(ev.device), "space": ev.net.space.name,
+                "sequences": ev.num_sequences, "sequences_tracked": ev.sequences_tracked}
 
-    def evaluate(self, arch: str, search: str = "", budget: str = "", trial_id: str = "") -> dict:
-        return self.ev(parse(arch), search, budget, trial_id)
+    def evaluate(self, arch: str, search: str = "", budget: str = "", trial_id: str = "",
+                 sequences: int | None = None) -> dict:
+        return self.ev(parse(arch), search, budget, trial_id, sequences)
 
 
-
-
-def trial(config: dict, evaluators: list, search: str, budget: str) -> None:
-    """Tune trainable: score ``config['arch']`` on the evaluator the searcher picked.
+def trial(config: dict, evaluators: list, search: str, budget: str, rungs: tuple = (None,), total: int = 0) -> None:
+    """Tune trainable: score ``config['arch']`` on the evaluator the searcher picked, rung by
+    rung (``rungs``: sequences seen at each; ``(None,)``: the whole split at once), reporting
+    each rung's row with ``sequences_seen`` (``total``: the split's size); the scheduler's
+    STOP after a report ends it there.
 
     An evaluator lost with its node hands the candidate to the next one (whose cache
-    check answers it if the lost one had finished it), so a lost node costs no candidate
-    and evaluates none twice; only when every evaluator is gone does the trial fail.
+    check answers it if the lost one had finished it, or goes on from its last rung row),
+    so a lost node costs no candidate and evaluates none twice; only when every evaluator
+    is gone does the trial fail.
     """
     ctx = tune.get_context()
     first = config["worker"]
     order = [evaluators[(first + i) % len(evaluators)] for i in range(len(evaluators))]
-    for i, ev in enumerate(order):
-        try:
-            row = ray.get(ev.evaluate.remote(config["arch"], search, budget, ctx.get_trial_id() or ""))
-            break
-        except ray.exceptions.RayActorError as e:
-            if i == len(order) - 1:
-                raise
-            print(f"search: evaluator {(first + i) % len(evaluators)} lost ({type(e).__name__}); "
-                  f"{config['arch']} goes to the next one", flush=True)
-    tune.report(to_report(row))
+    for k in rungs:
+        for i, ev in enumerate(order):
+            try:
+                row = ray.get(ev.evaluate.remote(config["arch"], search, budget, ctx.get_trial_id() or "", k))
+                order = order[i:] + order[:i]  # the next rung stays on an evaluator that answered
+                break
+            except ray.exceptions.RayActorError as e:
+                if i == len(order) - 1:
+                    raise
+                print(f"search: evaluator {(first + i) % len(evaluators)} lost ({type(e).__name__}); "
+                      f"{config['arch']} goes to the next one", flush=True)
+        tune.report({**to_report(row), "sequences_seen": row.get("sequences") or total})
+        if row.get("sequences") is None:  # the whole split (or a cached whole-split row)
+            return
 
 
 class LightTrackSearcher(NevergradSearch):

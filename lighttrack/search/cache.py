@@ -1,11 +1,15 @@
 """Evaluation cache: every evaluated candidate as a row of a Parquet dataset.
 
-Key = (supernet id, architecture canonical string, evaluation-settings id):
+Key = (supernet id, architecture canonical string, evaluation-settings id, sequences):
 
 * supernet id  = :func:`supernet_id`, a content hash of the checkpoint's weights;
 * settings id  = :func:`settings_id`, a hash of everything that changes a score: the
   validation sequences (names, annotations and frame bytes), the tracker
-  hyper-parameters, the recalibration settings (batches, batch size, data) and the seed.
+  hyper-parameters, the recalibration settings (batches, batch size, data) and the seed;
+* sequences    = how many validation sequences the figures cover, in the evaluator's rung
+  order (``CandidateEvaluator.order``): null for the whole split. A successive-halving search
+  writes a row per rung a candidate reached; only whole-split rows are fitness figures
+  (:meth:`EvalCache.rows`), the partial ones are read by :meth:`EvalCache.partial`.
 
 The cache is a directory (local path or pyarrow.fs URI such as ``s3://bucket/cache``)
 of ``part-*.parquet`` files. Writers never modify a file: each append adds a new part,
@@ -63,8 +67,9 @@ SCHEMA = pa.schema([
     ("budget", pa.string()),  # budget label of that search
     ("worker", pa.string()),
     ("trial", pa.string()),  # Ray Tune trial id, when run by one
+    ("sequences", pa.int32()),  # a rung's row: the first N sequences of the rung order (null = all)
 ])
-_KEY = ("supernet_id", "settings_id", "arch")
+_KEY = ("supernet_id", "settings_id", "arch")  # never empty; with "sequences" the row's key
 # Words of the errors a store gives while it is unreachable or overloaded (pyarrow's S3/GCS
 # clients put the SDK's error type and curl's message in the OSError's text).
 _TRANSIENT = ("NETWORK_CONNECTION", "SERVICE_UNAVAILABLE", "SLOW_DOWN", "THROTTLING", "INTERNAL_FAILURE",
@@ -161,7 +166,7 @@ class EvalCache:
             self._fs, self._root = pafs.LocalFileSystem(), os.path.abspath(self.location)
         self._read: set[str] = set()
         self._reached = False  # an operation on the store has succeeded
-        self._rows: dict[tuple[str, str, str], dict] = {}
+        self._rows: dict[tuple[str, str, str, int | None], dict] = {}
 
     def __repr__(self) -> str:
         return f"EvalCache({self.location!r}, {len(self._rows)} rows)"
@@ -203,7 +208,7 @@ class EvalCache:
             table = self._patiently(f"reading {path}",
                                     lambda: pq.read_table(path, filesystem=self._fs, schema=SCHEMA))
             for row in table.to_pylist():
-                key = tuple(row[k] for k in _KEY)
+                key = (*(row[k] for k in _KEY), row["sequences"])
                 if key not in self._rows:  # first evaluation of a key wins
                     self._rows[key] = row
                     new += 1
@@ -223,17 +228,27 @@ class EvalCache:
         return [f for f in self._fs.get_file_info(pafs.FileSelector(self._root))
                 if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")]
 
-    def get(self, supernet: str, settings: str, arch: str, refresh: bool = False) -> dict | None:
+    def get(self, supernet: str, settings: str, arch: str, refresh: bool = False,
+            sequences: int | None = None) -> dict | None:
+        """The whole-split row of ``arch``, or with ``sequences`` its row of that rung."""
         if refresh:
             self.refresh()
-        return self._rows.get((supernet, settings, arch))
+        return self._rows.get((supernet, settings, arch, sequences))
 
-    def rows(self, supernet: str | None = None, settings: str | None = None) -> list[dict]:
-        """Rows (refreshed) for one supernet/settings pair, or all, oldest first."""
+    def rows(self, supernet: str | None = None, settings: str | None = None, partial: bool = False) -> list[dict]:
+        """Whole-split rows (refreshed) for one supernet/settings pair, or all, oldest first;
+        ``partial``: the rung rows instead."""
         self.refresh()
-        out = [r for (s, e, _), r in self._rows.items()
-               if (supernet is None or s == supernet) and (settings is None or e == settings)]
+        out = [r for (s, e, _, n), r in self._rows.items()
+               if (supernet is None or s == supernet) and (settings is None or e == settings)
+               and (n is not None) == partial]
         return sorted(out, key=lambda r: (r["finished"] is None, r["finished"] or 0))
+
+    def partial(self, supernet: str, settings: str, arch: str, below: int | None = None) -> dict | None:
+        """The deepest rung row of ``arch`` (covering fewer than ``below`` sequences), or None."""
+        rows = [r for (s, e, a, n), r in self._rows.items()
+                if (s, e, a) == (supernet, settings, arch) and n is not None and (below is None or n < below)]
+        return max(rows, key=lambda r: r["sequences"], default=None)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -312,17 +327,26 @@ class CachedEvaluator:
         self.evaluated = self.cache_answers = 0
         self.unwritten: list[dict] = []  # evaluated rows a store outage kept out of the cache
 
-    def __call__(self, arch: Any, search: str = "", budget: str = "", trial: str = "") -> dict:
-        """The row of ``arch`` with ``cached``: whether the cache answered."""
+    def __call__(self, arch: Any, search: str = "", budget: str = "", trial: str = "",
+                 sequences: int | None = None) -> dict:
+        """The row of ``arch`` with ``cached``: whether the cache answered. ``sequences``: the
+        row of that rung (successive halving), going on from the deepest rung row the cache
+        holds for ``arch`` (a candidate promoted, or one stopped before a restart); a
+        whole-split row answers every rung."""
         try:
             self.cache.refresh()
         except OSError as e:  # the store is out past the cache's patience: go on with what is known
             log.warning("evaluation cache unreadable, checking %s against the rows read before: %s", arch, e)
-        hit = self.cache.get(self.ev.supernet_id, self.ev.settings_id, str(arch))
-        if hit is not None:
+        sid, eid, key = self.ev.supernet_id, self.ev.settings_id, str(arch)
+        rung = None if sequences is None or sequences >= self.ev.num_sequences else int(sequences)
+        hit = self.cache.get(sid, eid, key) or (rung and self.cache.get(sid, eid, key, sequences=rung))
+        if hit:
             self.cache_answers += 1
             return {**hit, "cached": True}
-        row = self.ev.evaluate(arch)
+        if sequences is None:
+            row = self.ev.evaluate(arch)
+        else:
+            row = self.ev.evaluate(arch, rung, self.cache.partial(sid, eid, key, below=rung))
         row.update(search=search, budget=budget, worker=self.worker, trial=trial)
         self.evaluated += 1
         self.unwritten.append(row)

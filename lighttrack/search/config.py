@@ -7,6 +7,8 @@ from typing import Annotated, Callable
 from lighttrack.config import ConfigError, Count, PosFloat, PosInt, Probability, Range
 
 from lighttrack.search.evaluate import EvalConfig
+from lighttrack.search.fidelity import FidelityConfig
+from lighttrack.search.predictor import PredictorConfig
 
 __all__ = ["OptimizerConfig", "SearchConfig"]
 
@@ -67,3 +69,10 @@ class SearchConfig:
     threads: PosInt = 1  # torch threads per evaluator
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)  # successive halving over sequences
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)  # pre-screen by an accuracy predictor
+
+    def validate(self) -> None:
+        if self.fidelity.enabled and self.eval.metric != "ao":
+            raise ConfigError(f"fidelity.enabled: successive halving needs eval.metric ao, not "
+                              f"{self.eval.metric!r} (EAO is no mean over sequences)")

@@ -18,15 +18,23 @@ recalibrated on the same pairs) and the validation sequences (read and checked o
 and returns a cache row: the fitness (AO or EAO) and the stay-at-start baseline's, the
 protocol's other figures, params, MACs, seconds. The boxes are scored in memory; result
 files are written only into a ``work_dir`` given to the evaluator.
+
+``evaluate(arch, sequences=k)`` scores a rung of successive halving instead: the first ``k``
+sequences of :attr:`CandidateEvaluator.order` (GOT-10k AO only). Given the row of an earlier
+rung (``start``), only the sequences it lacks are tracked and the figures merged: GOT-10k's
+figures are means over the pooled frames, so a rung's are its parts' means weighted by
+their scored frames, and the top rung's equal the whole split's.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -38,7 +46,7 @@ from lighttrack.models import TrackSupernet, recalibrate_bn
 from lighttrack.search import cache
 from lighttrack.search.budget import CostModel
 from lighttrack.tracker.params import check_tracker
-from lighttrack.tracker.validation import Metric, open_validation, score
+from lighttrack.tracker.validation import Metric, Validation, open_validation, score
 
 __all__ = ["EvalConfig", "CandidateEvaluator", "load_supernet", "recalibration_batches"]
 
@@ -139,6 +147,18 @@ class CandidateEvaluator:
             recal_batch_size=cfg.recalibrate_batch_size, seed=cfg.seed,
             recal_data=f"{cfg.recalibrate_root}:{cfg.recalibrate_split}", extra=extra or None)
         self.evaluations = 0
+        self.sequences_tracked = 0  # over every evaluation, rungs included
+        # The rung order: by a hash of each sequence's name, so a prefix is a fixed sample of
+        # the split whatever the search's settings (and not the split's own, often sorted, order).
+        names = [s.name for s in self.val.sequences]
+        self.order = sorted(range(len(names)), key=lambda i: hashlib.sha1(names[i].encode()).hexdigest())
+        # GOT-10k scores every frame after the first whose target is present: a sequence's weight.
+        self._weights = [int((~np.asarray(s.absent, bool)[1:]).sum()) if cfg.metric == "ao" else 0
+                         for s in self.val.sequences]
+
+    @property
+    def num_sequences(self) -> int:
+        return len(self.val.sequences)
 
     def _backend(self, name: str, frames: int) -> str:
         if name != "auto":
@@ -156,8 +176,18 @@ class CandidateEvaluator:
 
         return OrtEvalNet(extract(self.net, path.arch), torch.get_num_threads())
 
-    def evaluate(self, arch: Arch) -> dict[str, Any]:
-        """Recalibrate + track ``arch``; a cache row (without search/budget/worker)."""
+    def evaluate(self, arch: Arch, sequences: int | None = None, start: dict | None = None) -> dict[str, Any]:
+        """Recalibrate + track ``arch``; a cache row (without search/budget/worker).
+
+        ``sequences``: the rung (the first that many of :attr:`order`; None or the split's
+        size: the whole split), going on from ``start``, this arch's row of a lower rung."""
+        n = self.num_sequences
+        k = n if sequences is None else min(int(sequences), n)
+        if (k < n or start is not None) and self.cfg.metric != "ao":
+            raise ValueError("successive halving over sequences needs the ao metric (EAO is no mean over sequences)")
+        done = 0 if start is None else int(start["sequences"])
+        if not 0 <= done < k:
+            raise ValueError(f"a rung of {k} sequences cannot go on from a row of {done}")
         started = dt.datetime.now(dt.timezone.utc)
         t0 = time.perf_counter()
         self.net.load_state_dict(self._bn_state, strict=False)
@@ -168,14 +198,30 @@ class CandidateEvaluator:
         path.eval()
         out = self.work_dir / f"eval{self.evaluations:05d}" if self.work_dir is not None else None
         # self.val was read and checked once, in __init__: scoring reads no annotation again
-        scores = score(self._tracking_net(path), self.val, self.params, out, self.cfg.batch or "auto")
+        val = self.val if (done, k) == (0, n) else Validation(
+            self.val.metric, self.val.reader, [self.val.sequences[i] for i in self.order[done:k]])
+        scores = score(self._tracking_net(path), val, self.params, out, self.cfg.batch or "auto")
+        figures = {key: scores.get(key) for key in cache.SCORE_COLUMNS}
+        if start is not None:
+            figures = self._merge(start, done, figures, k)
         c = self.costs(arch)
         self.evaluations += 1
-        figures = {k: scores.get(k) for k in cache.SCORE_COLUMNS}
+        self.sequences_tracked += k - done
         return {"supernet_id": self.supernet_id, "settings_id": self.settings_id, "arch": str(arch),
                 **figures, "params": c.params, "macs": c.macs, "latency_ms": c.latency_ms,
                 "recal_batches": len(self.batches), "seconds": time.perf_counter() - t0,
-                "started": started, "finished": dt.datetime.now(dt.timezone.utc)}
+                "started": started, "finished": dt.datetime.now(dt.timezone.utc),
+                "sequences": None if k == n else k}
+
+    def _merge(self, start: dict, done: int, new: dict, k: int) -> dict:
+        """The figures of the first ``k`` sequences from those of the first ``done`` and the rest."""
+        w0 = sum(self._weights[i] for i in self.order[:done])
+        w1 = sum(self._weights[i] for i in self.order[done:k])
+        out = dict(new)
+        for key in ("ao", "baseline_ao", "sr50", "sr75"):
+            out[key] = (start[key] * w0 + new[key] * w1) / (w0 + w1)
+        out["fitness"], out["baseline_fitness"] = out["ao"], out["baseline_ao"]
+        return out
 
 
 def _is_bn_buffer(net: nn.Module, key: str) -> bool:

@@ -6,7 +6,10 @@ with probability ``crossover_prob`` a uniform crossover of two distinct top-k pa
 otherwise a mutation of one top-k parent in which each decision is re-drawn uniformly
 with probability ``mutation_prob``. Only children that pass ``feasible`` (the budget
 check) and (with ``unique``) were not proposed before are returned. Results told without being asked
-(a cache seeding the search) join the population like any other.
+(a cache seeding the search) join the population like any other. A result marked partial
+(``mark_partial``: a candidate stopped by successive halving on part of the validation split,
+or one the accuracy predictor ruled out) is proposed no more but never becomes a parent: its
+value is not a whole-split fitness.
 
 Works on the parametrization of :mod:`lighttrack.search.space`. ``generations`` is not
 an optimizer setting: the search gives it ``budget = population * generations``.
@@ -65,6 +68,7 @@ class _Evolution(base.Optimizer):
         self._results: list[tuple[float, int, str, tuple[int, ...]]] = []  # (loss, order, uid, choices)
         self._seen: set[tuple[int, ...]] = set()  # normalised choices asked or told
         self._random_asked = 0
+        self._partial: set[str] = set()  # uids whose told value is no whole-split fitness
         self.lineage: dict[str, Lineage] = {}
 
     # -- helpers ------------------------------------------------------------------------
@@ -116,9 +120,15 @@ class _Evolution(base.Optimizer):
         self.lineage[cand.uid] = lin
         return cand
 
+    def mark_partial(self, candidate: ng.p.Parameter) -> None:
+        """The next tell of ``candidate`` is a partial value: seen, never a parent."""
+        self._partial.add(candidate.uid)
+
     def record(self, choices: tuple[int, ...], loss: float, uid: str) -> None:
         """Add a result to the population (what ``tell`` does)."""
         self._seen.add(space.normalize(choices, self.space))
+        if uid in self._partial:
+            return
         if math.isfinite(loss):
             self._results.append((float(loss), len(self._results), uid, tuple(choices)))
 
