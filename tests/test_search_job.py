@@ -249,3 +249,31 @@ def test_a_latency_budget_is_checked_on_the_tables_device_and_recorded(setup, tm
             assert p["latency.machine"] == "edge-device-7"
             assert not any(k.startswith("latency_measured_ms") for k in m)
             assert "edge-device-7" in run.data.tags["lighttrack.latency_check"]
+
+
+def test_successive_halving_and_the_predictor_in_the_job_record_what_they_saved(setup):
+    """``fidelity.enabled``: Tune's ASHA stops candidates after the first of the 3 validation
+    sequences; each trial leaves a rung row, only those that reached the top a whole-split
+    row; the MLflow run records what halving and the predictor saved (issue 36)."""
+    tmp, env, address = setup
+    n = 8
+    cmd = _cmd(tmp, address, "halving", (FIRST,), n, cache="cache-halving") + [
+        "--set", "eval.val_sequences=3", "fidelity.enabled=true", "fidelity.min_sequences=1",
+        "predictor.enabled=true", "predictor.min_rows=5", "predictor.refit_every=1", "predictor.pool=2"]
+    out = _run(cmd, env, tmp)
+    assert "successive halving over 3 validation sequences, rungs (1, 3)" in out
+    cache = EvalCache(str(tmp / "cache-halving"))
+    whole, rung = cache.rows(), cache.rows(partial=True)
+    assert {r["sequences"] for r in rung} == {1} and whole
+    assert {r["arch"] for r in whole} <= {r["arch"] for r in rung}  # every trial began at the first rung
+    stopped = len(rung) - len(whole)
+    assert len(rung) == n and stopped >= 1, out[-3000:]
+    assert "stopped after 1 of 3 sequences" in out
+    run = mlflow.tracking.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(
+        out.split("LIGHTTRACK_RUN_ID=")[-1].split()[0])
+    m, label = run.data.metrics, Budget.parse(FIRST).label
+    assert m[f"stopped/{label}"] == stopped
+    assert m[f"saved_halving/{label}"] == pytest.approx(stopped * (1 - 1 / 3))
+    assert f"saved_predictor/{label}" in m and f"saved_cache/{label}" in m
+    best = re.search(rf"search {re.escape(label)}: best AO ([0-9.]+) ", out)
+    assert float(best.group(1)) == pytest.approx(max(r["ao"] for r in whole), abs=1e-4)  # a whole-split figure

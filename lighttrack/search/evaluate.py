@@ -148,6 +148,7 @@ class CandidateEvaluator:
             recal_data=f"{cfg.recalibrate_root}:{cfg.recalibrate_split}", extra=extra or None)
         self.evaluations = 0
         self.sequences_tracked = 0  # over every evaluation, rungs included
+        self._last: tuple[str, Any] | None = None  # (arch, its recalibrated tracking net)
         # The rung order: by a hash of each sequence's name, so a prefix is a fixed sample of
         # the split whatever the search's settings (and not the split's own, often sorted, order).
         names = [s.name for s in self.val.sequences]
@@ -190,17 +191,12 @@ class CandidateEvaluator:
             raise ValueError(f"a rung of {k} sequences cannot go on from a row of {done}")
         started = dt.datetime.now(dt.timezone.utc)
         t0 = time.perf_counter()
-        self.net.load_state_dict(self._bn_state, strict=False)
-        path = self.net.path(arch)
-        if self.cfg.recalibrate:
-            dev = self.device
-            recalibrate_bn(lambda b: path(b[0].to(dev), b[1].to(dev)), self.batches)
-        path.eval()
+        net = self._recalibrated(arch)
         out = self.work_dir / f"eval{self.evaluations:05d}" if self.work_dir is not None else None
         # self.val was read and checked once, in __init__: scoring reads no annotation again
         val = self.val if (done, k) == (0, n) else Validation(
             self.val.metric, self.val.reader, [self.val.sequences[i] for i in self.order[done:k]])
-        scores = score(self._tracking_net(path), val, self.params, out, self.cfg.batch or "auto")
+        scores = score(net, val, self.params, out, self.cfg.batch or "auto")
         figures = {key: scores.get(key) for key in cache.SCORE_COLUMNS}
         if start is not None:
             figures = self._merge(start, done, figures, k)
@@ -212,6 +208,22 @@ class CandidateEvaluator:
                 "recal_batches": len(self.batches), "seconds": time.perf_counter() - t0,
                 "started": started, "finished": dt.datetime.now(dt.timezone.utc),
                 "sequences": None if k == n else k}
+
+    def _recalibrated(self, arch: Arch) -> Any:
+        """``arch``'s tracking net, its BN statistics re-estimated from the checkpoint's. The
+        last one is kept: the rungs of one candidate come one after another on one evaluator,
+        and a recalibration from the same start on the same batches gives the same statistics."""
+        if self._last is not None and self._last[0] == str(arch):
+            return self._last[1]
+        self._last = None
+        self.net.load_state_dict(self._bn_state, strict=False)
+        path = self.net.path(arch)
+        if self.cfg.recalibrate:
+            dev = self.device
+            recalibrate_bn(lambda b: path(b[0].to(dev), b[1].to(dev)), self.batches)
+        path.eval()
+        self._last = (str(arch), self._tracking_net(path))
+        return self._last[1]
 
     def _merge(self, start: dict, done: int, new: dict, k: int) -> dict:
         """The figures of the first ``k`` sequences from those of the first ``done`` and the rest."""
