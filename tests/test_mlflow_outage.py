@@ -1,4 +1,4 @@
-"""The MLflow server stopped for 60 s in the middle of a training job (stopped and started
+"""The MLflow server stopped for 30 s in the middle of a training job (stopped and started
 again by the id of its process, on the same address and store): the job trains on, its
 writes wait and retry (``ray_jobs.outbox``), and afterwards every metric is in the run once."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from devcluster.services import LocalMlflow
 from tests.home import EMBEDDED, ROOT
 
-OUTAGE_S, EPOCHS, STEPS = 60, 12, 4
+OUTAGE_S, EPOCHS, STEPS = 30, 12, 4
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 

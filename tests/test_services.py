@@ -91,6 +91,7 @@ def test_a_submit_cut_short_stops_its_job(ray_cluster):
     assert "stopped" in status.lower(), status  # "Job 'raysubmit_...' was stopped"
 
 
+@pytest.mark.long  # tests/test_autoscaling.py scales the same head from zero in CI
 def test_an_autoscaling_head_scales_from_zero_and_back_and_stops_its_nodes():
     """Ray's own autoscaler on its fake multi-node provider, started with our head: two
     1-CPU tasks on a head with no CPUs start worker nodes of the type that fits, which stop
