@@ -151,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     for fr, pr in zip(runs["full"], runs["predictor"]):
         target = fr["best"]
         needed.append(next((c for c, _, b in pr["curve"] if b >= target - 1e-12), None))
+    first_best = [next(c for c, _, b in fr["curve"] if b >= fr["best"]) for fr in runs["full"]]
+    m, s = stat(first_best)
+    report.figure("full: evaluations until its best at N first came", m, spread=s,
+                  note=f"the predictor's search shares its first asks (same seed): {first_best}")
     reached = [x for x in needed if x is not None]
     report.figure("predictor: evaluations to full's fitness at N", np.mean(reached) if reached else "never",
                   spread=float(np.std(reached)) if reached else None,
