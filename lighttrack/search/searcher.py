@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 import nevergrad as ng
+import numpy as np
 
 from lighttrack.arch import Arch, parse
 from lighttrack.search import space
@@ -185,7 +186,10 @@ class CandidateSource:
         for i in out:
             self.stats.screened += 1
             self._tell(pool[i][0], -float(mean[i]), partial=True)
-        for i in kept:
+        room = max(1, self.max_evaluations - self.evaluations - len(self.pending))
+        for i in kept[room:]:  # kept, but the search is full: asked, so told, never tracked
+            self._tell(pool[i][0], -float(mean[i]) if np.isfinite(mean[i]) else self.penalty, partial=True)
+        for i in kept[:room]:
             key = str(pool[i][1])
             self.pending[key] = _Pending([pool[i][0]])
             self.queue.append(key)
