@@ -186,7 +186,7 @@ class CandidateSource:
         for i in out:
             self.stats.screened += 1
             self._tell(pool[i][0], -float(mean[i]), partial=True)
-        room = max(1, self.max_evaluations - self.evaluations - len(self.pending))
+        room = max(0, self.max_evaluations - self.evaluations - len(self.pending))
         for i in kept[room:]:  # kept, but the search is full: asked, so told, never tracked
             self._tell(pool[i][0], -float(mean[i]) if np.isfinite(mean[i]) else self.penalty, partial=True)
         for i in kept[:room]:
