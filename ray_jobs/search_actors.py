@@ -73,8 +73,7 @@ class Evaluator:
                 "supernet_id": ev.supernet_id, "settings_id": ev.settings_id, "evaluated": self.ev.evaluated,
                 "cache_answers": self.ev.cache_answers,
                 "unwritten": self.ev.flush(),  # rows a long store outage held back (the driver asks at the end)
-                "device": str(ev.device), "space": ev.net.space.name,
-                "sequences": ev.num_sequences, "sequences_tracked": ev.sequences_tracked}
+                "device": str(ev.device), "space": ev.net.space.name, "sequences": ev.num_sequences}
 
     def evaluate(self, arch: str, search: str = "", budget: str = "", trial_id: str = "",
                  sequences: int | None = None) -> dict:
@@ -94,17 +93,18 @@ def trial(config: dict, evaluators: list, search: str, budget: str, rungs: tuple
     """
     ctx = tune.get_context()
     first = config["worker"]
-    order = [evaluators[(first + i) % len(evaluators)] for i in range(len(evaluators))]
+    order = [(first + i) % len(evaluators) for i in range(len(evaluators))]  # evaluator indices
     for k in rungs:
-        for i, ev in enumerate(order):
+        for i, j in enumerate(order):
             try:
-                row = ray.get(ev.evaluate.remote(config["arch"], search, budget, ctx.get_trial_id() or "", k))
+                row = ray.get(evaluators[j].evaluate.remote(config["arch"], search, budget,
+                                                            ctx.get_trial_id() or "", k))
                 order = order[i:] + order[:i]  # the next rung stays on an evaluator that answered
                 break
             except ray.exceptions.RayActorError as e:
                 if i == len(order) - 1:
                     raise
-                print(f"search: evaluator {(first + i) % len(evaluators)} lost ({type(e).__name__}); "
+                print(f"search: evaluator {j} lost ({type(e).__name__}); "
                       f"{config['arch']} goes to the next one", flush=True)
         tune.report({**to_report(row), "sequences_seen": row.get("sequences") or total})
         if row.get("sequences") is None:  # the whole split (or a cached whole-split row)

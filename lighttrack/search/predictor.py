@@ -29,6 +29,7 @@ import numpy as np
 
 from lighttrack.arch import NUM_BLOCKS, Arch, Space, parse
 from lighttrack.config import Count, PosInt, Range
+from lighttrack.search.cache import fitness
 
 __all__ = ["PredictorConfig", "Predictor", "Screen", "encode", "kendall_tau", "heldout_tau"]
 
@@ -80,11 +81,9 @@ class Predictor:
             raise ValueError(f"predictor kind {kind!r}: use gp or gbm")
         self.space, self.kind, self.seed = space, kind, seed
         self.models: list = []
-        self.rows = 0
 
     def fit(self, archs: Sequence[Arch], fitness: Sequence[float]) -> "Predictor":
         x, y = encode(archs, self.space), np.asarray(fitness, np.float64)
-        self.rows = len(y)
         with warnings.catch_warnings():  # bounds reached by the length scale on small data
             warnings.simplefilter("ignore")
             if self.kind == "gp":
@@ -121,7 +120,7 @@ def heldout_tau(rows: Sequence[Mapping], sizes: Sequence[int], space: Space, kin
     """Kendall tau on the held-out rows of predictors fitted on ``n`` random cache rows, for
     each ``n`` in ``sizes`` smaller than the rows, ``repeats`` random splits each."""
     archs = [parse(r["arch"]) for r in rows]
-    y = np.array([float(r["fitness"] if r.get("fitness") is not None else r["ao"]) for r in rows])
+    y = np.array([fitness(r) for r in rows])
     rng = np.random.default_rng(seed)
     out: dict[int, list[float]] = {}
     for n in sizes:
